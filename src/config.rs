@@ -1,0 +1,193 @@
+//! Store configuration with documented defaults. Build it with `Config::default()` and the
+//! `with_*` methods; `Store::open` validates it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Source of wall-clock time in milliseconds since the epoch. Segment ages (and, later, retention)
+/// are decided by it, so tests can move time without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Default retention, in days, of a team with no entry in `team_retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u16 = 30;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted chunk payload. Default 16 MiB.
+    pub max_payload_bytes: usize,
+    /// The background flusher starts a flush when this many bytes are buffered; `append` itself
+    /// flushes (back-pressure) when twice this many are. Default 64 MiB.
+    pub max_buffer_bytes: usize,
+    /// The background flusher flushes at least this often; `None` disables the time trigger.
+    /// Default 1 s: the longest an unflushed chunk waits, and what an ingestion server that never
+    /// calls `flush()` risks in a crash.
+    pub flush_interval: Option<Duration>,
+    /// A segment is sealed once it reaches this size. Default 256 MiB.
+    pub segment_bytes: u64,
+    /// A segment is sealed once it is this old (so retention can drop whole files). Default 1 h.
+    pub segment_max_age: Duration,
+    /// zstd level for blocks. Default 3 (~480 MB/s per core on rrweb JSON, ratio ~8x).
+    pub compression_level: i32,
+    /// Threads that compress a flush's blocks. Default: the machine's available parallelism.
+    pub compression_threads: usize,
+    /// Write buffer shards (appends to different shards never contend). Default 32.
+    pub buffer_shards: usize,
+    /// Run the background flusher thread. Default true.
+    pub background_flush: bool,
+    /// Retention of each team, in days; teams not listed get `DEFAULT_RETENTION_DAYS`. A team's
+    /// retention picks the lane (directory) its segments are written to.
+    pub team_retention_days: HashMap<u64, u16>,
+    /// Wall clock used for segment ages. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_payload_bytes: 16 << 20,
+            max_buffer_bytes: 64 << 20,
+            flush_interval: Some(Duration::from_secs(1)),
+            segment_bytes: 256 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            compression_level: 3,
+            compression_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            buffer_shards: 32,
+            background_flush: true,
+            team_retention_days: HashMap::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Config {
+    pub fn with_max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+    pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
+        self.max_buffer_bytes = n;
+        self
+    }
+    pub fn with_flush_interval(mut self, d: Option<Duration>) -> Self {
+        self.flush_interval = d;
+        self
+    }
+    pub fn with_segment_bytes(mut self, n: u64) -> Self {
+        self.segment_bytes = n;
+        self
+    }
+    pub fn with_segment_max_age(mut self, d: Duration) -> Self {
+        self.segment_max_age = d;
+        self
+    }
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+    pub fn with_compression_threads(mut self, n: usize) -> Self {
+        self.compression_threads = n;
+        self
+    }
+    pub fn with_background_flush(mut self, on: bool) -> Self {
+        self.background_flush = on;
+        self
+    }
+    pub fn with_team_retention_days(mut self, team: u64, days: u16) -> Self {
+        self.team_retention_days.insert(team, days);
+        self
+    }
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Retention (and so lane) of a team.
+    pub fn retention_days(&self, team: u64) -> u16 {
+        self.team_retention_days
+            .get(&team)
+            .copied()
+            .unwrap_or(DEFAULT_RETENTION_DAYS)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        fn bad(field: &'static str, reason: &str) -> Result<()> {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > crate::format::MAX_BLOCK_RAW {
+            return bad("max_payload_bytes", "must be in 1..=1 GiB");
+        }
+        if self.max_buffer_bytes == 0 {
+            return bad("max_buffer_bytes", "must be > 0");
+        }
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes", "must be at least 4096");
+        }
+        if self.segment_max_age.is_zero() {
+            return bad("segment_max_age", "must be > 0");
+        }
+        if !(zstd::compression_level_range()).contains(&self.compression_level) {
+            return bad("compression_level", "is outside zstd's level range");
+        }
+        if self.compression_threads == 0 || self.compression_threads > 256 {
+            return bad("compression_threads", "must be in 1..=256");
+        }
+        if self.buffer_shards == 0 || self.buffer_shards > 4096 {
+            return bad("buffer_shards", "must be in 1..=4096");
+        }
+        for (&team, &days) in &self.team_retention_days {
+            if days == 0 || days > 3650 {
+                return Err(Error::InvalidConfig {
+                    field: "team_retention_days",
+                    reason: format!("team {team}: {days} days is outside 1..=3650"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

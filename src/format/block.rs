@@ -1,0 +1,354 @@
+//! Blocks: the chunks of one session from one flush, compressed together.
+//!
+//! ```text
+//! 0  magic u32 "RBLK"        4  header_len u32 (payload starts here)
+//! 8  codec u8                9  flags u8 (0)          10 window_count u16
+//! 12 dict_id u32 (0 = none)  16 team u64              24 seq u64 (flush round)
+//! 32 first_ts i64            40 last_ts i64           48 raw_len u32
+//! 52 stored_len u32          56 chunk_count u32       60 session_len u8
+//! 61 reserved u8             62 person_len u16
+//! 64 session bytes | person bytes | window_count x (len u8, bytes)
+//!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64)
+//! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
+//! ```
+
+use super::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, MAX_BLOCK_RAW};
+use crate::chunk::Chunk;
+
+pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
+pub const BLOCK_FIXED_LEN: usize = 64;
+/// Upper bound on header_len (identifiers, windows and the chunk table).
+pub const MAX_HEADER_LEN: usize = 16 << 20;
+const CHUNK_ENTRY_LEN: usize = 24;
+const NO_WINDOW: u16 = u16::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Codec {
+    fn from_u8(v: u8) -> DecodeResult<Codec> {
+        match v {
+            0 => Ok(Codec::None),
+            1 => Ok(Codec::Zstd),
+            _ => Err(DecodeError::new(format!("unknown codec {v}"))),
+        }
+    }
+}
+
+/// One chunk's entry in a block's chunk table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkEntry {
+    pub raw_len: u32,
+    pub window: Option<u16>,
+    pub first_ts: i64,
+    pub last_ts: i64,
+}
+
+/// A decoded block header: everything needed to index the block without its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub codec: Codec,
+    pub dict_id: u32,
+    pub team: u64,
+    pub seq: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    pub session: String,
+    pub person: String,
+    pub windows: Vec<String>,
+    pub chunks: Vec<ChunkEntry>,
+    pub header_len: u32,
+}
+
+impl BlockHeader {
+    /// Bytes the whole block occupies: header, payload, crc.
+    pub fn total_len(&self) -> u64 {
+        self.header_len as u64 + self.stored_len as u64 + 4
+    }
+}
+
+/// Total length of the block starting at `prefix`, from its first 64 bytes, checked against the
+/// format's bounds. The scanner uses it to know how many bytes to read.
+pub fn peek_total_len(prefix: &[u8]) -> DecodeResult<u64> {
+    let mut b = Bytes::new(prefix);
+    if b.take(4)? != BLOCK_MAGIC {
+        return Err(DecodeError::new("bad block magic"));
+    }
+    let header_len = b.u32()? as usize;
+    if !(BLOCK_FIXED_LEN..=MAX_HEADER_LEN).contains(&header_len) {
+        return Err(DecodeError::new(format!("header_len {header_len} out of bounds")));
+    }
+    let mut b = Bytes::new(prefix.get(52..56).ok_or_else(|| DecodeError::new("short header"))?);
+    let stored_len = b.u32()? as usize;
+    if stored_len > MAX_BLOCK_RAW + MAX_BLOCK_RAW / 8 {
+        return Err(DecodeError::new(format!("stored_len {stored_len} out of bounds")));
+    }
+    Ok(header_len as u64 + stored_len as u64 + 4)
+}
+
+/// Parses and verifies the block at the start of `buf` (which may hold more after it): magic,
+/// bounds, crc. Returns the header; the payload is `buf[header_len..header_len + stored_len]`.
+pub fn parse_block(buf: &[u8]) -> DecodeResult<BlockHeader> {
+    let total = peek_total_len(buf)?;
+    if total > buf.len() as u64 {
+        return Err(DecodeError::new(format!(
+            "block of {total} bytes extends past the {} available",
+            buf.len()
+        )));
+    }
+    let total = total as usize;
+    let body = &buf[..total - 4];
+    let stored_crc = u32::from_le_bytes([buf[total - 4], buf[total - 3], buf[total - 2], buf[total - 1]]);
+    if crc32fast::hash(body) != stored_crc {
+        return Err(DecodeError::new("block checksum mismatch"));
+    }
+    parse_header(body)
+}
+
+fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
+    let mut b = Bytes::new(body);
+    b.take(4)?; // magic, checked by peek_total_len
+    let header_len = b.u32()?;
+    let codec = Codec::from_u8(b.u8()?)?;
+    let _flags = b.u8()?;
+    let window_count = b.u16()? as usize;
+    let dict_id = b.u32()?;
+    let team = b.u64()?;
+    let seq = b.u64()?;
+    let first_ts = b.i64()?;
+    let last_ts = b.i64()?;
+    let raw_len = b.u32()?;
+    let stored_len = b.u32()?;
+    let chunk_count = b.u32()? as usize;
+    let session_len = b.u8()? as usize;
+    let _reserved = b.u8()?;
+    let person_len = b.u16()? as usize;
+    if raw_len as usize > MAX_BLOCK_RAW {
+        return Err(DecodeError::new(format!("raw_len {raw_len} out of bounds")));
+    }
+    if chunk_count == 0 || chunk_count * CHUNK_ENTRY_LEN > header_len as usize {
+        return Err(DecodeError::new(format!("chunk_count {chunk_count} out of bounds")));
+    }
+    if first_ts > last_ts {
+        return Err(DecodeError::new("first_ts after last_ts"));
+    }
+    // The variable part may not read past header_len into the payload.
+    let mut b = Bytes::new(&body[..header_len as usize]);
+    b.take(BLOCK_FIXED_LEN)?;
+    let session = b.str(session_len, "session id")?.to_string();
+    let person = b.str(person_len, "person")?.to_string();
+    let mut windows = Vec::with_capacity(window_count.min(256));
+    for _ in 0..window_count {
+        let n = b.u8()? as usize;
+        windows.push(b.str(n, "window id")?.to_string());
+    }
+    let mut chunks = Vec::with_capacity(chunk_count);
+    let mut sum: u64 = 0;
+    for _ in 0..chunk_count {
+        let raw = b.u32()?;
+        let w = b.u16()?;
+        let _ = b.u16()?;
+        let c_first = b.i64()?;
+        let c_last = b.i64()?;
+        let window = if w == NO_WINDOW { None } else { Some(w) };
+        if let Some(w) = window {
+            if w as usize >= window_count {
+                return Err(DecodeError::new(format!("chunk window index {w} out of bounds")));
+            }
+        }
+        sum += raw as u64;
+        chunks.push(ChunkEntry {
+            raw_len: raw,
+            window,
+            first_ts: c_first,
+            last_ts: c_last,
+        });
+    }
+    if b.pos() != header_len as usize {
+        return Err(DecodeError::new("header_len does not match header contents"));
+    }
+    if sum != raw_len as u64 {
+        return Err(DecodeError::new("chunk lengths do not add up to raw_len"));
+    }
+    Ok(BlockHeader {
+        codec,
+        dict_id,
+        team,
+        seq,
+        first_ts,
+        last_ts,
+        raw_len,
+        stored_len,
+        session,
+        person,
+        windows,
+        chunks,
+        header_len,
+    })
+}
+
+/// Decompresses a verified block's payload and splits it into its chunks' payloads.
+pub fn decode_payloads(header: &BlockHeader, block: &[u8]) -> DecodeResult<Vec<Vec<u8>>> {
+    let start = header.header_len as usize;
+    let stored = block
+        .get(start..start + header.stored_len as usize)
+        .ok_or_else(|| DecodeError::new("payload out of bounds"))?;
+    if header.dict_id != 0 {
+        return Err(DecodeError::new(format!(
+            "dictionary {} is not supported by this version",
+            header.dict_id
+        )));
+    }
+    let raw = match header.codec {
+        Codec::None => stored.to_vec(),
+        Codec::Zstd => zstd::bulk::decompress(stored, header.raw_len as usize)
+            .map_err(|e| DecodeError::new(format!("zstd: {e}")))?,
+    };
+    if raw.len() != header.raw_len as usize {
+        return Err(DecodeError::new("payload shorter than raw_len"));
+    }
+    let mut out = Vec::with_capacity(header.chunks.len());
+    let mut pos = 0usize;
+    for c in &header.chunks {
+        let end = pos + c.raw_len as usize;
+        out.push(raw[pos..end].to_vec());
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Encodes blocks; holds a reusable zstd context (one per compression thread).
+pub struct BlockWriter {
+    compressor: zstd::bulk::Compressor<'static>,
+    raw: Vec<u8>,
+}
+
+impl BlockWriter {
+    pub fn new(level: i32) -> std::io::Result<Self> {
+        Ok(BlockWriter {
+            compressor: zstd::bulk::Compressor::new(level)?,
+            raw: Vec::new(),
+        })
+    }
+
+    /// Encodes the chunks (all of one team and session, already validated, in append order) as
+    /// one block appended to `out`. The caller keeps the total raw size under `MAX_BLOCK_RAW`.
+    pub fn encode(&mut self, seq: u64, chunks: &[Chunk], out: &mut Vec<u8>) -> std::io::Result<()> {
+        let first = &chunks[0];
+        self.raw.clear();
+        let mut windows: Vec<&str> = Vec::new();
+        let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_LEN);
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for c in chunks {
+            self.raw.extend_from_slice(&c.payload);
+            let w = match &c.window_id {
+                None => NO_WINDOW,
+                Some(w) => match windows.iter().position(|x| x == w) {
+                    Some(i) => i as u16,
+                    None => {
+                        windows.push(w);
+                        (windows.len() - 1) as u16
+                    }
+                },
+            };
+            put_u32(&mut table, c.payload.len() as u32);
+            put_u16(&mut table, w);
+            put_u16(&mut table, 0);
+            put_i64(&mut table, c.first_ts_ms);
+            put_i64(&mut table, c.last_ts_ms);
+            lo = lo.min(c.first_ts_ms);
+            hi = hi.max(c.last_ts_ms);
+        }
+        let compressed = self.compressor.compress(&self.raw)?;
+        let (codec, stored): (Codec, &[u8]) = if compressed.len() < self.raw.len() {
+            (Codec::Zstd, &compressed)
+        } else {
+            (Codec::None, &self.raw)
+        };
+        let var_len = first.session_id.len()
+            + first.person.len()
+            + windows.iter().map(|w| 1 + w.len()).sum::<usize>()
+            + table.len();
+        let header_len = BLOCK_FIXED_LEN + var_len;
+        let start = out.len();
+        out.reserve(header_len + stored.len() + 4);
+        out.extend_from_slice(&BLOCK_MAGIC);
+        put_u32(out, header_len as u32);
+        out.push(codec as u8);
+        out.push(0);
+        put_u16(out, windows.len() as u16);
+        put_u32(out, 0); // dictionary id: none yet
+        put_u64(out, first.team);
+        put_u64(out, seq);
+        put_i64(out, lo);
+        put_i64(out, hi);
+        put_u32(out, self.raw.len() as u32);
+        put_u32(out, stored.len() as u32);
+        put_u32(out, chunks.len() as u32);
+        out.push(first.session_id.len() as u8);
+        out.push(0);
+        put_u16(out, first.person.len() as u16);
+        out.extend_from_slice(first.session_id.as_bytes());
+        out.extend_from_slice(first.person.as_bytes());
+        for w in &windows {
+            out.push(w.len() as u8);
+            out.extend_from_slice(w.as_bytes());
+        }
+        out.extend_from_slice(&table);
+        out.extend_from_slice(stored);
+        let crc = crc32fast::hash(&out[start..]);
+        put_u32(out, crc);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(payload: &[u8], w: Option<&str>, ts: i64) -> Chunk {
+        Chunk {
+            team: 7,
+            session_id: "sess".into(),
+            person: "alice".into(),
+            window_id: w.map(String::from),
+            first_ts_ms: ts,
+            last_ts_ms: ts + 5,
+            payload: payload.to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_bit_flips() {
+        let chunks = vec![
+            chunk(&b"hello ".repeat(100), Some("w1"), 10),
+            chunk(b"", None, 20),
+            chunk(b"x", Some("w2"), 5),
+            chunk(b"y", Some("w1"), 30),
+        ];
+        let mut out = Vec::new();
+        BlockWriter::new(3).unwrap().encode(42, &chunks, &mut out).unwrap();
+        let h = parse_block(&out).unwrap();
+        assert_eq!(h.total_len() as usize, out.len());
+        assert_eq!((h.team, h.seq, h.first_ts, h.last_ts), (7, 42, 5, 35));
+        assert_eq!(h.codec, Codec::Zstd);
+        assert_eq!(h.windows, vec!["w1", "w2"]);
+        let payloads = decode_payloads(&h, &out).unwrap();
+        for (c, p) in chunks.iter().zip(&payloads) {
+            assert_eq!(&c.payload, p);
+        }
+        for i in 0..out.len() * 8 {
+            let mut bad = out.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(parse_block(&bad).is_err(), "flip of bit {i} not detected");
+        }
+        for n in 0..out.len() {
+            assert!(parse_block(&out[..n]).is_err());
+        }
+    }
+}

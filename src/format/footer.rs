@@ -1,0 +1,430 @@
+//! The footer of a sealed segment: its session index, read in place through the mmap.
+//!
+//! ```text
+//! fixed (96 B): 0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
+//!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
+//!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
+//!   80..96 reserved (zero)
+//! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
+//! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
+//! sessions: session_count x 80 B, sorted by (team, session_hash, session bytes):
+//!   0 team u64 | 8 session_hash u64 | 16 person_hash u64 | 24 first_ts i64 | 32 last_ts i64
+//!   40 raw_bytes u64 | 48 stored_bytes u64 | 56 chunk_count u32 | 60 first_block_ref u32
+//!   64 block_ref_count u32 | 68 heap_offset u32 | 72 session_len u8 | 73 reserved u8
+//!   74 person_len u16 | 76 crc32 of (bytes 0..76, its block refs, its two strings)
+//! block_refs: block_ref_count x 16 B: offset u64 | len u32 | chunk_count u32 (file order)
+//! heap: session id and person bytes, back to back
+//! ```
+//! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
+//! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
+
+use super::{key_hash, put_i64, put_u32, put_u64, Bytes, DecodeError, DecodeResult};
+
+pub const FOOTER_FIXED_LEN: usize = 96;
+pub const SESSION_ENTRY_LEN: usize = 80;
+pub const BLOCK_REF_LEN: usize = 16;
+const BLOOM_BITS_PER_KEY: usize = 10;
+const BLOOM_K: u32 = 7;
+
+/// Where one block of a session lies in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRef {
+    pub offset: u64,
+    pub len: u32,
+    pub chunks: u32,
+}
+
+/// One session's record in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    pub team: u64,
+    pub session: String,
+    pub person: String,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub chunk_count: u32,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub blocks: Vec<BlockRef>,
+}
+
+/// Segment-wide totals stored in the footer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FooterTotals {
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub chunk_count: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub block_count: u64,
+    /// Highest block seq (flush round) in the segment.
+    pub max_seq: u64,
+}
+
+/// Encodes a footer. Returns the bytes and the crc the trailer must carry.
+pub fn encode_footer(
+    sessions: &mut [SessionEntry],
+    totals: FooterTotals,
+    replaces: &[u64],
+) -> (Vec<u8>, u32) {
+    sessions.sort_by(|a, b| {
+        (a.team, key_hash(a.team, &a.session), a.session.as_bytes()).cmp(&(
+            b.team,
+            key_hash(b.team, &b.session),
+            b.session.as_bytes(),
+        ))
+    });
+    let ref_count: usize = sessions.iter().map(|s| s.blocks.len()).sum();
+    let heap_len: usize = sessions.iter().map(|s| s.session.len() + s.person.len()).sum();
+    let bloom = Bloom::build(sessions.iter().map(|s| key_hash(s.team, &s.session)), sessions.len());
+
+    let mut out = Vec::new();
+    put_u32(&mut out, sessions.len() as u32);
+    put_u32(&mut out, ref_count as u32);
+    put_u32(&mut out, bloom.words.len() as u32);
+    put_u32(&mut out, BLOOM_K);
+    put_u32(&mut out, replaces.len() as u32);
+    put_u32(&mut out, heap_len as u32);
+    put_i64(&mut out, totals.min_ts);
+    put_i64(&mut out, totals.max_ts);
+    put_u64(&mut out, totals.chunk_count);
+    put_u64(&mut out, totals.raw_bytes);
+    put_u64(&mut out, totals.stored_bytes);
+    put_u64(&mut out, totals.block_count);
+    put_u64(&mut out, totals.max_seq);
+    out.resize(FOOTER_FIXED_LEN, 0);
+    for w in &bloom.words {
+        put_u64(&mut out, *w);
+    }
+    for id in replaces {
+        put_u64(&mut out, *id);
+    }
+    let meta_crc = crc32fast::hash(&out);
+
+    let mut refs = Vec::with_capacity(ref_count * BLOCK_REF_LEN);
+    let mut heap = Vec::with_capacity(heap_len);
+    for s in sessions.iter() {
+        let first_ref = refs.len() / BLOCK_REF_LEN;
+        let ref_start = refs.len();
+        for b in &s.blocks {
+            put_u64(&mut refs, b.offset);
+            put_u32(&mut refs, b.len);
+            put_u32(&mut refs, b.chunks);
+        }
+        let heap_offset = heap.len();
+        heap.extend_from_slice(s.session.as_bytes());
+        heap.extend_from_slice(s.person.as_bytes());
+        let e_start = out.len();
+        put_u64(&mut out, s.team);
+        put_u64(&mut out, key_hash(s.team, &s.session));
+        put_u64(&mut out, key_hash(s.team, &s.person));
+        put_i64(&mut out, s.first_ts);
+        put_i64(&mut out, s.last_ts);
+        put_u64(&mut out, s.raw_bytes);
+        put_u64(&mut out, s.stored_bytes);
+        put_u32(&mut out, s.chunk_count);
+        put_u32(&mut out, first_ref as u32);
+        put_u32(&mut out, s.blocks.len() as u32);
+        put_u32(&mut out, heap_offset as u32);
+        out.push(s.session.len() as u8);
+        out.push(0);
+        out.extend_from_slice(&(s.person.len() as u16).to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&out[e_start..]);
+        h.update(&refs[ref_start..]);
+        h.update(&heap[heap_offset..]);
+        put_u32(&mut out, h.finalize());
+    }
+    out.extend_from_slice(&refs);
+    out.extend_from_slice(&heap);
+    (out, meta_crc)
+}
+
+/// A bloom filter over 64-bit key hashes (double hashing, k probes).
+#[derive(Debug, Clone, Default)]
+pub struct Bloom {
+    words: Vec<u64>,
+    k: u32,
+}
+
+impl Bloom {
+    fn build(keys: impl Iterator<Item = u64>, n: usize) -> Bloom {
+        let words = (n * BLOOM_BITS_PER_KEY).div_ceil(64).max(1);
+        let mut b = Bloom {
+            words: vec![0; words],
+            k: BLOOM_K,
+        };
+        for h in keys {
+            let bits = b.words.len() as u64 * 64;
+            for i in 0..b.k {
+                let bit = probe(h, i) % bits;
+                b.words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        b
+    }
+
+    pub fn may_contain(&self, h: u64) -> bool {
+        let bits = self.words.len() as u64 * 64;
+        (0..self.k).all(|i| {
+            let bit = probe(h, i) % bits;
+            self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    /// Heap bytes this filter holds in RAM.
+    pub fn heap_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+}
+
+fn probe(h: u64, i: u32) -> u64 {
+    let h2 = (h >> 32) | (h << 32) | 1;
+    h.wrapping_add((i as u64).wrapping_mul(h2))
+}
+
+/// A footer validated at open. Holds the bloom filter and the offsets (within the file) of the
+/// session table, block refs and heap; entries are decoded on demand from the mapped file.
+#[derive(Debug, Clone)]
+pub struct FooterView {
+    pub session_count: u32,
+    pub totals: FooterTotals,
+    pub bloom: Bloom,
+    pub replaces: Vec<u64>,
+    sessions_at: usize,
+    refs_at: usize,
+    ref_count: u32,
+    heap_at: usize,
+    heap_len: usize,
+}
+
+impl FooterView {
+    /// Parses the footer at `file[offset..offset + len]`, checking `crc` over its fixed part,
+    /// bloom and replaces list, and that every section fits the footer exactly.
+    pub fn parse(file: &[u8], offset: u64, len: u32, crc: u32) -> DecodeResult<FooterView> {
+        let start = offset as usize;
+        let footer = file
+            .get(start..start + len as usize)
+            .ok_or_else(|| DecodeError::new("footer outside the file"))?;
+        let mut b = Bytes::new(footer);
+        let session_count = b.u32()?;
+        let ref_count = b.u32()?;
+        let bloom_words = b.u32()? as usize;
+        let k = b.u32()?;
+        let replaces_count = b.u32()? as usize;
+        let heap_len = b.u32()? as usize;
+        let totals = FooterTotals {
+            min_ts: b.i64()?,
+            max_ts: b.i64()?,
+            chunk_count: b.u64()?,
+            raw_bytes: b.u64()?,
+            stored_bytes: b.u64()?,
+            block_count: b.u64()?,
+            max_seq: b.u64()?,
+        };
+        let sizes = [
+            FOOTER_FIXED_LEN as u64,
+            bloom_words as u64 * 8,
+            replaces_count as u64 * 8,
+            session_count as u64 * SESSION_ENTRY_LEN as u64,
+            ref_count as u64 * BLOCK_REF_LEN as u64,
+            heap_len as u64,
+        ];
+        if sizes.iter().sum::<u64>() != len as u64 || bloom_words == 0 || k == 0 || k > 32 {
+            return Err(DecodeError::new("footer section sizes do not add up"));
+        }
+        let meta_len = (sizes[0] + sizes[1] + sizes[2]) as usize;
+        if crc32fast::hash(&footer[..meta_len]) != crc {
+            return Err(DecodeError::new("footer checksum mismatch"));
+        }
+        let mut b = Bytes::new(&footer[FOOTER_FIXED_LEN..meta_len]);
+        let mut words = Vec::with_capacity(bloom_words);
+        for _ in 0..bloom_words {
+            words.push(b.u64()?);
+        }
+        let mut replaces = Vec::with_capacity(replaces_count);
+        for _ in 0..replaces_count {
+            replaces.push(b.u64()?);
+        }
+        let sessions_at = start + meta_len;
+        let refs_at = sessions_at + sizes[3] as usize;
+        let heap_at = refs_at + sizes[4] as usize;
+        Ok(FooterView {
+            session_count,
+            totals,
+            bloom: Bloom { words, k },
+            replaces,
+            sessions_at,
+            refs_at,
+            ref_count,
+            heap_at,
+            heap_len,
+        })
+    }
+
+    /// (team, session_hash) of entry `i`, for binary search. Unchecked by crc on purpose: a
+    /// corrupt key only misdirects the search; the entry found is verified by `entry`.
+    pub fn key(&self, file: &[u8], i: u32) -> (u64, u64) {
+        let at = self.sessions_at + i as usize * SESSION_ENTRY_LEN;
+        let e = &file[at..at + 16];
+        let mut b = Bytes::new(e);
+        (b.u64().unwrap_or(0), b.u64().unwrap_or(0))
+    }
+
+    /// Person hash of entry `i` (unverified; for scans that then verify with `entry`).
+    pub fn person_hash(&self, file: &[u8], i: u32) -> u64 {
+        let at = self.sessions_at + i as usize * SESSION_ENTRY_LEN + 16;
+        u64::from_le_bytes(file[at..at + 8].try_into().unwrap_or([0; 8]))
+    }
+
+    /// Decodes and verifies entry `i`.
+    pub fn entry(&self, file: &[u8], i: u32) -> DecodeResult<SessionEntry> {
+        if i >= self.session_count {
+            return Err(DecodeError::new("session entry index out of range"));
+        }
+        let at = self.sessions_at + i as usize * SESSION_ENTRY_LEN;
+        let raw = &file[at..at + SESSION_ENTRY_LEN];
+        let mut b = Bytes::new(raw);
+        let team = b.u64()?;
+        let _session_hash = b.u64()?;
+        let _person_hash = b.u64()?;
+        let first_ts = b.i64()?;
+        let last_ts = b.i64()?;
+        let raw_bytes = b.u64()?;
+        let stored_bytes = b.u64()?;
+        let chunk_count = b.u32()?;
+        let first_ref = b.u32()? as u64;
+        let nrefs = b.u32()? as u64;
+        let heap_offset = b.u32()? as usize;
+        let session_len = b.u8()? as usize;
+        let _ = b.u8()?;
+        let person_len = b.u16()? as usize;
+        let crc = b.u32()?;
+        if first_ref + nrefs > self.ref_count as u64 || heap_offset + session_len + person_len > self.heap_len {
+            return Err(DecodeError::new("session entry points outside the footer"));
+        }
+        let refs_start = self.refs_at + first_ref as usize * BLOCK_REF_LEN;
+        let refs = &file[refs_start..refs_start + nrefs as usize * BLOCK_REF_LEN];
+        let strings = &file[self.heap_at + heap_offset..self.heap_at + heap_offset + session_len + person_len];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&raw[..76]);
+        h.update(refs);
+        h.update(strings);
+        if h.finalize() != crc {
+            return Err(DecodeError::new("session entry checksum mismatch"));
+        }
+        let mut s = Bytes::new(strings);
+        let session = s.str(session_len, "session id")?.to_string();
+        let person = s.str(person_len, "person")?.to_string();
+        let mut r = Bytes::new(refs);
+        let mut blocks = Vec::with_capacity(nrefs as usize);
+        for _ in 0..nrefs {
+            blocks.push(BlockRef {
+                offset: r.u64()?,
+                len: r.u32()?,
+                chunks: r.u32()?,
+            });
+        }
+        Ok(SessionEntry {
+            team,
+            session,
+            person,
+            first_ts,
+            last_ts,
+            chunk_count,
+            raw_bytes,
+            stored_bytes,
+            blocks,
+        })
+    }
+
+    /// Index of the first entry whose (team, hash) is >= the given key.
+    pub fn lower_bound(&self, file: &[u8], team: u64, hash: u64) -> u32 {
+        let (mut lo, mut hi) = (0u32, self.session_count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(file, mid) < (team, hash) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Entries of one session: those with its (team, hash) whose verified id matches.
+    pub fn find(&self, file: &[u8], team: u64, session: &str) -> DecodeResult<Option<SessionEntry>> {
+        let h = key_hash(team, session);
+        if !self.bloom.may_contain(h) {
+            return Ok(None);
+        }
+        let mut i = self.lower_bound(file, team, h);
+        while i < self.session_count && self.key(file, i) == (team, h) {
+            let e = self.entry(file, i)?;
+            if e.session == session {
+                return Ok(Some(e));
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// The half-open range of entry indexes that belong to `team`.
+    pub fn team_range(&self, file: &[u8], team: u64) -> std::ops::Range<u32> {
+        let lo = self.lower_bound(file, team, 0);
+        let hi = match team.checked_add(1) {
+            Some(next) => self.lower_bound(file, next, 0),
+            None => self.session_count,
+        };
+        lo..hi
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(team: u64, s: &str, p: &str, off: u64) -> SessionEntry {
+        SessionEntry {
+            team,
+            session: s.into(),
+            person: p.into(),
+            first_ts: off as i64,
+            last_ts: off as i64 + 1,
+            chunk_count: 1,
+            raw_bytes: 10,
+            stored_bytes: 5,
+            blocks: vec![BlockRef {
+                offset: off,
+                len: 5,
+                chunks: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn lookups_and_corruption() {
+        let mut es: Vec<_> = (0..500u64)
+            .map(|i| entry(i % 3, &format!("s{i}"), &format!("p{}", i % 7), i))
+            .collect();
+        let (bytes, crc) = encode_footer(&mut es, FooterTotals::default(), &[4, 5]);
+        let mut file = vec![0u8; 10];
+        file.extend_from_slice(&bytes);
+        let f = FooterView::parse(&file, 10, bytes.len() as u32, crc).unwrap();
+        assert_eq!(f.replaces, vec![4, 5]);
+        for i in 0..500u64 {
+            let e = f.find(&file, i % 3, &format!("s{i}")).unwrap().unwrap();
+            assert_eq!(e.blocks[0].offset, i);
+            assert_eq!(e.person, format!("p{}", i % 7));
+            assert!(f.find(&file, (i % 3) + 1, &format!("s{i}")).unwrap().is_none());
+        }
+        assert_eq!(f.team_range(&file, 1).len(), 167);
+        assert!(f.find(&file, 0, "nope").unwrap().is_none());
+        assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1).is_err());
+        // A flipped bit in an entry's strings is caught when the entry is read.
+        let last = file.len() - 1;
+        file[last] ^= 0x20;
+        let bad = (0..500).filter(|&i| f.entry(&file, i).is_err()).count();
+        assert_eq!(bad, 1);
+    }
+}

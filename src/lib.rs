@@ -1,0 +1,41 @@
+//! replaystore: an embedded, log-structured store for session-recording (rrweb) blobs.
+//!
+//! ```no_run
+//! use replaystore::{Chunk, Config, Store};
+//! let store = Store::open("/tmp/replays", Config::default())?;
+//! store.append(Chunk {
+//!     team: 1,
+//!     session_id: "0192d3c0-...".into(),
+//!     person: "user-42".into(),
+//!     window_id: None,
+//!     first_ts_ms: 1_700_000_000_000,
+//!     last_ts_ms: 1_700_000_002_000,
+//!     payload: br#"[{"type":4,"data":{},"timestamp":1700000000000}]"#.to_vec(),
+//! })?;
+//! store.flush()?; // durable from here on
+//! let session = store.read_session(1, "0192d3c0-...")?.expect("stored");
+//! assert_eq!(session.chunks.len(), 1);
+//! # Ok::<(), replaystore::Error>(())
+//! ```
+//!
+//! See docs/design.md for the architecture and durability contract, docs/format.md for bytes.
+
+pub mod chunk;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod generator;
+pub mod posthog;
+mod read;
+mod recovery;
+mod segment;
+mod store;
+mod write_buffer;
+mod writer;
+
+pub use chunk::Chunk;
+pub use config::{Clock, Config, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use read::{SessionData, SessionFilter, SessionSummary, Stats, StoredChunk};
+pub use recovery::RecoveryReport;
+pub use store::Store;

@@ -1,0 +1,232 @@
+//! The read API: one session's chunks, session listings, and store-wide statistics.
+//!
+//! Readers take a snapshot of the segment list (a vector of `Arc`s) and release the lock before
+//! any I/O, so a flush, seal or compaction never waits for them nor they for it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::{DecodeError, SessionEntry};
+use crate::segment::{corrupt, Segment};
+use crate::store::Store;
+
+/// What the store knows of one session without reading its payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    pub team: u64,
+    pub session_id: String,
+    pub person: String,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    pub chunk_count: u64,
+    /// Payload bytes as appended.
+    pub raw_bytes: u64,
+    /// Bytes its blocks take on disk (headers, compressed payloads, checksums).
+    pub stored_bytes: u64,
+}
+
+impl SessionSummary {
+    fn from_entry(e: &SessionEntry) -> Self {
+        SessionSummary {
+            team: e.team,
+            session_id: e.session.clone(),
+            person: e.person.clone(),
+            first_ts_ms: e.first_ts,
+            last_ts_ms: e.last_ts,
+            chunk_count: 0,
+            raw_bytes: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    fn merge(&mut self, e: &SessionEntry) {
+        self.first_ts_ms = self.first_ts_ms.min(e.first_ts);
+        self.last_ts_ms = self.last_ts_ms.max(e.last_ts);
+        self.chunk_count += e.chunk_count as u64;
+        self.raw_bytes += e.raw_bytes;
+        self.stored_bytes += e.stored_bytes;
+    }
+}
+
+/// One stored chunk, payload bit-exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub window_id: Option<String>,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+/// A whole session: its summary and its chunks in timestamp order (append order for ties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionData {
+    pub summary: SessionSummary,
+    pub chunks: Vec<StoredChunk>,
+}
+
+/// Which sessions `list_sessions` returns: those of `person` (if set) whose time range overlaps
+/// `[from_ts_ms, to_ts_ms]`, oldest first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub person: Option<String>,
+    pub from_ts_ms: Option<i64>,
+    pub to_ts_ms: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// Store-wide figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub sessions: u64,
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// raw_bytes / stored_bytes.
+    pub ratio: f64,
+    /// bytes_on_disk / sessions: what one session costs, footers and headers included.
+    pub bytes_per_session: f64,
+    pub segments: u64,
+    pub sealed_segments: u64,
+    pub bytes_on_disk: u64,
+    pub buffered_bytes: u64,
+    /// Heap bytes the index keeps in RAM (bloom filters of sealed segments, maps of active ones).
+    pub index_heap_bytes: u64,
+    pub flush_rounds: u64,
+    pub fsyncs: u64,
+}
+
+impl Store {
+    fn snapshot(&self) -> Vec<Arc<Segment>> {
+        self.inner.segments.read().clone()
+    }
+
+    /// Reads one session. `Ok(None)` if the store holds none of it. A block that fails its
+    /// checks is an `Error::Corrupt` naming segment and offset; other sessions are unaffected.
+    pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
+        let mut summary: Option<SessionSummary> = None;
+        // (block seq, index in block, chunk)
+        let mut chunks: Vec<(u64, usize, StoredChunk)> = Vec::new();
+        for seg in self.snapshot() {
+            let Some(entry) = seg.find(team, session_id)? else { continue };
+            summary
+                .get_or_insert_with(|| SessionSummary::from_entry(&entry))
+                .merge(&entry);
+            for r in &entry.blocks {
+                let (h, payloads) = seg.read_block(*r)?;
+                if h.team != team || h.session != session_id {
+                    let why = DecodeError::new("block belongs to another session");
+                    return Err(corrupt(seg.id, &seg.path, r.offset, why));
+                }
+                for (i, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
+                    let window_id = c.window.and_then(|w| h.windows.get(w as usize).cloned());
+                    chunks.push((
+                        h.seq,
+                        i,
+                        StoredChunk {
+                            window_id,
+                            first_ts_ms: c.first_ts,
+                            last_ts_ms: c.last_ts,
+                            payload,
+                        },
+                    ));
+                }
+            }
+        }
+        let Some(summary) = summary else { return Ok(None) };
+        chunks.sort_by_key(|(seq, i, c)| (c.first_ts_ms, *seq, *i));
+        Ok(Some(SessionData {
+            summary,
+            chunks: chunks.into_iter().map(|(_, _, c)| c).collect(),
+        }))
+    }
+
+    /// Lists the sessions of a team. Reads footers (session tables) and active indexes only,
+    /// never payloads: cost is proportional to the team's session records across segments.
+    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        let mut by_id: HashMap<String, SessionSummary> = HashMap::new();
+        for seg in self.snapshot() {
+            seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
+                match by_id.get_mut(&e.session) {
+                    Some(s) => s.merge(&e),
+                    None => {
+                        let mut s = SessionSummary::from_entry(&e);
+                        s.merge(&e);
+                        by_id.insert(e.session.clone(), s);
+                    }
+                }
+            })?;
+        }
+        let mut out: Vec<SessionSummary> = by_id
+            .into_values()
+            .filter(|s| filter.from_ts_ms.is_none_or(|f| s.last_ts_ms >= f))
+            .filter(|s| filter.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t))
+            .collect();
+        out.sort_by(|a, b| (a.first_ts_ms, &a.session_id).cmp(&(b.first_ts_ms, &b.session_id)));
+        if let Some(limit) = filter.limit {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+
+    /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
+    /// segments (a session may span several): O(total session records), no payload read.
+    pub fn stats(&self) -> Result<Stats> {
+        let segs = self.snapshot();
+        let mut st = Stats {
+            segments: segs.len() as u64,
+            buffered_bytes: self.buffered_bytes() as u64,
+            flush_rounds: self.inner.counters.flush_rounds.load(Ordering::Relaxed),
+            fsyncs: self.inner.counters.fsyncs.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        for s in &segs {
+            let t = s.totals();
+            st.chunks += t.chunk_count;
+            st.raw_bytes += t.raw_bytes;
+            st.stored_bytes += t.stored_bytes;
+            st.sealed_segments += s.is_sealed() as u64;
+            st.index_heap_bytes += s.index_heap_bytes() as u64;
+            st.bytes_on_disk += match std::fs::metadata(&s.path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(Error::io(format!("stat {}", s.path.display()), e)),
+            };
+        }
+        st.sessions = count_distinct(&segs);
+        if st.stored_bytes > 0 {
+            st.ratio = st.raw_bytes as f64 / st.stored_bytes as f64;
+        }
+        if st.sessions > 0 {
+            st.bytes_per_session = st.bytes_on_disk as f64 / st.sessions as f64;
+        }
+        Ok(st)
+    }
+}
+
+/// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.
+fn count_distinct(segs: &[Arc<Segment>]) -> u64 {
+    let mut iters: Vec<Box<dyn Iterator<Item = (u64, u64)> + '_>> =
+        segs.iter().map(|s| s.sorted_keys()).collect();
+    let mut heap = BinaryHeap::new();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(k) = it.next() {
+            heap.push(Reverse((k, i)));
+        }
+    }
+    let (mut count, mut last) = (0u64, None);
+    while let Some(Reverse((k, i))) = heap.pop() {
+        if last != Some(k) {
+            count += 1;
+            last = Some(k);
+        }
+        if let Some(n) = iters[i].next() {
+            heap.push(Reverse((n, i)));
+        }
+    }
+    count
+}

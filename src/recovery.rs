@@ -1,0 +1,186 @@
+//! Open-time recovery: find every segment of every lane, map sealed ones by their footer (no
+//! scan), scan unsealed ones block by block, cut torn tails, resume the newest unsealed segment
+//! of each lane as its active segment and seal the others.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::RwLock;
+
+use crate::error::{IoContext, Result};
+use crate::format::segment::TRAILER_MAGIC;
+use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN, TRAILER_LEN};
+use crate::segment::{scan_blocks, MemIndex, Segment};
+use crate::writer::ActiveWriter;
+
+/// What open found and repaired; also logged.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Sealed segments opened from their footer alone.
+    pub sealed_segments: usize,
+    /// Segments rebuilt by scanning their blocks (active, or with a bad footer).
+    pub scanned_segments: usize,
+    /// Torn tails cut: file, offset of the cut, why the block there was refused.
+    pub tails_cut: Vec<(PathBuf, u64, String)>,
+    /// Corrupt blocks found between good ones and skipped (their data is unreadable).
+    pub corrupt_blocks: Vec<(PathBuf, u64, String)>,
+    /// Files in a lane directory that could not be used at all (left in place, untouched).
+    pub unusable_files: Vec<(PathBuf, String)>,
+    /// Empty segment files (no block) removed.
+    pub empty_removed: usize,
+}
+
+pub(crate) struct Recovered {
+    pub segments: Vec<Arc<Segment>>,
+    pub writers: BTreeMap<u16, ActiveWriter>,
+    pub next_segment_id: u64,
+    pub next_seq: u64,
+    pub report: RecoveryReport,
+}
+
+struct Found {
+    path: PathBuf,
+    header: SegmentHeader,
+    file: File,
+    len: u64,
+}
+
+pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
+    let mut out = Recovered {
+        segments: Vec::new(),
+        writers: BTreeMap::new(),
+        next_segment_id: 1,
+        next_seq: 1,
+        report: RecoveryReport::default(),
+    };
+    // Unsealed segments per lane, to decide which one to resume.
+    let mut unsealed: BTreeMap<u16, Vec<(Found, MemIndex, u64)>> = BTreeMap::new();
+    let (segments, max_file_id) = list_segments(dir, &mut out.report)?;
+    out.next_segment_id = max_file_id + 1;
+    for found in segments {
+        out.next_segment_id = out.next_segment_id.max(found.header.segment_id + 1);
+        let has_trailer = found.len >= (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 && {
+            let mut t = [0u8; 8];
+            found.file.read_exact_at(&mut t, found.len - 8).is_ok() && t == TRAILER_MAGIC
+        };
+        if has_trailer {
+            let dup = found.file.try_clone().ctx(|| format!("dup {}", found.path.display()))?;
+            match Segment::open_sealed(&found.path, found.header, dup, found.len) {
+                Ok(seg) => {
+                    out.next_seq = out.next_seq.max(seg.totals().max_seq + 1);
+                    out.report.sealed_segments += 1;
+                    out.segments.push(Arc::new(seg));
+                    continue;
+                }
+                Err(e) => log::warn!("{e}; rebuilding its index from its blocks"),
+            }
+        }
+        let map = unsafe_map(&found)?;
+        let scan = scan_blocks(&map, found.len);
+        drop(map);
+        out.report.scanned_segments += 1;
+        for (off, why) in &scan.skipped {
+            log::error!("{}: corrupt block at {off} skipped: {why}", found.path.display());
+            out.report.corrupt_blocks.push((found.path.clone(), *off, why.clone()));
+        }
+        out.next_seq = out.next_seq.max(scan.index.totals.max_seq + 1);
+        if has_trailer {
+            // Sealed once but its footer is bad: serve it read-only from the scanned index.
+            let index = Arc::new(RwLock::new(scan.index));
+            out.segments.push(Arc::new(Segment::in_memory(&found.path, found.header, found.file, index)));
+            continue;
+        }
+        if let Some((off, why)) = &scan.tail {
+            log::warn!("{}: cutting torn tail at {off}: {why}", found.path.display());
+            out.report.tails_cut.push((found.path.clone(), *off, why.clone()));
+        }
+        if found.len != scan.good_len {
+            found
+                .file
+                .set_len(scan.good_len)
+                .and_then(|_| found.file.sync_all())
+                .ctx(|| format!("cut torn tail of {}", found.path.display()))?;
+        }
+        let good = scan.good_len;
+        unsealed.entry(found.header.lane_days).or_default().push((found, scan.index, good));
+    }
+
+    for (lane, mut list) in unsealed {
+        list.sort_by_key(|(f, _, _)| f.header.segment_id);
+        let newest = list.len() - 1;
+        for (i, (f, index, len)) in list.into_iter().enumerate() {
+            if index.totals.block_count == 0 {
+                std::fs::remove_file(&f.path).ctx(|| format!("remove empty {}", f.path.display()))?;
+                out.report.empty_removed += 1;
+                continue;
+            }
+            let writer = ActiveWriter::resume(&f.path, f.header, f.file, index, len)?;
+            let young = now_ms.saturating_sub(f.header.created_ms) < max_age_ms;
+            if i == newest && young {
+                out.segments.push(writer.segment.clone());
+                out.writers.insert(lane, writer);
+            } else {
+                out.segments.push(Arc::new(writer.seal()?));
+            }
+        }
+    }
+    out.segments.sort_by_key(|s| s.id);
+    Ok(out)
+}
+
+fn unsafe_map(f: &Found) -> Result<Mmap> {
+    // SAFETY: the store holds the directory lock; nothing else writes this file while mapped,
+    // and the map is dropped before the file is cut.
+    unsafe { Mmap::map(&f.file) }.ctx(|| format!("mmap {}", f.path.display()))
+}
+
+/// Every `lanes/<days>d/<id>.seg` with a valid header. Files too short to hold a header are
+/// creations torn by a crash (the header is fsynced before any block) and are removed.
+/// Also returns the highest id found in a file name, so that new ids never collide even with
+/// an unusable file.
+fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>, u64)> {
+    let lanes = dir.join("lanes");
+    let mut found = Vec::new();
+    let mut max_id = 0u64;
+    let Ok(entries) = std::fs::read_dir(&lanes) else {
+        return Ok((found, max_id));
+    };
+    for lane in entries {
+        let lane = lane.ctx(|| format!("list {}", lanes.display()))?.path();
+        let Ok(files) = std::fs::read_dir(&lane) else { continue };
+        for f in files {
+            let path = f.ctx(|| format!("list {}", lane.display()))?.path();
+            if path.extension().is_none_or(|e| e != "seg") {
+                continue;
+            }
+            let name_id = path.file_stem().and_then(|s| s.to_str()?.parse::<u64>().ok());
+            max_id = max_id.max(name_id.unwrap_or(0));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .ctx(|| format!("open {}", path.display()))?;
+            let len = file.metadata().ctx(|| format!("stat {}", path.display()))?.len();
+            let mut buf = [0u8; SEGMENT_HEADER_LEN];
+            if len < SEGMENT_HEADER_LEN as u64 {
+                log::warn!("{}: removing a segment whose creation was torn", path.display());
+                std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+                report.empty_removed += 1;
+                continue;
+            }
+            file.read_exact_at(&mut buf, 0).ctx(|| format!("read {}", path.display()))?;
+            match SegmentHeader::decode(&buf) {
+                Ok(header) => found.push(Found { path, header, file, len }),
+                Err(e) => {
+                    log::error!("{}: unusable segment, left in place: {}", path.display(), e.0);
+                    report.unusable_files.push((path, e.0));
+                }
+            }
+        }
+    }
+    Ok((found, max_id))
+}

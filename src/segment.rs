@@ -1,0 +1,311 @@
+//! A segment file at run time: its bytes (a read-only mmap once sealed, the file otherwise) and
+//! its session index (the footer once sealed, an in-memory map while active or when the footer
+//! could not be trusted). Also the block-by-block scan that rebuilds an index from the blocks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::RwLock;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::block::{self, peek_total_len, BLOCK_FIXED_LEN};
+use crate::format::footer::FooterTotals;
+use crate::format::{
+    BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, SessionEntry, Trailer,
+    SEGMENT_HEADER_LEN, TRAILER_LEN,
+};
+
+/// The in-memory session index of an active (or footer-less) segment.
+#[derive(Debug, Default)]
+pub(crate) struct MemIndex {
+    pub sessions: HashMap<(u64, Box<str>), SessionEntry>,
+    pub totals: FooterTotals,
+}
+
+impl MemIndex {
+    /// Records one block written (or found) at `offset`.
+    pub fn add_block(&mut self, h: &BlockHeader, offset: u64) {
+        let r = BlockRef {
+            offset,
+            len: h.total_len() as u32,
+            chunks: h.chunks.len() as u32,
+        };
+        let t = &mut self.totals;
+        if t.block_count == 0 {
+            t.min_ts = h.first_ts;
+            t.max_ts = h.last_ts;
+        }
+        t.min_ts = t.min_ts.min(h.first_ts);
+        t.max_ts = t.max_ts.max(h.last_ts);
+        t.chunk_count += h.chunks.len() as u64;
+        t.raw_bytes += h.raw_len as u64;
+        t.stored_bytes += r.len as u64;
+        t.block_count += 1;
+        t.max_seq = t.max_seq.max(h.seq);
+        let e = self
+            .sessions
+            .entry((h.team, h.session.as_str().into()))
+            .or_insert_with(|| SessionEntry {
+                team: h.team,
+                session: h.session.clone(),
+                person: h.person.clone(),
+                first_ts: h.first_ts,
+                last_ts: h.last_ts,
+                chunk_count: 0,
+                raw_bytes: 0,
+                stored_bytes: 0,
+                blocks: Vec::new(),
+            });
+        e.first_ts = e.first_ts.min(h.first_ts);
+        e.last_ts = e.last_ts.max(h.last_ts);
+        e.chunk_count += h.chunks.len() as u32;
+        e.raw_bytes += h.raw_len as u64;
+        e.stored_bytes += r.len as u64;
+        e.blocks.push(r);
+    }
+}
+
+enum Data {
+    Mapped(Mmap),
+    File(File),
+}
+
+pub(crate) enum Index {
+    Footer(FooterView),
+    Memory(Arc<RwLock<MemIndex>>),
+}
+
+/// One segment file, shared by readers through an `Arc`. A reader holding an old `Arc` keeps
+/// reading correctly after the store swaps in a sealed or compacted replacement.
+pub(crate) struct Segment {
+    pub id: u64,
+    pub lane_days: u16,
+    pub created_ms: i64,
+    pub path: PathBuf,
+    data: Data,
+    pub index: Index,
+}
+
+impl Segment {
+    fn corrupt(&self, offset: u64, e: DecodeError) -> Error {
+        corrupt(self.id, &self.path, offset, e)
+    }
+
+    /// A sealed segment: header and trailer valid, footer's fixed part verified.
+    pub fn open_sealed(path: &Path, header: SegmentHeader, file: File, len: u64) -> Result<Self> {
+        // SAFETY: sealed segments are never modified in place; the store owns the directory
+        // (LOCK), and compaction replaces files by rename, so the mapping stays valid.
+        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", path.display()))?;
+        let id = header.segment_id;
+        let bad = |e| corrupt(id, path, len.saturating_sub(TRAILER_LEN as u64), e);
+        let t = Trailer::decode(&map[map.len() - TRAILER_LEN..], len).map_err(bad)?;
+        let footer = FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc).map_err(bad)?;
+        Ok(Segment {
+            id,
+            lane_days: header.lane_days,
+            created_ms: header.created_ms,
+            path: path.to_path_buf(),
+            data: Data::Mapped(map),
+            index: Index::Footer(footer),
+        })
+    }
+
+    /// A segment indexed in memory (the active one, or one whose footer is missing or bad).
+    pub fn in_memory(
+        path: &Path,
+        header: SegmentHeader,
+        file: File,
+        index: Arc<RwLock<MemIndex>>,
+    ) -> Self {
+        Segment {
+            id: header.segment_id,
+            lane_days: header.lane_days,
+            created_ms: header.created_ms,
+            path: path.to_path_buf(),
+            data: Data::File(file),
+            index: Index::Memory(index),
+        }
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.index, Index::Footer(_))
+    }
+
+    /// Time range and totals of what this segment holds.
+    pub fn totals(&self) -> FooterTotals {
+        match &self.index {
+            Index::Footer(f) => f.totals,
+            Index::Memory(m) => m.read().totals,
+        }
+    }
+
+    /// Heap bytes this segment's index keeps in RAM (for the memory report).
+    pub fn index_heap_bytes(&self) -> usize {
+        match &self.index {
+            Index::Footer(f) => f.bloom.heap_bytes() + f.replaces.len() * 8,
+            Index::Memory(m) => {
+                let m = m.read();
+                m.sessions
+                    .values()
+                    .map(|e| 2 * e.session.len() + e.person.len() + e.blocks.len() * 16 + 160)
+                    .sum()
+            }
+        }
+    }
+
+    /// This segment's record of one session, if it holds any of its blocks.
+    pub fn find(&self, team: u64, session: &str) -> Result<Option<SessionEntry>> {
+        match (&self.index, &self.data) {
+            (Index::Footer(f), Data::Mapped(map)) => {
+                f.find(map, team, session).map_err(|e| self.corrupt(0, e))
+            }
+            (Index::Memory(m), _) => Ok(m.read().sessions.get(&(team, session.into())).cloned()),
+            (Index::Footer(_), Data::File(_)) => Ok(None),
+        }
+    }
+
+    /// Calls `f` with every session record of `team` (person filter applied by hash first).
+    pub fn for_each_session(
+        &self,
+        team: u64,
+        person: Option<&str>,
+        f: &mut dyn FnMut(SessionEntry),
+    ) -> Result<()> {
+        let person_hash = person.map(|p| crate::format::key_hash(team, p));
+        match (&self.index, &self.data) {
+            (Index::Footer(ft), Data::Mapped(map)) => {
+                for i in ft.team_range(map, team) {
+                    if person_hash.is_some_and(|h| ft.person_hash(map, i) != h) {
+                        continue;
+                    }
+                    let e = ft.entry(map, i).map_err(|e| self.corrupt(0, e))?;
+                    if person.is_none_or(|p| p == e.person) {
+                        f(e);
+                    }
+                }
+            }
+            (Index::Memory(m), _) => {
+                for e in m.read().sessions.values() {
+                    if e.team == team && person.is_none_or(|p| p == e.person) {
+                        f(e.clone());
+                    }
+                }
+            }
+            (Index::Footer(_), Data::File(_)) => {}
+        }
+        Ok(())
+    }
+
+    /// Every (team, session hash) key in sorted order; used to count distinct sessions across
+    /// segments. Sealed segments stream them from the footer without allocating.
+    pub fn sorted_keys(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        match (&self.index, &self.data) {
+            (Index::Footer(f), Data::Mapped(map)) => {
+                Box::new((0..f.session_count).map(move |i| f.key(map, i)))
+            }
+            (Index::Memory(m), _) => {
+                let mut keys: Vec<(u64, u64)> = m
+                    .read()
+                    .sessions
+                    .keys()
+                    .map(|(t, s)| (*t, crate::format::key_hash(*t, s)))
+                    .collect();
+                keys.sort_unstable();
+                Box::new(keys.into_iter())
+            }
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// Reads, verifies and decodes one block: its header and its chunks' payloads.
+    pub fn read_block(&self, r: BlockRef) -> Result<(BlockHeader, Vec<Vec<u8>>)> {
+        let owned;
+        let bytes: &[u8] = match &self.data {
+            Data::Mapped(map) => map
+                .get(r.offset as usize..(r.offset as usize).saturating_add(r.len as usize))
+                .ok_or_else(|| self.corrupt(r.offset, DecodeError::new("block ref outside file")))?,
+            Data::File(file) => {
+                let mut buf = vec![0u8; r.len as usize];
+                file.read_exact_at(&mut buf, r.offset)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            self.corrupt(r.offset, DecodeError::new("block ref past end of file"))
+                        }
+                        _ => Error::io(format!("read {}", self.path.display()), e),
+                    })?;
+                owned = buf;
+                &owned
+            }
+        };
+        let h = block::parse_block(bytes).map_err(|e| self.corrupt(r.offset, e))?;
+        let payloads = block::decode_payloads(&h, bytes).map_err(|e| self.corrupt(r.offset, e))?;
+        Ok((h, payloads))
+    }
+}
+
+pub(crate) fn corrupt(segment: u64, path: &Path, offset: u64, e: DecodeError) -> Error {
+    Error::Corrupt {
+        segment,
+        path: path.to_path_buf(),
+        offset,
+        reason: e.0,
+    }
+}
+
+/// What a block-by-block scan of a segment found.
+pub(crate) struct Scan {
+    pub index: MemIndex,
+    /// End of the last good block: where a torn tail begins, and where appends resume.
+    pub good_len: u64,
+    /// Offsets of corrupt blocks skipped in the middle of the file (followed by good blocks).
+    pub skipped: Vec<(u64, String)>,
+    /// Why the scan stopped before the end of the file, if it did (a torn or corrupt tail).
+    pub tail: Option<(u64, String)>,
+}
+
+/// Rebuilds the index of a segment from its blocks, from the header up to `end`.
+///
+/// A block that fails its checks ends the scan (a torn tail: everything after it is cut) unless
+/// its length field is intact and another valid block starts right after it: then it is a
+/// corrupt block in the middle of acknowledged data, and it is skipped, not cut.
+pub(crate) fn scan_blocks(bytes: &[u8], end: u64) -> Scan {
+    let mut scan = Scan {
+        index: MemIndex::default(),
+        good_len: SEGMENT_HEADER_LEN as u64,
+        skipped: Vec::new(),
+        tail: None,
+    };
+    let end = (end as usize).min(bytes.len());
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < end {
+        match block::parse_block(&bytes[pos..end]) {
+            Ok(h) => {
+                scan.index.add_block(&h, pos as u64);
+                pos += h.total_len() as usize;
+                scan.good_len = pos as u64;
+            }
+            Err(e) => {
+                let next = peek_total_len(&bytes[pos..end.min(pos + BLOCK_FIXED_LEN)])
+                    .ok()
+                    .map(|n| pos as u64 + n)
+                    .filter(|&n| n < end as u64);
+                match next {
+                    Some(n) if block::parse_block(&bytes[n as usize..end]).is_ok() => {
+                        scan.skipped.push((pos as u64, e.0));
+                        pos = n as usize;
+                        scan.good_len = pos as u64;
+                    }
+                    _ => {
+                        scan.tail = Some((pos as u64, e.0));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    scan
+}

@@ -1,0 +1,148 @@
+//! The active segment of one lane: appends batches of encoded blocks, makes them durable, and
+//! seals the file (footer + trailer) when it is full or old.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{IoContext, Result};
+use crate::format::footer::encode_footer;
+use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
+use crate::segment::{MemIndex, Segment};
+
+/// Path of segment `id` of the lane that keeps data `lane_days` days.
+pub(crate) fn segment_path(dir: &Path, lane_days: u16, id: u64) -> PathBuf {
+    lane_dir(dir, lane_days).join(format!("{id:020}.seg"))
+}
+
+pub(crate) fn lane_dir(dir: &Path, lane_days: u16) -> PathBuf {
+    dir.join("lanes").join(format!("{lane_days}d"))
+}
+
+/// fsync a directory so that file creations, renames and removals in it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", path.display()))
+}
+
+pub(crate) struct ActiveWriter {
+    /// The segment as readers see it (in-memory index, read through the file).
+    pub segment: Arc<Segment>,
+    /// The same index the segment holds; only the flush leader writes to it.
+    index: Arc<RwLock<MemIndex>>,
+    file: File,
+    /// Bytes written and fsynced: everything before this offset is durable.
+    pub len: u64,
+}
+
+impl ActiveWriter {
+    /// Creates a new segment file: header written and fsynced, directory entry fsynced, so that
+    /// any block later acknowledged in it can be found by open.
+    pub fn create(dir: &Path, lane_days: u16, id: u64, now_ms: i64) -> Result<Self> {
+        let lane = lane_dir(dir, lane_days);
+        std::fs::create_dir_all(&lane).ctx(|| format!("create {}", lane.display()))?;
+        let path = segment_path(dir, lane_days, id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ctx(|| format!("create {}", path.display()))?;
+        let header = SegmentHeader {
+            lane_days,
+            segment_id: id,
+            created_ms: now_ms,
+        };
+        file.write_all_at(&header.encode(), 0)
+            .and_then(|_| file.sync_all())
+            .ctx(|| format!("write header of {}", path.display()))?;
+        sync_dir(&lane)?;
+        log::debug!("created segment {}", path.display());
+        Self::resume(&path, header, file, MemIndex::default(), SEGMENT_HEADER_LEN as u64)
+    }
+
+    /// Continues appending to a segment found unsealed at open (its tail already cut).
+    pub fn resume(
+        path: &Path,
+        header: SegmentHeader,
+        file: File,
+        index: MemIndex,
+        len: u64,
+    ) -> Result<Self> {
+        let reader = file.try_clone().ctx(|| format!("dup {}", path.display()))?;
+        let index = Arc::new(RwLock::new(index));
+        Ok(ActiveWriter {
+            segment: Arc::new(Segment::in_memory(path, header, reader, index.clone())),
+            index,
+            file,
+            len,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == SEGMENT_HEADER_LEN as u64
+    }
+
+    /// Writes `bytes` (whole blocks) at the end and fdatasyncs. Only after this returns are the
+    /// blocks added to the index (`publish`), so readers never see data that is not durable.
+    /// On error the file is cut back to its durable length (best effort); the caller must not
+    /// trust this writer again if that also fails.
+    pub fn write_durable(&mut self, bytes: &[u8]) -> Result<()> {
+        let path = &self.segment.path;
+        let res = self
+            .file
+            .write_all_at(bytes, self.len)
+            .and_then(|_| self.file.sync_data())
+            .ctx(|| format!("write {} bytes to {}", bytes.len(), path.display()));
+        if res.is_err() {
+            self.file
+                .set_len(self.len)
+                .and_then(|_| self.file.sync_data())
+                .ctx(|| format!("cut {} back to {} after a failed write", path.display(), self.len))?;
+        }
+        res?;
+        Ok(())
+    }
+
+    /// Makes blocks written by the last `write_durable` visible to readers.
+    pub fn publish(&mut self, blocks: &[(BlockHeader, u64)], written: u64) {
+        let mut m = self.index.write();
+        for (h, rel) in blocks {
+            m.add_block(h, self.len + rel);
+        }
+        self.len += written;
+    }
+
+    /// Seals the segment: footer and trailer appended and fsynced, file mapped read-only.
+    pub fn seal(self) -> Result<Segment> {
+        let seg = &self.segment;
+        let (mut entries, totals) = {
+            let m = self.index.read();
+            (m.sessions.values().cloned().collect::<Vec<_>>(), m.totals)
+        };
+        let (mut footer, crc) = encode_footer(&mut entries, totals, &[]);
+        let trailer = Trailer {
+            footer_offset: self.len,
+            footer_len: footer.len() as u32,
+            footer_crc: crc,
+        };
+        footer.extend_from_slice(&trailer.encode());
+        let path = seg.path.clone();
+        self.file
+            .write_all_at(&footer, self.len)
+            .and_then(|_| self.file.sync_data())
+            .ctx(|| format!("seal {}", path.display()))?;
+        let header = SegmentHeader {
+            lane_days: seg.lane_days,
+            segment_id: seg.id,
+            created_ms: seg.created_ms,
+        };
+        let len = self.len + footer.len() as u64;
+        log::debug!("sealed {} ({len} bytes, {} sessions)", path.display(), entries.len());
+        Segment::open_sealed(&path, header, self.file, len)
+    }
+}
