@@ -1,0 +1,178 @@
+//! The PostHog wire format, apart from the engine (which stores opaque bytes): request bodies as
+//! posthog-js POSTs them to `/s/`, turned into chunks, and chunk payloads turned back into rrweb
+//! events for export.
+//!
+//! Accepted input: a JSON array of `$snapshot` events, JSON lines of such arrays or of single
+//! events, and either of them gzip-compressed (detected by the magic bytes 1f 8b). One chunk per
+//! event; its payload is the `$snapshot_data` array exactly as sent (byte for byte), its time
+//! range the min and max of its rrweb events' `timestamp`.
+
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::chunk::Chunk;
+
+/// Largest body accepted after gunzip; a larger one is refused, never allocated.
+pub const MAX_DECODED_BODY: usize = 512 << 20;
+
+/// Why a body or an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+fn err<T>(s: impl Into<String>) -> Result<T, WireError> {
+    Err(WireError(s.into()))
+}
+
+/// Gunzips `body` if it starts with the gzip magic (bounded by `MAX_DECODED_BODY`).
+pub fn decode_body(body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, WireError> {
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(MAX_DECODED_BODY as u64 + 1)
+        .read_to_end(&mut out)
+        .or_else(|e| err(format!("invalid gzip: {e}")))?;
+    if out.len() > MAX_DECODED_BODY {
+        return err(format!("body inflates to more than {MAX_DECODED_BODY} bytes"));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    distinct_id: Option<serde_json::Value>,
+    #[serde(borrow)]
+    properties: Option<WireProps<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireProps<'a> {
+    #[serde(rename = "$session_id", default)]
+    session_id: Option<String>,
+    #[serde(rename = "$window_id", default)]
+    window_id: Option<String>,
+    #[serde(default)]
+    distinct_id: Option<serde_json::Value>,
+    #[serde(rename = "$snapshot_data", borrow, default)]
+    snapshot_data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EventTimestamp {
+    #[serde(default)]
+    timestamp: Option<f64>,
+}
+
+/// One parsed input item: where it was (1-based line; 0 for a whole-body array) and its chunk,
+/// or `None` for a non-`$snapshot` event, which is skipped without error.
+pub type Parsed = (usize, Result<Option<Chunk>, WireError>);
+
+/// Parses a decoded body into chunks of `team`, each with the line it came from.
+pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
+    // A whole-body JSON array (what posthog-js POSTs), possibly pretty-printed.
+    if let Ok(events) = serde_json::from_slice::<Vec<&RawValue>>(text) {
+        return events.iter().map(|e| (1, event_to_chunk(team, e.get()))).collect();
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let line_no = i + 1;
+        match serde_json::from_slice::<&RawValue>(line) {
+            Err(e) => out.push((line_no, err(format!("invalid JSON: {e}")))),
+            Ok(v) if v.get().starts_with('[') => match serde_json::from_str::<Vec<&RawValue>>(v.get()) {
+                Ok(events) => out.extend(events.iter().map(|e| (line_no, event_to_chunk(team, e.get())))),
+                Err(e) => out.push((line_no, err(format!("invalid event array: {e}")))),
+            },
+            Ok(v) => out.push((line_no, event_to_chunk(team, v.get()))),
+        }
+    }
+    out
+}
+
+/// Turns one `$snapshot` event into a chunk; `Ok(None)` for other events.
+pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError> {
+    let ev: WireEvent = serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
+    if ev.event.as_deref() != Some("$snapshot") {
+        return Ok(None);
+    }
+    let Some(props) = ev.properties else { return err("event has no properties") };
+    let Some(session_id) = props.session_id else { return err("event has no $session_id") };
+    let person = match ev.distinct_id.or(props.distinct_id) {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => return err("event has no distinct_id"),
+    };
+    let Some(data) = props.snapshot_data else { return err("event has no $snapshot_data") };
+    let stamps: Vec<EventTimestamp> =
+        serde_json::from_str(data.get()).or_else(|e| err(format!("$snapshot_data is not an array of rrweb events: {e}")))?;
+    let ts: Vec<i64> = stamps.iter().filter_map(|e| e.timestamp).map(|t| t as i64).collect();
+    let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) else {
+        return err("$snapshot_data holds no timestamped rrweb event");
+    };
+    Ok(Some(Chunk {
+        team,
+        session_id,
+        person,
+        window_id: props.window_id,
+        first_ts_ms: first,
+        last_ts_ms: last,
+        payload: data.get().as_bytes().to_vec(),
+    }))
+}
+
+/// The rrweb events of a stored chunk payload (a JSON array), each as its exact JSON text.
+pub fn payload_events(payload: &[u8]) -> Result<Vec<&RawValue>, WireError> {
+    serde_json::from_slice(payload).or_else(|e| err(format!("payload is not a JSON array of events: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EV: &str = r#"{"event":"$snapshot","properties":{"$session_id":"s1","$window_id":"w1","distinct_id":"p1","$snapshot_data":[{"type":4,"data":{},"timestamp":20},{"type":3,"data":{},"timestamp":10}]}}"#;
+
+    #[test]
+    fn parses_arrays_lines_and_gzip() {
+        let c = event_to_chunk(3, EV).unwrap().unwrap();
+        assert_eq!((c.team, c.first_ts_ms, c.last_ts_ms), (3, 10, 20));
+        assert_eq!(c.session_id, "s1");
+        assert_eq!(c.window_id.as_deref(), Some("w1"));
+        assert!(std::str::from_utf8(&c.payload).unwrap().starts_with(r#"[{"type":4"#));
+
+        let arr = format!("[{EV},{EV}]");
+        assert_eq!(parse_body(1, arr.as_bytes()).len(), 2);
+        let lines = format!("{arr}\n\n{EV}\nnot json\n");
+        let parsed = parse_body(1, lines.as_bytes());
+        assert_eq!(parsed.len(), 4);
+        assert_eq!(parsed[3].0, 4);
+        assert!(parsed[3].1.is_err());
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, arr.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(&*decode_body(&gz).unwrap(), arr.as_bytes());
+        assert!(decode_body(&gz[..gz.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_store() {
+        let no_session = EV.replace("$session_id", "x");
+        assert!(event_to_chunk(1, &no_session).unwrap_err().0.contains("$session_id"));
+        let no_person = EV.replace("distinct_id", "x");
+        assert!(event_to_chunk(1, &no_person).is_err());
+        let no_ts = EV.replace("timestamp", "t");
+        assert!(event_to_chunk(1, &no_ts).is_err());
+        let other = EV.replace("$snapshot", "$pageview");
+        assert_eq!(event_to_chunk(1, &other).unwrap(), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! Read-side commands: export, ls, stats.
+
+use std::io::Write;
+use std::path::Path;
+
+use replaystore::posthog::payload_events;
+use replaystore::{Error, Result, SessionFilter};
+
+use super::{mb, open};
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::Io { context: "write to stdout".into(), source: e }
+}
+
+pub fn export(dir: &Path, team: u64, session: &str) -> Result<i32> {
+    let store = open(dir)?;
+    let Some(data) = store.read_session(team, session)? else {
+        eprintln!("no session {session:?} in team {team}");
+        return Ok(2);
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut bad = 0;
+    for (i, chunk) in data.chunks.iter().enumerate() {
+        match payload_events(&chunk.payload) {
+            Ok(events) => {
+                for e in events {
+                    writeln!(out, "{}", e.get()).map_err(stdout_err)?;
+                }
+            }
+            Err(e) => {
+                eprintln!("chunk {i}: {e}");
+                bad += 1;
+            }
+        }
+    }
+    out.flush().map_err(stdout_err)?;
+    Ok(if bad > 0 { 1 } else { 0 })
+}
+
+pub fn ls(dir: &Path, team: u64, filter: &SessionFilter, json: bool) -> Result<i32> {
+    let store = open(dir)?;
+    let sessions = store.list_sessions(team, filter)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !json {
+        writeln!(out, "{:<40} {:<32} {:>15} {:>9} {:>7} {:>10} {:>10}", "session", "person", "start_ms", "dur_s", "chunks", "raw_kb", "stored_kb")
+            .map_err(stdout_err)?;
+    }
+    for s in &sessions {
+        if json {
+            let line = serde_json::to_string(s).map_err(|e| Error::Io { context: "encode JSON".into(), source: e.into() })?;
+            writeln!(out, "{line}").map_err(stdout_err)?;
+        } else {
+            writeln!(
+                out,
+                "{:<40} {:<32} {:>15} {:>9.1} {:>7} {:>10.1} {:>10.1}",
+                s.session_id,
+                s.person,
+                s.first_ts_ms,
+                (s.last_ts_ms - s.first_ts_ms) as f64 / 1000.0,
+                s.chunk_count,
+                s.raw_bytes as f64 / 1e3,
+                s.stored_bytes as f64 / 1e3
+            )
+            .map_err(stdout_err)?;
+        }
+    }
+    out.flush().map_err(stdout_err)?;
+    Ok(0)
+}
+
+pub fn stats(dir: &Path, json: bool) -> Result<i32> {
+    let store = open(dir)?;
+    let st = store.stats()?;
+    if json {
+        let line = serde_json::to_string(&st).map_err(|e| Error::Io { context: "encode JSON".into(), source: e.into() })?;
+        println!("{line}");
+    } else {
+        println!("sessions           {}", st.sessions);
+        println!("chunks             {}", st.chunks);
+        println!("raw MB             {:.1}", mb(st.raw_bytes));
+        println!("stored MB          {:.1}", mb(st.stored_bytes));
+        println!("ratio              {:.2}", st.ratio);
+        println!("bytes per session  {:.0}", st.bytes_per_session);
+        println!("segments           {} ({} sealed)", st.segments, st.sealed_segments);
+        println!("bytes on disk      {}", st.bytes_on_disk);
+        println!("index RAM bytes    {}", st.index_heap_bytes);
+    }
+    Ok(0)
+}
