@@ -85,6 +85,15 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         sessions: usize,
     },
+    /// Append a deterministic workload, flushing often, and print `acked N` after each flush
+    /// returns; crash tests SIGKILL it and check that every acknowledged chunk survived.
+    #[command(hide = true)]
+    CrashWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Measure stored bytes when each flush sees one chunk per session vs whole sessions.
     #[command(hide = true)]
     Grouping {
@@ -108,6 +117,7 @@ pub fn run() -> Result<i32> {
         }
         Command::Stats { dir, json } => query::stats(&dir, json),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
+        Command::CrashWriter { dir, seed } => measure::crash_writer(&dir, seed),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
 }

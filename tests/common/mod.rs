@@ -1,0 +1,59 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use replaystore::{Chunk, Config, Store};
+
+/// A deterministic, compressible payload for chunk `i` of a session.
+pub fn payload(session: &str, i: usize, len: usize) -> Vec<u8> {
+    let mut out = format!(r#"[{{"session":"{session}","i":{i},"pad":""#).into_bytes();
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(b"abcdefghij klmnop"[(x % 17) as usize]);
+    }
+    out.extend_from_slice(b"\"}]");
+    out
+}
+
+pub fn chunk(team: u64, session: &str, person: &str, i: usize, len: usize) -> Chunk {
+    Chunk {
+        team,
+        session_id: session.to_string(),
+        person: person.to_string(),
+        window_id: (i % 3 == 0).then(|| format!("w-{session}")),
+        first_ts_ms: 1_795_000_000_000 + i as i64 * 1000,
+        last_ts_ms: 1_795_000_000_000 + i as i64 * 1000 + 900,
+        payload: payload(session, i, len),
+    }
+}
+
+/// A config for tests: no background thread (tests decide when to flush), small segments.
+pub fn config() -> Config {
+    Config::default()
+        .with_background_flush(false)
+        .with_segment_bytes(256 << 10)
+}
+
+pub fn open(dir: &Path) -> Store {
+    Store::open(dir, config()).expect("open store")
+}
+
+/// Segment files of a lane, oldest first.
+pub fn segment_files(dir: &Path, lane_days: u16) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("lanes").join(format!("{lane_days}d")))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    v.sort();
+    v
+}
+
+/// The directory of the shared fixtures, if present (tests that need it skip loudly without).
+pub fn shared_fixtures() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    p.is_dir().then_some(p)
+}
