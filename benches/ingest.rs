@@ -1,1 +1,103 @@
-fn main(){}
+//! Ingest throughput of the store (durable flushes) beside its limit, zstd alone on the same
+//! per-session groups, in one run on the same bytes. `cargo bench --bench ingest`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use replaystore::generator::{interleaved, Workload};
+use replaystore::{Config, Store};
+
+fn workload() -> Vec<replaystore::Chunk> {
+    interleaved(&Workload {
+        sessions: 24,
+        median_session_bytes: 1 << 20,
+        ..Workload::default()
+    })
+}
+
+fn ingest(c: &mut Criterion) {
+    let chunks = workload();
+    let raw: usize = chunks.iter().map(|c| c.payload.len()).sum();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Bytes(raw as u64));
+    g.sample_size(10);
+
+    g.bench_function("store: append + flush every 8 MiB", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                Store::open(dir.path(), Config::default().with_background_flush(false)).unwrap();
+            let mut since = 0;
+            for c in &chunks {
+                since += c.payload.len();
+                store.append(c.clone()).unwrap();
+                if since >= 8 << 20 {
+                    store.flush().unwrap();
+                    since = 0;
+                }
+            }
+            store.flush().unwrap();
+        })
+    });
+
+    g.bench_function(
+        "limit: zstd-3 of the same session groups, 1 thread, no I/O",
+        |b| {
+            b.iter(|| {
+                // Same grouping as a flush every 8 MiB: consecutive chunks of one session together.
+                let mut out = 0usize;
+                let mut group: std::collections::HashMap<&str, Vec<u8>> = Default::default();
+                let mut since = 0;
+                for c in &chunks {
+                    since += c.payload.len();
+                    group
+                        .entry(&c.session_id)
+                        .or_default()
+                        .extend_from_slice(&c.payload);
+                    if since >= 8 << 20 {
+                        out += group
+                            .drain()
+                            .map(|(_, v)| zstd::bulk::compress(&v, 3).unwrap().len())
+                            .sum::<usize>();
+                        since = 0;
+                    }
+                }
+                out += group
+                    .drain()
+                    .map(|(_, v)| zstd::bulk::compress(&v, 3).unwrap().len())
+                    .sum::<usize>();
+                out
+            })
+        },
+    );
+    g.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let chunks = workload();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default().with_background_flush(false)).unwrap();
+    for c in &chunks {
+        store.append(c.clone()).unwrap();
+    }
+    store.flush().unwrap();
+    let first = &chunks[0];
+    let size = store
+        .read_session(first.team, &first.session_id)
+        .unwrap()
+        .unwrap()
+        .summary
+        .raw_bytes;
+    let mut g = c.benchmark_group("read");
+    g.throughput(Throughput::Bytes(size));
+    g.bench_function("read_session (page cache)", |b| {
+        b.iter(|| {
+            store
+                .read_session(first.team, &first.session_id)
+                .unwrap()
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, read);
+criterion_main!(benches);

@@ -107,18 +107,100 @@ const TAGS: &[&str] = &[
     "h3", "td", "tr", "label", "input", "svg", "path", "code", "pre", "em", "strong", "nav",
 ];
 const CLASSES: &[&str] = &[
-    "container", "row", "col-md-6", "card", "card-body", "btn", "btn-primary", "nav-link",
-    "sidebar", "content", "header", "footer", "highlight", "toc", "reference", "internal",
-    "sig-name", "descname", "pre", "admonition", "note", "headerlink", "wy-menu", "caption",
-    "flex", "items-center", "justify-between", "px-4", "py-2", "text-sm", "font-medium",
+    "container",
+    "row",
+    "col-md-6",
+    "card",
+    "card-body",
+    "btn",
+    "btn-primary",
+    "nav-link",
+    "sidebar",
+    "content",
+    "header",
+    "footer",
+    "highlight",
+    "toc",
+    "reference",
+    "internal",
+    "sig-name",
+    "descname",
+    "pre",
+    "admonition",
+    "note",
+    "headerlink",
+    "wy-menu",
+    "caption",
+    "flex",
+    "items-center",
+    "justify-between",
+    "px-4",
+    "py-2",
+    "text-sm",
+    "font-medium",
 ];
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "a", "in", "is", "for", "function", "returns", "value", "object",
-    "module", "string", "list", "data", "stream", "buffer", "event", "process", "option",
-    "default", "parameter", "example", "class", "method", "error", "callback", "promise", "file",
-    "path", "request", "response", "server", "client", "session", "user", "order", "cart",
-    "checkout", "price", "product", "account", "settings", "search", "results", "page", "new",
-    "this", "with", "that", "from", "when", "can", "be", "not", "if", "are", "will", "by", "an",
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "for",
+    "function",
+    "returns",
+    "value",
+    "object",
+    "module",
+    "string",
+    "list",
+    "data",
+    "stream",
+    "buffer",
+    "event",
+    "process",
+    "option",
+    "default",
+    "parameter",
+    "example",
+    "class",
+    "method",
+    "error",
+    "callback",
+    "promise",
+    "file",
+    "path",
+    "request",
+    "response",
+    "server",
+    "client",
+    "session",
+    "user",
+    "order",
+    "cart",
+    "checkout",
+    "price",
+    "product",
+    "account",
+    "settings",
+    "search",
+    "results",
+    "page",
+    "new",
+    "this",
+    "with",
+    "that",
+    "from",
+    "when",
+    "can",
+    "be",
+    "not",
+    "if",
+    "are",
+    "will",
+    "by",
+    "an",
 ];
 
 /// Generates session `index` of the workload.
@@ -141,11 +223,15 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
         let page = rng.below(40);
         let href = format!("https://app.example.com/{}/{}", rng.pick(WORDS), page);
         events.push(ts, format!(r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#));
-        let dom_bytes = (60_000.0 * (0.9 * rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
+        let dom_bytes =
+            (60_000.0 * (0.9 * rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
         let first_id = next_id;
         let snapshot = full_snapshot(&mut rng, dom_bytes, &mut next_id);
         ts += rng.range(5, 40);
-        events.push(ts, format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#));
+        events.push(
+            ts,
+            format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#),
+        );
         let nodes = next_id - first_id;
         // Activity on this page: tens of seconds of incremental events.
         let page_ms = rng.range(5_000, 90_000);
@@ -198,7 +284,9 @@ impl EventSink {
     }
 
     fn push(&mut self, ts: i64, event: String) {
-        if !self.cur.is_empty() && (ts - self.cur_first > 2000 || self.cur.len() + event.len() > 900_000) {
+        if !self.cur.is_empty()
+            && (ts - self.cur_first > 2000 || self.cur.len() + event.len() > 900_000)
+        {
             self.cut();
         }
         if self.cur.is_empty() {
@@ -267,15 +355,29 @@ fn full_snapshot(rng: &mut Rng, bytes: usize, next_id: &mut u64) -> String {
     }
     let html = *next_id;
     *next_id += 1;
-    let _ = write!(s, r#"],"id":{html}}}],"id":{doc}}},"initialOffset":{{"left":0,"top":0}}}}"#);
+    let _ = write!(
+        s,
+        r#"],"id":{html}}}],"id":{doc}}},"initialOffset":{{"left":0,"top":0}}}}"#
+    );
     s
 }
 
 fn element(rng: &mut Rng, s: &mut String, next_id: &mut u64, depth: u32) {
     let tag = rng.pick(TAGS);
-    let _ = write!(s, r#"{{"type":2,"tagName":"{tag}","attributes":{{"class":"{} {}""#, rng.pick(CLASSES), rng.pick(CLASSES));
+    let _ = write!(
+        s,
+        r#"{{"type":2,"tagName":"{tag}","attributes":{{"class":"{} {}""#,
+        rng.pick(CLASSES),
+        rng.pick(CLASSES)
+    );
     if tag == "a" {
-        let _ = write!(s, r##","href":"/{}/{}.html#{}""##, rng.pick(WORDS), rng.pick(WORDS), rng.below(100));
+        let _ = write!(
+            s,
+            r##","href":"/{}/{}.html#{}""##,
+            rng.pick(WORDS),
+            rng.pick(WORDS),
+            rng.below(100)
+        );
     }
     s.push_str(r#"},"childNodes":["#);
     let children = if depth >= 6 { 0 } else { rng.below(5) };
@@ -316,7 +418,13 @@ fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64) -> String {
                 if i > 0 {
                     p.push(',');
                 }
-                let _ = write!(p, r#"{{"x":{},"y":{},"id":{node},"timeOffset":{}}}"#, x + rng.below(40), y + rng.below(40), -(i * 50));
+                let _ = write!(
+                    p,
+                    r#"{{"x":{},"y":{},"id":{node},"timeOffset":{}}}"#,
+                    x + rng.below(40),
+                    y + rng.below(40),
+                    -(i * 50)
+                );
             }
             p.push(']');
             format!(r#"{{"type":3,"data":{{"source":1,"positions":{p}}},"timestamp":{ts}}}"#)
@@ -329,19 +437,37 @@ fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64) -> String {
                 rng.pick(CLASSES)
             )
         }
-        60..=74 => format!(r#"{{"type":3,"data":{{"source":3,"id":1,"x":0,"y":{}}},"timestamp":{ts}}}"#, rng.below(20_000)),
-        75..=84 => format!(r#"{{"type":3,"data":{{"source":2,"type":{},"id":{node},"x":{x}.5,"y":{y}.25}},"timestamp":{ts}}}"#, rng.below(3)),
-        85..=91 => format!(r#"{{"type":3,"data":{{"source":5,"text":"{}","isChecked":false,"id":{node}}},"timestamp":{ts}}}"#, "*".repeat(rng.range(1, 12) as usize)),
+        60..=74 => format!(
+            r#"{{"type":3,"data":{{"source":3,"id":1,"x":0,"y":{}}},"timestamp":{ts}}}"#,
+            rng.below(20_000)
+        ),
+        75..=84 => format!(
+            r#"{{"type":3,"data":{{"source":2,"type":{},"id":{node},"x":{x}.5,"y":{y}.25}},"timestamp":{ts}}}"#,
+            rng.below(3)
+        ),
+        85..=91 => format!(
+            r#"{{"type":3,"data":{{"source":5,"text":"{}","isChecked":false,"id":{node}}},"timestamp":{ts}}}"#,
+            "*".repeat(rng.range(1, 12) as usize)
+        ),
         92..=96 => {
             let level = ["log", "log", "warn", "error"][rng.below(4) as usize];
             format!(
                 r#"{{"type":6,"data":{{"plugin":"rrweb/console@1","payload":{{"level":"{level}","trace":["at {} (https://app.example.com/static/app.js:{}:{})"],"payload":["\"{} {} {}\""]}}}},"timestamp":{ts}}}"#,
-                rng.pick(WORDS), rng.below(9000), rng.below(80), rng.pick(WORDS), rng.pick(WORDS), rng.below(1000)
+                rng.pick(WORDS),
+                rng.below(9000),
+                rng.below(80),
+                rng.pick(WORDS),
+                rng.pick(WORDS),
+                rng.below(1000)
             )
         }
         _ => format!(
             r#"{{"type":6,"data":{{"plugin":"rrweb/network@1","payload":{{"requests":[{{"name":"https://api.example.com/{}/{}","entryType":"resource","startTime":{}.5,"duration":{}.25,"initiatorType":"fetch","transferSize":{},"responseStatus":200}}]}}}},"timestamp":{ts}}}"#,
-            rng.pick(WORDS), rng.below(500), rng.below(100_000), rng.below(900), rng.below(50_000)
+            rng.pick(WORDS),
+            rng.below(500),
+            rng.below(100_000),
+            rng.below(900),
+            rng.below(50_000)
         ),
     }
 }

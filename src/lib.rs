@@ -21,6 +21,7 @@
 //! See docs/design.md for the architecture and durability contract, docs/format.md for bytes.
 
 pub mod chunk;
+mod compress;
 pub mod config;
 pub mod error;
 pub mod format;

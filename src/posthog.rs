@@ -37,7 +37,9 @@ pub fn decode_body(body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, WireError>
         .read_to_end(&mut out)
         .or_else(|e| err(format!("invalid gzip: {e}")))?;
     if out.len() > MAX_DECODED_BODY {
-        return err(format!("body inflates to more than {MAX_DECODED_BODY} bytes"));
+        return err(format!(
+            "body inflates to more than {MAX_DECODED_BODY} bytes"
+        ));
     }
     Ok(std::borrow::Cow::Owned(out))
 }
@@ -78,7 +80,10 @@ pub type Parsed = (usize, Result<Option<Chunk>, WireError>);
 pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
     // A whole-body JSON array (what posthog-js POSTs), possibly pretty-printed.
     if let Ok(events) = serde_json::from_slice::<Vec<&RawValue>>(text) {
-        return events.iter().map(|e| (1, event_to_chunk(team, e.get()))).collect();
+        return events
+            .iter()
+            .map(|e| (1, event_to_chunk(team, e.get())))
+            .collect();
     }
     let mut out = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -89,10 +94,16 @@ pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
         let line_no = i + 1;
         match serde_json::from_slice::<&RawValue>(line) {
             Err(e) => out.push((line_no, err(format!("invalid JSON: {e}")))),
-            Ok(v) if v.get().starts_with('[') => match serde_json::from_str::<Vec<&RawValue>>(v.get()) {
-                Ok(events) => out.extend(events.iter().map(|e| (line_no, event_to_chunk(team, e.get())))),
-                Err(e) => out.push((line_no, err(format!("invalid event array: {e}")))),
-            },
+            Ok(v) if v.get().starts_with('[') => {
+                match serde_json::from_str::<Vec<&RawValue>>(v.get()) {
+                    Ok(events) => out.extend(
+                        events
+                            .iter()
+                            .map(|e| (line_no, event_to_chunk(team, e.get()))),
+                    ),
+                    Err(e) => out.push((line_no, err(format!("invalid event array: {e}")))),
+                }
+            }
             Ok(v) => out.push((line_no, event_to_chunk(team, v.get()))),
         }
     }
@@ -101,21 +112,35 @@ pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
 
 /// Turns one `$snapshot` event into a chunk; `Ok(None)` for other events.
 pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError> {
-    let ev: WireEvent = serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
+    let ev: WireEvent =
+        serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
     if ev.event.as_deref() != Some("$snapshot") {
         return Ok(None);
     }
-    let Some(props) = ev.properties else { return err("event has no properties") };
-    let Some(session_id) = props.session_id else { return err("event has no $session_id") };
+    let Some(props) = ev.properties else {
+        return err("event has no properties");
+    };
+    let Some(session_id) = props.session_id else {
+        return err("event has no $session_id");
+    };
     let person = match ev.distinct_id.or(props.distinct_id) {
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
         _ => return err("event has no distinct_id"),
     };
-    let Some(data) = props.snapshot_data else { return err("event has no $snapshot_data") };
-    let stamps: Vec<EventTimestamp> =
-        serde_json::from_str(data.get()).or_else(|e| err(format!("$snapshot_data is not an array of rrweb events: {e}")))?;
-    let ts: Vec<i64> = stamps.iter().filter_map(|e| e.timestamp).map(|t| t as i64).collect();
+    let Some(data) = props.snapshot_data else {
+        return err("event has no $snapshot_data");
+    };
+    let stamps: Vec<EventTimestamp> = serde_json::from_str(data.get()).or_else(|e| {
+        err(format!(
+            "$snapshot_data is not an array of rrweb events: {e}"
+        ))
+    })?;
+    let ts: Vec<i64> = stamps
+        .iter()
+        .filter_map(|e| e.timestamp)
+        .map(|t| t as i64)
+        .collect();
     let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) else {
         return err("$snapshot_data holds no timestamped rrweb event");
     };
@@ -132,7 +157,8 @@ pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError>
 
 /// The rrweb events of a stored chunk payload (a JSON array), each as its exact JSON text.
 pub fn payload_events(payload: &[u8]) -> Result<Vec<&RawValue>, WireError> {
-    serde_json::from_slice(payload).or_else(|e| err(format!("payload is not a JSON array of events: {e}")))
+    serde_json::from_slice(payload)
+        .or_else(|e| err(format!("payload is not a JSON array of events: {e}")))
 }
 
 #[cfg(test)]
@@ -147,7 +173,9 @@ mod tests {
         assert_eq!((c.team, c.first_ts_ms, c.last_ts_ms), (3, 10, 20));
         assert_eq!(c.session_id, "s1");
         assert_eq!(c.window_id.as_deref(), Some("w1"));
-        assert!(std::str::from_utf8(&c.payload).unwrap().starts_with(r#"[{"type":4"#));
+        assert!(std::str::from_utf8(&c.payload)
+            .unwrap()
+            .starts_with(r#"[{"type":4"#));
 
         let arr = format!("[{EV},{EV}]");
         assert_eq!(parse_body(1, arr.as_bytes()).len(), 2);
@@ -167,7 +195,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_store() {
         let no_session = EV.replace("$session_id", "x");
-        assert!(event_to_chunk(1, &no_session).unwrap_err().0.contains("$session_id"));
+        assert!(event_to_chunk(1, &no_session)
+            .unwrap_err()
+            .0
+            .contains("$session_id"));
         let no_person = EV.replace("distinct_id", "x");
         assert!(event_to_chunk(1, &no_person).is_err());
         let no_ts = EV.replace("timestamp", "t");

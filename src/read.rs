@@ -112,7 +112,9 @@ impl Store {
         // (block seq, index in block, chunk)
         let mut chunks: Vec<(u64, usize, StoredChunk)> = Vec::new();
         for seg in self.snapshot() {
-            let Some(entry) = seg.find(team, session_id)? else { continue };
+            let Some(entry) = seg.find(team, session_id)? else {
+                continue;
+            };
             summary
                 .get_or_insert_with(|| SessionSummary::from_entry(&entry))
                 .merge(&entry);
@@ -137,7 +139,9 @@ impl Store {
                 }
             }
         }
-        let Some(summary) = summary else { return Ok(None) };
+        let Some(summary) = summary else {
+            return Ok(None);
+        };
         chunks.sort_by_key(|(seq, i, c)| (c.first_ts_ms, *seq, *i));
         Ok(Some(SessionData {
             summary,
@@ -150,14 +154,14 @@ impl Store {
     pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
         let mut by_id: HashMap<String, SessionSummary> = HashMap::new();
         for seg in self.snapshot() {
-            seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
-                match by_id.get_mut(&e.session) {
-                    Some(s) => s.merge(&e),
-                    None => {
-                        let mut s = SessionSummary::from_entry(&e);
-                        s.merge(&e);
-                        by_id.insert(e.session.clone(), s);
-                    }
+            seg.for_each_session(team, filter.person.as_deref(), &mut |e| match by_id
+                .get_mut(&e.session)
+            {
+                Some(s) => s.merge(&e),
+                None => {
+                    let mut s = SessionSummary::from_entry(&e);
+                    s.merge(&e);
+                    by_id.insert(e.session.clone(), s);
                 }
             })?;
         }

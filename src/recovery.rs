@@ -68,7 +68,10 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
             found.file.read_exact_at(&mut t, found.len - 8).is_ok() && t == TRAILER_MAGIC
         };
         if has_trailer {
-            let dup = found.file.try_clone().ctx(|| format!("dup {}", found.path.display()))?;
+            let dup = found
+                .file
+                .try_clone()
+                .ctx(|| format!("dup {}", found.path.display()))?;
             match Segment::open_sealed(&found.path, found.header, dup, found.len) {
                 Ok(seg) => {
                     out.next_seq = out.next_seq.max(seg.totals().max_seq + 1);
@@ -84,19 +87,34 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
         drop(map);
         out.report.scanned_segments += 1;
         for (off, why) in &scan.skipped {
-            log::error!("{}: corrupt block at {off} skipped: {why}", found.path.display());
-            out.report.corrupt_blocks.push((found.path.clone(), *off, why.clone()));
+            log::error!(
+                "{}: corrupt block at {off} skipped: {why}",
+                found.path.display()
+            );
+            out.report
+                .corrupt_blocks
+                .push((found.path.clone(), *off, why.clone()));
         }
         out.next_seq = out.next_seq.max(scan.index.totals.max_seq + 1);
         if has_trailer {
             // Sealed once but its footer is bad: serve it read-only from the scanned index.
             let index = Arc::new(RwLock::new(scan.index));
-            out.segments.push(Arc::new(Segment::in_memory(&found.path, found.header, found.file, index)));
+            out.segments.push(Arc::new(Segment::in_memory(
+                &found.path,
+                found.header,
+                found.file,
+                index,
+            )));
             continue;
         }
         if let Some((off, why)) = &scan.tail {
-            log::warn!("{}: cutting torn tail at {off}: {why}", found.path.display());
-            out.report.tails_cut.push((found.path.clone(), *off, why.clone()));
+            log::warn!(
+                "{}: cutting torn tail at {off}: {why}",
+                found.path.display()
+            );
+            out.report
+                .tails_cut
+                .push((found.path.clone(), *off, why.clone()));
         }
         if found.len != scan.good_len {
             found
@@ -106,7 +124,10 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
                 .ctx(|| format!("cut torn tail of {}", found.path.display()))?;
         }
         let good = scan.good_len;
-        unsealed.entry(found.header.lane_days).or_default().push((found, scan.index, good));
+        unsealed
+            .entry(found.header.lane_days)
+            .or_default()
+            .push((found, scan.index, good));
     }
 
     for (lane, mut list) in unsealed {
@@ -114,7 +135,8 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
         let newest = list.len() - 1;
         for (i, (f, index, len)) in list.into_iter().enumerate() {
             if index.totals.block_count == 0 {
-                std::fs::remove_file(&f.path).ctx(|| format!("remove empty {}", f.path.display()))?;
+                std::fs::remove_file(&f.path)
+                    .ctx(|| format!("remove empty {}", f.path.display()))?;
                 out.report.empty_removed += 1;
                 continue;
             }
@@ -151,32 +173,52 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>,
     };
     for lane in entries {
         let lane = lane.ctx(|| format!("list {}", lanes.display()))?.path();
-        let Ok(files) = std::fs::read_dir(&lane) else { continue };
+        let Ok(files) = std::fs::read_dir(&lane) else {
+            continue;
+        };
         for f in files {
             let path = f.ctx(|| format!("list {}", lane.display()))?.path();
             if path.extension().is_none_or(|e| e != "seg") {
                 continue;
             }
-            let name_id = path.file_stem().and_then(|s| s.to_str()?.parse::<u64>().ok());
+            let name_id = path
+                .file_stem()
+                .and_then(|s| s.to_str()?.parse::<u64>().ok());
             max_id = max_id.max(name_id.unwrap_or(0));
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .ctx(|| format!("open {}", path.display()))?;
-            let len = file.metadata().ctx(|| format!("stat {}", path.display()))?.len();
+            let len = file
+                .metadata()
+                .ctx(|| format!("stat {}", path.display()))?
+                .len();
             let mut buf = [0u8; SEGMENT_HEADER_LEN];
             if len < SEGMENT_HEADER_LEN as u64 {
-                log::warn!("{}: removing a segment whose creation was torn", path.display());
+                log::warn!(
+                    "{}: removing a segment whose creation was torn",
+                    path.display()
+                );
                 std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
                 report.empty_removed += 1;
                 continue;
             }
-            file.read_exact_at(&mut buf, 0).ctx(|| format!("read {}", path.display()))?;
+            file.read_exact_at(&mut buf, 0)
+                .ctx(|| format!("read {}", path.display()))?;
             match SegmentHeader::decode(&buf) {
-                Ok(header) => found.push(Found { path, header, file, len }),
+                Ok(header) => found.push(Found {
+                    path,
+                    header,
+                    file,
+                    len,
+                }),
                 Err(e) => {
-                    log::error!("{}: unusable segment, left in place: {}", path.display(), e.0);
+                    log::error!(
+                        "{}: unusable segment, left in place: {}",
+                        path.display(),
+                        e.0
+                    );
                     report.unusable_files.push((path, e.0));
                 }
             }

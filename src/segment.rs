@@ -103,7 +103,8 @@ impl Segment {
         let id = header.segment_id;
         let bad = |e| corrupt(id, path, len.saturating_sub(TRAILER_LEN as u64), e);
         let t = Trailer::decode(&map[map.len() - TRAILER_LEN..], len).map_err(bad)?;
-        let footer = FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc).map_err(bad)?;
+        let footer =
+            FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc).map_err(bad)?;
         Ok(Segment {
             id,
             lane_days: header.lane_days,
@@ -227,7 +228,9 @@ impl Segment {
         let bytes: &[u8] = match &self.data {
             Data::Mapped(map) => map
                 .get(r.offset as usize..(r.offset as usize).saturating_add(r.len as usize))
-                .ok_or_else(|| self.corrupt(r.offset, DecodeError::new("block ref outside file")))?,
+                .ok_or_else(|| {
+                    self.corrupt(r.offset, DecodeError::new("block ref outside file"))
+                })?,
             Data::File(file) => {
                 let mut buf = vec![0u8; r.len as usize];
                 file.read_exact_at(&mut buf, r.offset)

@@ -17,17 +17,14 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::chunk::Chunk;
+use crate::compress::{compress_all, split_groups, Encoded};
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
-use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
+use crate::format::BlockHeader;
 use crate::recovery::{recover, RecoveryReport};
 use crate::segment::Segment;
 use crate::write_buffer::WriteBuffer;
 use crate::writer::ActiveWriter;
-
-/// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
-const BLOCK_TARGET_RAW: usize = 64 << 20;
-const BLOCK_MAX_CHUNKS: usize = 65_536;
 
 /// An embedded store. `Send + Sync`: share it between threads with an `Arc` or by reference.
 pub struct Store {
@@ -297,19 +294,26 @@ impl Inner {
                 Ok(blocks) => {
                     let mut by_lane: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
                     for (i, g) in groups.iter().enumerate() {
-                        by_lane.entry(self.config.retention_days(g[0].team)).or_default().push(i);
+                        by_lane
+                            .entry(self.config.retention_days(g[0].team))
+                            .or_default()
+                            .push(i);
                     }
                     let mut failed = Vec::new();
                     for (lane, idxs) in by_lane {
-                        if let Err((done, e)) = self.write_lane(&mut writers, lane, &idxs, &blocks, now) {
+                        if let Err((done, e)) =
+                            self.write_lane(&mut writers, lane, &idxs, &blocks, now)
+                        {
                             failed.extend_from_slice(&idxs[done..]);
                             first_err.get_or_insert(e);
                         }
                     }
                     if !failed.is_empty() {
                         failed.sort_unstable();
-                        let mut groups: Vec<Option<Vec<Chunk>>> = groups.into_iter().map(Some).collect();
-                        self.buffer.requeue(failed.iter().filter_map(|&i| groups[i].take()).collect());
+                        let mut groups: Vec<Option<Vec<Chunk>>> =
+                            groups.into_iter().map(Some).collect();
+                        self.buffer
+                            .requeue(failed.iter().filter_map(|&i| groups[i].take()).collect());
                     }
                 }
             }
@@ -339,7 +343,7 @@ impl Inner {
         writers: &mut BTreeMap<u16, ActiveWriter>,
         lane: u16,
         idxs: &[usize],
-        blocks: &[(Vec<u8>, BlockHeader)],
+        blocks: &[Encoded],
         now: i64,
     ) -> std::result::Result<(), (usize, Error)> {
         let mut done = 0;
@@ -396,7 +400,9 @@ impl Inner {
             return Ok(());
         }
         let Some(writer) = writers.get_mut(&lane) else {
-            return Err(Error::FlushFailed(format!("no active segment in lane {lane}")));
+            return Err(Error::FlushFailed(format!(
+                "no active segment in lane {lane}"
+            )));
         };
         if let Err(e) = writer.write_durable(pending) {
             log::error!(
@@ -414,90 +420,23 @@ impl Inner {
     }
 
     /// Seals the lane's active segment and swaps the sealed version in for readers.
-    pub(crate) fn seal_lane(&self, writers: &mut BTreeMap<u16, ActiveWriter>, lane: u16) -> Result<()> {
-        let Some(w) = writers.remove(&lane) else { return Ok(()) };
+    pub(crate) fn seal_lane(
+        &self,
+        writers: &mut BTreeMap<u16, ActiveWriter>,
+        lane: u16,
+    ) -> Result<()> {
+        let Some(w) = writers.remove(&lane) else {
+            return Ok(());
+        };
         let id = w.segment.id;
         let sealed = Arc::new(w.seal()?);
-        self.counters.segments_sealed.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .segments_sealed
+            .fetch_add(1, Ordering::Relaxed);
         let mut segs = self.segments.write();
         if let Some(slot) = segs.iter_mut().find(|s| s.id == id) {
             *slot = sealed;
         }
         Ok(())
     }
-}
-
-/// Splits sessions whose buffered chunks exceed a block's target size into several groups.
-fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
-    let mut out = Vec::with_capacity(groups.len());
-    for g in groups {
-        let mut cur: Vec<Chunk> = Vec::new();
-        let mut raw = 0usize;
-        for c in g {
-            let n = c.payload.len();
-            if !cur.is_empty() && (raw + n > BLOCK_TARGET_RAW || cur.len() >= BLOCK_MAX_CHUNKS) {
-                out.push(std::mem::take(&mut cur));
-                raw = 0;
-            }
-            raw += n;
-            cur.push(c);
-        }
-        if !cur.is_empty() {
-            out.push(cur);
-        }
-    }
-    debug_assert!(out.iter().all(|g| g.iter().map(|c| c.payload.len()).sum::<usize>() <= MAX_BLOCK_RAW.max(BLOCK_TARGET_RAW)));
-    out
-}
-
-/// Encodes one block per group on up to `compression_threads` threads (no lock held).
-fn compress_all(
-    groups: &[Vec<Chunk>],
-    seq: u64,
-    config: &Config,
-) -> std::io::Result<Vec<(Vec<u8>, BlockHeader)>> {
-    let encode = |w: &mut BlockWriter, g: &[Chunk]| -> std::io::Result<(Vec<u8>, BlockHeader)> {
-        let mut out = Vec::new();
-        w.encode(seq, g, &mut out)?;
-        // Re-parse what was encoded: the index needs the header, and it checks the encoder.
-        let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
-        Ok((out, h))
-    };
-    let threads = config.compression_threads.min(groups.len()).max(1);
-    if threads == 1 {
-        let mut w = BlockWriter::new(config.compression_level)?;
-        return groups.iter().map(|g| encode(&mut w, g)).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::io::Result<Vec<(usize, (Vec<u8>, BlockHeader))>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut w = BlockWriter::new(config.compression_level)?;
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= groups.len() {
-                            return Ok(mine);
-                        }
-                        mine.push((i, encode(&mut w, &groups[i])?));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("compression thread panicked"))))
-            .collect()
-    });
-    let mut slots: Vec<Option<(Vec<u8>, BlockHeader)>> = (0..groups.len()).map(|_| None).collect();
-    for r in results {
-        for (i, b) in r? {
-            slots[i] = Some(b);
-        }
-    }
-    slots
-        .into_iter()
-        .map(|s| s.ok_or_else(|| std::io::Error::other("block not encoded")))
-        .collect()
 }

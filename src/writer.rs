@@ -62,7 +62,13 @@ impl ActiveWriter {
             .ctx(|| format!("write header of {}", path.display()))?;
         sync_dir(&lane)?;
         log::debug!("created segment {}", path.display());
-        Self::resume(&path, header, file, MemIndex::default(), SEGMENT_HEADER_LEN as u64)
+        Self::resume(
+            &path,
+            header,
+            file,
+            MemIndex::default(),
+            SEGMENT_HEADER_LEN as u64,
+        )
     }
 
     /// Continues appending to a segment found unsealed at open (its tail already cut).
@@ -102,7 +108,13 @@ impl ActiveWriter {
             self.file
                 .set_len(self.len)
                 .and_then(|_| self.file.sync_data())
-                .ctx(|| format!("cut {} back to {} after a failed write", path.display(), self.len))?;
+                .ctx(|| {
+                    format!(
+                        "cut {} back to {} after a failed write",
+                        path.display(),
+                        self.len
+                    )
+                })?;
         }
         res?;
         Ok(())
@@ -142,7 +154,11 @@ impl ActiveWriter {
             created_ms: seg.created_ms,
         };
         let len = self.len + footer.len() as u64;
-        log::debug!("sealed {} ({len} bytes, {} sessions)", path.display(), entries.len());
+        log::debug!(
+            "sealed {} ({len} bytes, {} sessions)",
+            path.display(),
+            entries.len()
+        );
         Segment::open_sealed(&path, header, self.file, len)
     }
 }

@@ -44,7 +44,10 @@ fn invalid_chunks_are_refused_and_nothing_changes() {
     }
     store.flush().unwrap();
     let after = store.stats().unwrap();
-    assert_eq!((after.sessions, after.chunks, after.raw_bytes), (before.sessions, before.chunks, before.raw_bytes));
+    assert_eq!(
+        (after.sessions, after.chunks, after.raw_bytes),
+        (before.sessions, before.chunks, before.raw_bytes)
+    );
     assert!(store.read_session(1, "x").unwrap().is_none());
     assert!(store.read_session(1, "good").unwrap().is_some());
 }
@@ -54,16 +57,34 @@ fn invalid_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = [
         (Config::default().with_segment_bytes(10), "segment_bytes"),
-        (Config::default().with_compression_level(99), "compression_level"),
-        (Config::default().with_compression_threads(0), "compression_threads"),
-        (Config::default().with_team_retention_days(1, 0), "team_retention_days"),
-        (Config::default().with_team_retention_days(1, 3651), "team_retention_days"),
-        (Config::default().with_max_payload_bytes(0), "max_payload_bytes"),
+        (
+            Config::default().with_compression_level(99),
+            "compression_level",
+        ),
+        (
+            Config::default().with_compression_threads(0),
+            "compression_threads",
+        ),
+        (
+            Config::default().with_team_retention_days(1, 0),
+            "team_retention_days",
+        ),
+        (
+            Config::default().with_team_retention_days(1, 3651),
+            "team_retention_days",
+        ),
+        (
+            Config::default().with_max_payload_bytes(0),
+            "max_payload_bytes",
+        ),
     ];
     for (cfg, field) in bad {
         match Store::open(dir.path(), cfg) {
             Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
-            other => panic!("expected InvalidConfig({field}), got {:?}", other.map(|_| ())),
+            other => panic!(
+                "expected InvalidConfig({field}), got {:?}",
+                other.map(|_| ())
+            ),
         }
     }
 }
@@ -75,5 +96,8 @@ fn close_flushes_everything_appended() {
     store.append(chunk(1, "a", "p", 0, 10)).unwrap();
     store.close().unwrap();
     let store = open(dir.path());
-    assert!(store.read_session(1, "a").unwrap().is_some(), "close flushed");
+    assert!(
+        store.read_session(1, "a").unwrap().is_some(),
+        "close flushed"
+    );
 }

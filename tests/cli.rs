@@ -20,7 +20,11 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -34,7 +38,10 @@ fn expected_events() -> (String, usize, Vec<String>) {
         let batch: Vec<serde_json::Value> = serde_json::from_str(line).unwrap();
         let raw: Vec<&RawValue> = serde_json::from_str(line).unwrap();
         for (ev, raw_ev) in batch.iter().zip(raw) {
-            session = ev["properties"]["$session_id"].as_str().unwrap().to_string();
+            session = ev["properties"]["$session_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
             #[derive(serde::Deserialize)]
             struct E<'a> {
                 #[serde(borrow)]
@@ -53,12 +60,23 @@ fn expected_events() -> (String, usize, Vec<String>) {
                 .map(|x| x["timestamp"].as_i64().unwrap())
                 .min()
                 .unwrap();
-            chunks.push((first, e.properties.data.iter().map(|r| r.get().to_string()).collect()));
+            chunks.push((
+                first,
+                e.properties
+                    .data
+                    .iter()
+                    .map(|r| r.get().to_string())
+                    .collect(),
+            ));
         }
     }
     chunks.sort_by_key(|(ts, _)| *ts);
     let n = chunks.len();
-    (session, n, chunks.into_iter().flat_map(|(_, e)| e).collect())
+    (
+        session,
+        n,
+        chunks.into_iter().flat_map(|(_, e)| e).collect(),
+    )
 }
 
 /// Compares event lists without dumping megabytes of JSON on failure.
@@ -66,13 +84,19 @@ fn same_events(got: &[String], want: &[String], by_value: bool, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: event count");
     let canon = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let same = if by_value { canon(g) == canon(w) } else { g == w };
+        let same = if by_value {
+            canon(g) == canon(w)
+        } else {
+            g == w
+        };
         assert!(same, "{what}: event {i} differs: {:.200} vs {:.200}", g, w);
     }
 }
 
 fn export(dir: &Path, session: &str) -> Vec<String> {
-    let out = ok(bin().args(["export", "--team", "1", "--session", session, "--dir"]).arg(dir));
+    let out = ok(bin()
+        .args(["export", "--team", "1", "--session", session, "--dir"])
+        .arg(dir));
     out.lines().map(String::from).collect()
 }
 
@@ -80,12 +104,21 @@ fn export(dir: &Path, session: &str) -> Vec<String> {
 fn gzip_bodies_and_decoded_batches_ingest_and_export_the_same_events() {
     let (session, chunk_count, expected) = expected_events();
     let gz = tempfile::tempdir().unwrap();
-    let mut wire: Vec<PathBuf> = std::fs::read_dir(data().join("wire")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut wire: Vec<PathBuf> = std::fs::read_dir(data().join("wire"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     wire.sort();
     assert_eq!(wire.len(), 16);
-    ok(bin().args(["ingest", "--team", "1", "--dir"]).arg(gz.path()).args(&wire));
+    ok(bin()
+        .args(["ingest", "--team", "1", "--dir"])
+        .arg(gz.path())
+        .args(&wire));
     let plain = tempfile::tempdir().unwrap();
-    ok(bin().args(["ingest", "--team", "1", "--dir"]).arg(plain.path()).arg(data().join("snapshot-batches.jsonl")));
+    ok(bin()
+        .args(["ingest", "--team", "1", "--dir"])
+        .arg(plain.path())
+        .arg(data().join("snapshot-batches.jsonl")));
 
     let from_gz = export(gz.path(), &session);
     let from_plain = export(plain.path(), &session);
@@ -96,10 +129,19 @@ fn gzip_bodies_and_decoded_batches_ingest_and_export_the_same_events() {
 
     // The same multiset of events as the fixture's per-event file (sorted by timestamp there).
     let wire_events = std::fs::read_to_string(data().join("session-wire-events.jsonl")).unwrap();
-    let canon = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap().to_string();
+    let canon = |s: &str| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .unwrap()
+            .to_string()
+    };
     let mut a: Vec<String> = wire_events
         .lines()
-        .map(|l| serde_json::from_str::<(String, serde_json::Value)>(l).unwrap().1.to_string())
+        .map(|l| {
+            serde_json::from_str::<(String, serde_json::Value)>(l)
+                .unwrap()
+                .1
+                .to_string()
+        })
         .collect();
     let mut b: Vec<String> = from_gz.iter().map(|e| canon(e)).collect();
     a.sort();
@@ -107,12 +149,15 @@ fn gzip_bodies_and_decoded_batches_ingest_and_export_the_same_events() {
     same_events(&b, &a, false, "session-wire-events.jsonl");
 
     // ls and stats see it.
-    let ls = ok(bin().args(["ls", "--team", "1", "--json", "--dir"]).arg(gz.path()));
+    let ls = ok(bin()
+        .args(["ls", "--team", "1", "--json", "--dir"])
+        .arg(gz.path()));
     let row: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
     assert_eq!(row["session_id"], session.as_str());
     assert_eq!(row["chunk_count"], chunk_count);
     assert_eq!(row["person"], "realclient-user-1-20261126033322");
-    let stats: serde_json::Value = serde_json::from_str(&ok(bin().args(["stats", "--json", "--dir"]).arg(gz.path()))).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(bin().args(["stats", "--json", "--dir"]).arg(gz.path()))).unwrap();
     assert_eq!(stats["sessions"], 1);
     assert_eq!(stats["chunks"], chunk_count);
 }
@@ -127,18 +172,34 @@ fn malformed_input_is_reported_with_file_and_line_and_the_rest_is_stored() {
     let bad_gzip = dir.path().join("bad.gz");
     std::fs::write(&bad_gzip, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
     let store = dir.path().join("store");
-    let out = run(bin().args(["ingest", "--team", "3", "--dir"]).arg(&store).arg(&input).arg(&bad_gzip));
+    let out = run(bin()
+        .args(["ingest", "--team", "3", "--dir"])
+        .arg(&store)
+        .arg(&input)
+        .arg(&bad_gzip));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("input.jsonl:2: "), "{err}");
-    assert!(err.contains("input.jsonl:3: ") && err.contains("$session_id"), "{err}");
+    assert!(
+        err.contains("input.jsonl:3: ") && err.contains("$session_id"),
+        "{err}"
+    );
     assert!(err.contains("bad.gz: invalid gzip"), "{err}");
     let exported = export_team(&store, 3, "s1");
     assert_eq!(exported, vec![r#"{"type":4,"data":{},"timestamp":5}"#]);
 }
 
 fn export_team(dir: &Path, team: u64, session: &str) -> Vec<String> {
-    let out = ok(bin().args(["export", "--team", &team.to_string(), "--session", session, "--dir"]).arg(dir));
+    let out = ok(bin()
+        .args([
+            "export",
+            "--team",
+            &team.to_string(),
+            "--session",
+            session,
+            "--dir",
+        ])
+        .arg(dir));
     out.lines().map(String::from).collect()
 }
 

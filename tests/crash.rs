@@ -12,12 +12,21 @@ use replaystore::{Chunk, Config, Store};
 
 fn workload(seed: u64) -> Vec<Chunk> {
     // Must match `crash_workload` in src/cli/measure.rs.
-    interleaved(&Workload { seed, sessions: 40, persons: 10, median_session_bytes: 150_000, ..Default::default() })
+    interleaved(&Workload {
+        seed,
+        sessions: 40,
+        persons: 10,
+        median_session_bytes: 150_000,
+        ..Default::default()
+    })
 }
 
 #[test]
 fn acknowledged_chunks_survive_sigkill() {
-    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     let expected = workload(7);
     let mut checked = 0usize;
     for cycle in 0..cycles {
@@ -46,19 +55,40 @@ fn acknowledged_chunks_survive_sigkill() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
-        let store = Store::open(dir.path(), Config::default().with_background_flush(false)).unwrap();
+        let store =
+            Store::open(dir.path(), Config::default().with_background_flush(false)).unwrap();
         // Per session: the stored chunks must be exactly a prefix of what was appended, at
         // least as long as what was acknowledged (later chunks may or may not have made it).
-        let mut sessions: Vec<(u64, String)> = expected.iter().map(|c| (c.team, c.session_id.clone())).collect();
+        let mut sessions: Vec<(u64, String)> = expected
+            .iter()
+            .map(|c| (c.team, c.session_id.clone()))
+            .collect();
         sessions.sort();
         sessions.dedup();
         let mut total = 0;
         for (team, sid) in sessions {
-            let want: Vec<&Chunk> = expected.iter().filter(|c| c.team == team && c.session_id == sid).collect();
-            let must = expected[..acked].iter().filter(|c| c.team == team && c.session_id == sid).count();
-            let got = store.read_session(team, &sid).unwrap().map(|s| s.chunks).unwrap_or_default();
-            assert!(got.len() >= must, "cycle {cycle}: {sid} lost acknowledged chunks ({} < {must})", got.len());
-            assert!(got.len() <= want.len(), "cycle {cycle}: {sid} has duplicates");
+            let want: Vec<&Chunk> = expected
+                .iter()
+                .filter(|c| c.team == team && c.session_id == sid)
+                .collect();
+            let must = expected[..acked]
+                .iter()
+                .filter(|c| c.team == team && c.session_id == sid)
+                .count();
+            let got = store
+                .read_session(team, &sid)
+                .unwrap()
+                .map(|s| s.chunks)
+                .unwrap_or_default();
+            assert!(
+                got.len() >= must,
+                "cycle {cycle}: {sid} lost acknowledged chunks ({} < {must})",
+                got.len()
+            );
+            assert!(
+                got.len() <= want.len(),
+                "cycle {cycle}: {sid} has duplicates"
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g.payload, w.payload, "cycle {cycle}: {sid}");
             }

@@ -40,27 +40,54 @@ fn torn_tail_is_cut_at_every_offset_inside_the_last_block() {
     {
         let store = open(src.path());
         for i in 0..5 {
-            store.append(chunk(1, &format!("s{i}"), "p", i, 3000)).unwrap();
+            store
+                .append(chunk(1, &format!("s{i}"), "p", i, 3000))
+                .unwrap();
             store.flush().unwrap();
-            lens.push(std::fs::metadata(&segment_files(src.path(), 30)[0]).unwrap().len());
+            lens.push(
+                std::fs::metadata(&segment_files(src.path(), 30)[0])
+                    .unwrap()
+                    .len(),
+            );
         }
     }
     let (start, end) = (lens[3], lens[4]);
-    let cuts: Vec<u64> = (start + 1..end).step_by(((end - start) / 40).max(1) as usize).chain([end - 1]).collect();
+    let cuts: Vec<u64> = (start + 1..end)
+        .step_by(((end - start) / 40).max(1) as usize)
+        .chain([end - 1])
+        .collect();
     for cut in cuts {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(src.path(), dir.path());
         let seg = &segment_files(dir.path(), 30)[0];
-        OpenOptions::new().write(true).open(seg).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
 
         let store = open(dir.path());
         assert_eq!(store.recovery_report().tails_cut.len(), 1, "cut at {cut}");
         for i in 0..4 {
-            let s = store.read_session(1, &format!("s{i}")).unwrap().expect("earlier block kept");
-            assert_eq!(s.chunks[0].payload, chunk(1, &format!("s{i}"), "p", i, 3000).payload);
+            let s = store
+                .read_session(1, &format!("s{i}"))
+                .unwrap()
+                .expect("earlier block kept");
+            assert_eq!(
+                s.chunks[0].payload,
+                chunk(1, &format!("s{i}"), "p", i, 3000).payload
+            );
         }
-        assert!(store.read_session(1, "s4").unwrap().is_none(), "torn block dropped (cut at {cut})");
-        assert_eq!(std::fs::metadata(seg).unwrap().len(), start, "file cut back to the last good block");
+        assert!(
+            store.read_session(1, "s4").unwrap().is_none(),
+            "torn block dropped (cut at {cut})"
+        );
+        assert_eq!(
+            std::fs::metadata(seg).unwrap().len(),
+            start,
+            "file cut back to the last good block"
+        );
         // The store accepts writes after the cut, and they survive another reopen.
         store.append(chunk(1, "after", "p", 9, 500)).unwrap();
         store.flush().unwrap();
@@ -83,7 +110,12 @@ fn zeroed_or_garbage_tail_is_cut() {
         }
         let seg = &segment_files(dir.path(), 30)[0];
         let len = std::fs::metadata(seg).unwrap().len();
-        OpenOptions::new().write(true).open(seg).unwrap().write_all_at(&garbage, len).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(seg)
+            .unwrap()
+            .write_all_at(&garbage, len)
+            .unwrap();
         let store = open(dir.path());
         assert_eq!(store.recovery_report().tails_cut.len(), 1);
         assert!(store.read_session(1, "a").unwrap().is_some());
@@ -97,13 +129,19 @@ fn flipped_bit_in_a_sealed_segment_fails_only_its_block() {
     {
         let store = open(dir.path());
         for i in 0..20 {
-            store.append(chunk(1, &format!("s{i}"), "p", i, 2000)).unwrap();
+            store
+                .append(chunk(1, &format!("s{i}"), "p", i, 2000))
+                .unwrap();
         }
         store.flush().unwrap();
         store.seal_active().unwrap();
     }
     let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     // Flip one bit in the middle of the first block (blocks start right after the 32-byte header).
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 32 + 200).unwrap();
@@ -111,12 +149,24 @@ fn flipped_bit_in_a_sealed_segment_fails_only_its_block() {
     drop(f);
 
     let store = open(dir.path());
-    assert_eq!(store.recovery_report().sealed_segments, 1, "the footer is intact: no scan");
+    assert_eq!(
+        store.recovery_report().sealed_segments,
+        1,
+        "the footer is intact: no scan"
+    );
     let mut corrupt = 0;
     for i in 0..20 {
         match store.read_session(1, &format!("s{i}")) {
-            Ok(Some(s)) => assert_eq!(s.chunks[0].payload, chunk(1, &format!("s{i}"), "p", i, 2000).payload),
-            Err(Error::Corrupt { segment, offset, path, .. }) => {
+            Ok(Some(s)) => assert_eq!(
+                s.chunks[0].payload,
+                chunk(1, &format!("s{i}"), "p", i, 2000).payload
+            ),
+            Err(Error::Corrupt {
+                segment,
+                offset,
+                path,
+                ..
+            }) => {
                 assert_eq!((segment, offset), (1, 32));
                 assert_eq!(path, seg);
                 corrupt += 1;
@@ -133,19 +183,29 @@ fn corrupt_block_in_the_middle_of_an_active_segment_is_skipped_not_cut() {
     {
         let store = open(dir.path());
         for i in 0..4 {
-            store.append(chunk(1, &format!("s{i}"), "p", i, 2000)).unwrap();
+            store
+                .append(chunk(1, &format!("s{i}"), "p", i, 2000))
+                .unwrap();
             store.flush().unwrap();
         }
     }
     let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     f.write_all_at(b"XX", 32 + 300).unwrap(); // inside the first block's payload
     let len = f.metadata().unwrap().len();
     drop(f);
     let store = open(dir.path());
     assert_eq!(store.recovery_report().corrupt_blocks.len(), 1);
     assert!(store.recovery_report().tails_cut.is_empty());
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "acknowledged blocks after it are kept");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "acknowledged blocks after it are kept"
+    );
     assert!(store.read_session(1, "s0").unwrap().is_none());
     for i in 1..4 {
         assert!(store.read_session(1, &format!("s{i}")).unwrap().is_some());
@@ -158,13 +218,19 @@ fn bad_footer_falls_back_to_scanning_the_blocks() {
     {
         let store = open(dir.path());
         for i in 0..10 {
-            store.append(chunk(1, &format!("s{i}"), "p", i, 1000)).unwrap();
+            store
+                .append(chunk(1, &format!("s{i}"), "p", i, 1000))
+                .unwrap();
         }
         store.flush().unwrap();
         store.seal_active().unwrap();
     }
     let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     let mut t = [0u8; 8];
     f.read_exact_at(&mut t, len - 32).unwrap();
@@ -176,7 +242,11 @@ fn bad_footer_falls_back_to_scanning_the_blocks() {
     for i in 0..10 {
         assert!(store.read_session(1, &format!("s{i}")).unwrap().is_some());
     }
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "a sealed file is never cut");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len,
+        "a sealed file is never cut"
+    );
 }
 
 #[test]
@@ -220,5 +290,9 @@ fn older_unsealed_segments_are_sealed_at_open() {
     assert_eq!((st.segments, st.sealed_segments), (2, 1));
     store.append(chunk(1, "b", "p", 1, 100)).unwrap();
     store.flush().unwrap();
-    assert_eq!(store.stats().unwrap().segments, 2, "appends resume the newest segment");
+    assert_eq!(
+        store.stats().unwrap().segments,
+        2,
+        "appends resume the newest segment"
+    );
 }

@@ -16,9 +16,15 @@ fn interleaved_sessions_round_trip_across_rolls_and_reopen() {
         // Round-robin over sessions, flushing every few chunks: blocks of one session spread
         // over many flushes and, with 256 KiB segments, over many segments.
         for i in 0..per_session {
-            for s in 0..sessions {
-                let c = chunk(1 + (s % 3) as u64, &format!("sess-{s}"), &format!("p{}", s % 7), i, 500 + 97 * s + 13 * i);
-                expected[s].push(c.clone());
+            for (s, exp) in expected.iter_mut().enumerate() {
+                let c = chunk(
+                    1 + (s % 3) as u64,
+                    &format!("sess-{s}"),
+                    &format!("p{}", s % 7),
+                    i,
+                    500 + 97 * s + 13 * i,
+                );
+                exp.push(c.clone());
                 store.append(c).unwrap();
             }
             if i % 3 == 2 {
@@ -29,7 +35,10 @@ fn interleaved_sessions_round_trip_across_rolls_and_reopen() {
         check_all(&store, &expected);
         store.close().unwrap();
     }
-    assert!(segment_files(dir.path(), 30).len() > 3, "expected several segment rolls");
+    assert!(
+        segment_files(dir.path(), 30).len() > 3,
+        "expected several segment rolls"
+    );
     let store = open(dir.path());
     assert!(store.recovery_report().sealed_segments >= 3);
     check_all(&store, &expected);
@@ -38,7 +47,11 @@ fn interleaved_sessions_round_trip_across_rolls_and_reopen() {
     assert_eq!(st.chunks, (sessions * per_session) as u64);
     let raw: usize = expected.iter().flatten().map(|c| c.payload.len()).sum();
     assert_eq!(st.raw_bytes, raw as u64);
-    assert!(st.ratio > 1.5, "payloads are compressible: ratio {}", st.ratio);
+    assert!(
+        st.ratio > 1.5,
+        "payloads are compressible: ratio {}",
+        st.ratio
+    );
 
     // Appends after reopen land next to the old data of the same session.
     let extra = chunk(1, "sess-0", "p0", per_session, 700);
@@ -51,7 +64,10 @@ fn interleaved_sessions_round_trip_across_rolls_and_reopen() {
 fn check_all(store: &Store, expected: &[Vec<replaystore::Chunk>]) {
     for (s, chunks) in expected.iter().enumerate() {
         let team = chunks[0].team;
-        let got = store.read_session(team, &format!("sess-{s}")).unwrap().expect("session present");
+        let got = store
+            .read_session(team, &format!("sess-{s}"))
+            .unwrap()
+            .expect("session present");
         assert_eq!(got.chunks.len(), chunks.len(), "session {s}");
         for (a, b) in got.chunks.iter().zip(chunks) {
             assert_eq!(a.payload, b.payload, "session {s}");
@@ -62,7 +78,10 @@ fn check_all(store: &Store, expected: &[Vec<replaystore::Chunk>]) {
         assert_eq!(got.summary.chunk_count, chunks.len() as u64);
         assert_eq!(got.summary.first_ts_ms, chunks[0].first_ts_ms);
         // Another team never sees it.
-        assert!(store.read_session(team + 100, &format!("sess-{s}")).unwrap().is_none());
+        assert!(store
+            .read_session(team + 100, &format!("sess-{s}"))
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -83,11 +102,21 @@ fn chunks_come_back_in_timestamp_order_with_append_order_for_ties() {
     store.flush().unwrap();
     store.append(tie_b.clone()).unwrap();
     store.flush().unwrap();
-    let got: Vec<Vec<u8>> = store.read_session(1, "s").unwrap().unwrap().chunks.into_iter().map(|c| c.payload).collect();
+    let got: Vec<Vec<u8>> = store
+        .read_session(1, "s")
+        .unwrap()
+        .unwrap()
+        .chunks
+        .into_iter()
+        .map(|c| c.payload)
+        .collect();
     for c in [&mut late, &mut early, &mut tie_a, &mut tie_b] {
         c.window_id = None;
     }
-    assert_eq!(got, vec![early.payload, tie_a.payload, tie_b.payload, late.payload]);
+    assert_eq!(
+        got,
+        vec![early.payload, tie_a.payload, tie_b.payload, late.payload]
+    );
 }
 
 #[test]
@@ -119,17 +148,45 @@ fn list_sessions_filters_by_person_time_and_limit() {
     assert_eq!(all[0].session_id, "s00");
     assert_eq!(all[0].chunk_count, 4);
 
-    let p1 = store.list_sessions(9, &SessionFilter { person: Some("person-1".into()), ..Default::default() }).unwrap();
+    let p1 = store
+        .list_sessions(
+            9,
+            &SessionFilter {
+                person: Some("person-1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(p1.len(), 8);
     assert!(p1.iter().all(|s| s.person == "person-1"));
 
-    let window = SessionFilter { from_ts_ms: Some(5000), to_ts_ms: Some(9999), ..Default::default() };
-    let got: Vec<String> = store.list_sessions(9, &window).unwrap().into_iter().map(|s| s.session_id).collect();
+    let window = SessionFilter {
+        from_ts_ms: Some(5000),
+        to_ts_ms: Some(9999),
+        ..Default::default()
+    };
+    let got: Vec<String> = store
+        .list_sessions(9, &window)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
     assert_eq!(got, vec!["s05", "s06", "s07", "s08", "s09"]);
 
-    let limited = store.list_sessions(9, &SessionFilter { limit: Some(3), ..Default::default() }).unwrap();
+    let limited = store
+        .list_sessions(
+            9,
+            &SessionFilter {
+                limit: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(limited.len(), 3);
-    assert!(store.list_sessions(10, &SessionFilter::default()).unwrap().is_empty());
+    assert!(store
+        .list_sessions(10, &SessionFilter::default())
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

@@ -17,26 +17,38 @@ pub fn run(dir: Option<PathBuf>, sessions: usize, threads: usize, seed: u64) -> 
     let dir = match dir {
         Some(d) => d,
         None => {
-            tmp = tempfile::tempdir().map_err(|e| Error::Io { context: "create temp dir".into(), source: e })?;
+            tmp = tempfile::tempdir().map_err(|e| Error::Io {
+                context: "create temp dir".into(),
+                source: e,
+            })?;
             tmp.path().to_path_buf()
         }
     };
     let threads = threads.max(1);
-    let workload = Workload { seed, sessions, persons: (sessions / 3).max(1), ..Workload::default() };
+    let workload = Workload {
+        seed,
+        sessions,
+        persons: (sessions / 3).max(1),
+        ..Workload::default()
+    };
 
     let t = Instant::now();
     let generated = generate(&workload, threads);
     let gen_s = t.elapsed().as_secs_f64();
     let raw: usize = generated.iter().map(GeneratedSession::raw_bytes).sum();
     let chunk_count: usize = generated.iter().map(|s| s.chunks.len()).sum();
-    eprintln!("generated {sessions} sessions, {chunk_count} chunks, {:.1} MB raw in {gen_s:.1} s", mb(raw as u64));
+    eprintln!(
+        "generated {sessions} sessions, {chunk_count} chunks, {:.1} MB raw in {gen_s:.1} s",
+        mb(raw as u64)
+    );
 
     // Interleave in time, then partition by session like Kafka partitions feeding threads.
     let mut stream: Vec<&Chunk> = generated.iter().flat_map(|s| &s.chunks).collect();
     stream.sort_by_key(|c| c.last_ts_ms);
     let mut parts: Vec<Vec<&Chunk>> = vec![Vec::new(); threads];
     for c in stream {
-        parts[(replaystore::format::key_hash(c.team, &c.session_id) % threads as u64) as usize].push(c);
+        parts[(replaystore::format::key_hash(c.team, &c.session_id) % threads as u64) as usize]
+            .push(c);
     }
 
     let store = Store::open(&dir, Config::default())?;
@@ -61,7 +73,8 @@ pub fn run(dir: Option<PathBuf>, sessions: usize, threads: usize, seed: u64) -> 
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| Error::FlushFailed("ingest thread panicked".into()))??;
+            h.join()
+                .map_err(|_| Error::FlushFailed("ingest thread panicked".into()))??;
         }
         Ok(())
     })?;
@@ -86,15 +99,34 @@ pub fn run(dir: Option<PathBuf>, sessions: usize, threads: usize, seed: u64) -> 
     println!("{:<28} {:>14}", "sessions", st.sessions);
     println!("{:<28} {:>14}", "chunks", st.chunks);
     println!("{:<28} {:>14.1}", "raw MB", mb(st.raw_bytes));
-    println!("{:<28} {:>14.1}", "stored MB (on disk)", mb(st.bytes_on_disk));
-    println!("{:<28} {:>14.2}", "ratio (raw / on disk)", st.raw_bytes as f64 / st.bytes_on_disk.max(1) as f64);
+    println!(
+        "{:<28} {:>14.1}",
+        "stored MB (on disk)",
+        mb(st.bytes_on_disk)
+    );
+    println!(
+        "{:<28} {:>14.2}",
+        "ratio (raw / on disk)",
+        st.raw_bytes as f64 / st.bytes_on_disk.max(1) as f64
+    );
     println!("{:<28} {:>14.0}", "bytes per session", st.bytes_per_session);
-    println!("{:<28} {:>14.1}", "ingest MB/s (raw, durable)", mb(raw as u64) / ingest_s);
+    println!(
+        "{:<28} {:>14.1}",
+        "ingest MB/s (raw, durable)",
+        mb(raw as u64) / ingest_s
+    );
     println!("{:<28} {:>14}", "ingest threads", threads);
-    println!("{:<28} {:>14}", "flush rounds / fsyncs", format!("{} / {}", ingest_stats.flush_rounds, ingest_stats.fsyncs));
+    println!(
+        "{:<28} {:>14}",
+        "flush rounds / fsyncs",
+        format!("{} / {}", ingest_stats.flush_rounds, ingest_stats.fsyncs)
+    );
     println!("{:<28} {:>14.1}", "reopen ms", open_ms);
     println!("{:<28} {:>14.1}", "read back MB/s", mb(raw as u64) / read_s);
-    println!("verified {} sessions, {mismatches} mismatches", generated.len());
+    println!(
+        "verified {} sessions, {mismatches} mismatches",
+        generated.len()
+    );
     store.close()?;
     Ok(if mismatches == 0 { 0 } else { 1 })
 }
@@ -116,17 +148,24 @@ fn generate(w: &Workload, threads: usize) -> Vec<GeneratedSession> {
                 })
             })
             .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, s)| s).collect()
 }
 
 fn matches(store: &Store, g: &GeneratedSession) -> Result<bool> {
-    let Some(data) = store.read_session(g.team, &g.session_id)? else { return Ok(false) };
+    let Some(data) = store.read_session(g.team, &g.session_id)? else {
+        return Ok(false);
+    };
     Ok(data.summary.person == g.person
         && data.chunks.len() == g.chunks.len()
         && data.chunks.iter().zip(&g.chunks).all(|(a, b)| {
-            a.payload == b.payload && a.first_ts_ms == b.first_ts_ms && a.last_ts_ms == b.last_ts_ms && a.window_id == b.window_id
+            a.payload == b.payload
+                && a.first_ts_ms == b.first_ts_ms
+                && a.last_ts_ms == b.last_ts_ms
+                && a.window_id == b.window_id
         }))
 }

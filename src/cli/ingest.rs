@@ -12,7 +12,11 @@ use super::open;
 pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
     let store = open(dir)?;
     let stdin = PathBuf::from("-");
-    let inputs: Vec<&PathBuf> = if files.is_empty() { vec![&stdin] } else { files.iter().collect() };
+    let inputs: Vec<&PathBuf> = if files.is_empty() {
+        vec![&stdin]
+    } else {
+        files.iter().collect()
+    };
     let bar = ProgressBar::new(inputs.len() as u64);
     if std::io::stderr().is_terminal() && inputs.len() > 1 {
         bar.set_style(
@@ -53,7 +57,10 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
                     let n = chunk.payload.len() as u64;
                     store.append(chunk).map(|_| n)
                 }
-                Err(e) => Err(Error::InvalidChunk { field: "event", reason: e.0 }),
+                Err(e) => Err(Error::InvalidChunk {
+                    field: "event",
+                    reason: e.0,
+                }),
             };
             match outcome {
                 Ok(n) => {

@@ -6,7 +6,10 @@ use std::time::Instant;
 use replaystore::{Chunk, Config, Error, Result, Store};
 
 fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io { context: context.into(), source: e }
+    move |e| Error::Io {
+        context: context.into(),
+        source: e,
+    }
 }
 
 /// Resident and anonymous memory of this process, in bytes, from /proc/self/status.
@@ -38,7 +41,10 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
                 window_id: None,
                 first_ts_ms: 1_795_000_000_000 + i as i64,
                 last_ts_ms: 1_795_000_000_000 + i as i64 + 1000,
-                payload: format!(r#"[{{"type":4,"data":{{"href":"https://x/{i}"}},"timestamp":{i}}}]"#).into_bytes(),
+                payload: format!(
+                    r#"[{{"type":4,"data":{{"href":"https://x/{i}"}},"timestamp":{i}}}]"#
+                )
+                .into_bytes(),
             })?;
             if i % 100_000 == 99_999 {
                 store.flush()?;
@@ -46,7 +52,10 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
         }
         store.seal_active()?;
         store.close()?;
-        eprintln!("built {sessions} sessions in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "built {sessions} sessions in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let (rss0, anon0) = memory();
     let t = Instant::now();
@@ -58,13 +67,27 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
     println!("sessions                   {}", st.sessions);
     println!("segments                   {}", st.segments);
     println!("open ms                    {open_ms:.1}");
-    println!("index heap bytes/session   {:.2}", st.index_heap_bytes as f64 / n);
-    println!("RSS delta bytes/session    {:.2}", rss1.saturating_sub(rss0) as f64 / n);
-    println!("anon RSS delta bytes/sess  {:.2}", anon1.saturating_sub(anon0) as f64 / n);
+    println!(
+        "index heap bytes/session   {:.2}",
+        st.index_heap_bytes as f64 / n
+    );
+    println!(
+        "RSS delta bytes/session    {:.2}",
+        rss1.saturating_sub(rss0) as f64 / n
+    );
+    println!(
+        "anon RSS delta bytes/sess  {:.2}",
+        anon1.saturating_sub(anon0) as f64 / n
+    );
     let probe = format!("01{:030x}", sessions / 2);
     let t = Instant::now();
-    let found = store.read_session(1 + ((sessions / 2) % 4) as u64, &probe)?.is_some();
-    println!("point read of one session  {:.3} ms (found: {found})", t.elapsed().as_secs_f64() * 1e3);
+    let found = store
+        .read_session(1 + ((sessions / 2) % 4) as u64, &probe)?
+        .is_some();
+    println!(
+        "point read of one session  {:.3} ms (found: {found})",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     Ok(0)
 }
 
@@ -80,14 +103,26 @@ pub fn grouping(fixtures: &[PathBuf], sessions: usize) -> Result<i32> {
             .collect();
         sets.push((f.display().to_string(), chunks));
     }
-    let w = replaystore::generator::Workload { sessions, ..Default::default() };
-    sets.push((format!("generated ({sessions} sessions)"), replaystore::generator::interleaved(&w)));
-    println!("{:<60} {:>12} {:>14} {:>14} {:>8}", "data", "raw bytes", "chunk/flush", "session/flush", "gain");
+    let w = replaystore::generator::Workload {
+        sessions,
+        ..Default::default()
+    };
+    sets.push((
+        format!("generated ({sessions} sessions)"),
+        replaystore::generator::interleaved(&w),
+    ));
+    println!(
+        "{:<60} {:>12} {:>14} {:>14} {:>8}",
+        "data", "raw bytes", "chunk/flush", "session/flush", "gain"
+    );
     for (name, chunks) in sets {
         let raw: usize = chunks.iter().map(|c| c.payload.len()).sum();
         let per_chunk = stored(&chunks, true)?;
         let whole = stored(&chunks, false)?;
-        println!("{name:<60} {raw:>12} {per_chunk:>14} {whole:>14} {:>7.2}x", per_chunk as f64 / whole as f64);
+        println!(
+            "{name:<60} {raw:>12} {per_chunk:>14} {whole:>14} {:>7.2}x",
+            per_chunk as f64 / whole as f64
+        );
     }
     Ok(0)
 }
@@ -128,7 +163,9 @@ pub fn crash_writer(dir: &Path, seed: u64) -> Result<i32> {
         store.append(c)?;
         if i % 7 == 6 {
             store.flush()?;
-            writeln!(out, "acked {}", i + 1).and_then(|_| out.flush()).map_err(io("stdout"))?;
+            writeln!(out, "acked {}", i + 1)
+                .and_then(|_| out.flush())
+                .map_err(io("stdout"))?;
         }
     }
     store.flush()?;

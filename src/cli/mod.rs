@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use replaystore::{Config, Result, Store};
 
 #[derive(Parser)]
-#[command(name = "replaystore", version, about = "Embedded storage engine for session recordings")]
+#[command(
+    name = "replaystore",
+    version,
+    about = "Embedded storage engine for session recordings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,11 +112,29 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn run() -> Result<i32> {
     match Cli::parse().command {
-        Command::Demo { dir, sessions, threads, seed } => demo::run(dir, sessions, threads, seed),
+        Command::Demo {
+            dir,
+            sessions,
+            threads,
+            seed,
+        } => demo::run(dir, sessions, threads, seed),
         Command::Ingest { dir, team, files } => ingest::run(&dir, team, &files),
         Command::Export { dir, team, session } => query::export(&dir, team, &session),
-        Command::Ls { dir, team, person, from_ms, to_ms, limit, json } => {
-            let filter = replaystore::SessionFilter { person, from_ts_ms: from_ms, to_ts_ms: to_ms, limit };
+        Command::Ls {
+            dir,
+            team,
+            person,
+            from_ms,
+            to_ms,
+            limit,
+            json,
+        } => {
+            let filter = replaystore::SessionFilter {
+                person,
+                from_ts_ms: from_ms,
+                to_ts_ms: to_ms,
+                limit,
+            };
             query::ls(&dir, team, &filter, json)
         }
         Command::Stats { dir, json } => query::stats(&dir, json),

@@ -9,7 +9,10 @@ use replaystore::{Error, Result, SessionFilter};
 use super::{mb, open};
 
 fn stdout_err(e: std::io::Error) -> Error {
-    Error::Io { context: "write to stdout".into(), source: e }
+    Error::Io {
+        context: "write to stdout".into(),
+        source: e,
+    }
 }
 
 pub fn export(dir: &Path, team: u64, session: &str) -> Result<i32> {
@@ -42,12 +45,19 @@ pub fn ls(dir: &Path, team: u64, filter: &SessionFilter, json: bool) -> Result<i
     let sessions = store.list_sessions(team, filter)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
-        writeln!(out, "{:<40} {:<32} {:>15} {:>9} {:>7} {:>10} {:>10}", "session", "person", "start_ms", "dur_s", "chunks", "raw_kb", "stored_kb")
-            .map_err(stdout_err)?;
+        writeln!(
+            out,
+            "{:<40} {:<32} {:>15} {:>9} {:>7} {:>10} {:>10}",
+            "session", "person", "start_ms", "dur_s", "chunks", "raw_kb", "stored_kb"
+        )
+        .map_err(stdout_err)?;
     }
     for s in &sessions {
         if json {
-            let line = serde_json::to_string(s).map_err(|e| Error::Io { context: "encode JSON".into(), source: e.into() })?;
+            let line = serde_json::to_string(s).map_err(|e| Error::Io {
+                context: "encode JSON".into(),
+                source: e.into(),
+            })?;
             writeln!(out, "{line}").map_err(stdout_err)?;
         } else {
             writeln!(
@@ -72,7 +82,10 @@ pub fn stats(dir: &Path, json: bool) -> Result<i32> {
     let store = open(dir)?;
     let st = store.stats()?;
     if json {
-        let line = serde_json::to_string(&st).map_err(|e| Error::Io { context: "encode JSON".into(), source: e.into() })?;
+        let line = serde_json::to_string(&st).map_err(|e| Error::Io {
+            context: "encode JSON".into(),
+            source: e.into(),
+        })?;
         println!("{line}");
     } else {
         println!("sessions           {}", st.sessions);
@@ -81,7 +94,10 @@ pub fn stats(dir: &Path, json: bool) -> Result<i32> {
         println!("stored MB          {:.1}", mb(st.stored_bytes));
         println!("ratio              {:.2}", st.ratio);
         println!("bytes per session  {:.0}", st.bytes_per_session);
-        println!("segments           {} ({} sealed)", st.segments, st.sealed_segments);
+        println!(
+            "segments           {} ({} sealed)",
+            st.segments, st.sealed_segments
+        );
         println!("bytes on disk      {}", st.bytes_on_disk);
         println!("index RAM bytes    {}", st.index_heap_bytes);
     }

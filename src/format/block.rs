@@ -81,12 +81,20 @@ pub fn peek_total_len(prefix: &[u8]) -> DecodeResult<u64> {
     }
     let header_len = b.u32()? as usize;
     if !(BLOCK_FIXED_LEN..=MAX_HEADER_LEN).contains(&header_len) {
-        return Err(DecodeError::new(format!("header_len {header_len} out of bounds")));
+        return Err(DecodeError::new(format!(
+            "header_len {header_len} out of bounds"
+        )));
     }
-    let mut b = Bytes::new(prefix.get(52..56).ok_or_else(|| DecodeError::new("short header"))?);
+    let mut b = Bytes::new(
+        prefix
+            .get(52..56)
+            .ok_or_else(|| DecodeError::new("short header"))?,
+    );
     let stored_len = b.u32()? as usize;
     if stored_len > MAX_BLOCK_RAW + MAX_BLOCK_RAW / 8 {
-        return Err(DecodeError::new(format!("stored_len {stored_len} out of bounds")));
+        return Err(DecodeError::new(format!(
+            "stored_len {stored_len} out of bounds"
+        )));
     }
     Ok(header_len as u64 + stored_len as u64 + 4)
 }
@@ -103,7 +111,12 @@ pub fn parse_block(buf: &[u8]) -> DecodeResult<BlockHeader> {
     }
     let total = total as usize;
     let body = &buf[..total - 4];
-    let stored_crc = u32::from_le_bytes([buf[total - 4], buf[total - 3], buf[total - 2], buf[total - 1]]);
+    let stored_crc = u32::from_le_bytes([
+        buf[total - 4],
+        buf[total - 3],
+        buf[total - 2],
+        buf[total - 1],
+    ]);
     if crc32fast::hash(body) != stored_crc {
         return Err(DecodeError::new("block checksum mismatch"));
     }
@@ -132,7 +145,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         return Err(DecodeError::new(format!("raw_len {raw_len} out of bounds")));
     }
     if chunk_count == 0 || chunk_count * CHUNK_ENTRY_LEN > header_len as usize {
-        return Err(DecodeError::new(format!("chunk_count {chunk_count} out of bounds")));
+        return Err(DecodeError::new(format!(
+            "chunk_count {chunk_count} out of bounds"
+        )));
     }
     if first_ts > last_ts {
         return Err(DecodeError::new("first_ts after last_ts"));
@@ -158,7 +173,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         let window = if w == NO_WINDOW { None } else { Some(w) };
         if let Some(w) = window {
             if w as usize >= window_count {
-                return Err(DecodeError::new(format!("chunk window index {w} out of bounds")));
+                return Err(DecodeError::new(format!(
+                    "chunk window index {w} out of bounds"
+                )));
             }
         }
         sum += raw as u64;
@@ -170,7 +187,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         });
     }
     if b.pos() != header_len as usize {
-        return Err(DecodeError::new("header_len does not match header contents"));
+        return Err(DecodeError::new(
+            "header_len does not match header contents",
+        ));
     }
     if sum != raw_len as u64 {
         return Err(DecodeError::new("chunk lengths do not add up to raw_len"));
@@ -332,7 +351,10 @@ mod tests {
             chunk(b"y", Some("w1"), 30),
         ];
         let mut out = Vec::new();
-        BlockWriter::new(3).unwrap().encode(42, &chunks, &mut out).unwrap();
+        BlockWriter::new(3)
+            .unwrap()
+            .encode(42, &chunks, &mut out)
+            .unwrap();
         let h = parse_block(&out).unwrap();
         assert_eq!(h.total_len() as usize, out.len());
         assert_eq!((h.team, h.seq, h.first_ts, h.last_ts), (7, 42, 5, 35));

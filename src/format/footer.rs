@@ -75,8 +75,14 @@ pub fn encode_footer(
         ))
     });
     let ref_count: usize = sessions.iter().map(|s| s.blocks.len()).sum();
-    let heap_len: usize = sessions.iter().map(|s| s.session.len() + s.person.len()).sum();
-    let bloom = Bloom::build(sessions.iter().map(|s| key_hash(s.team, &s.session)), sessions.len());
+    let heap_len: usize = sessions
+        .iter()
+        .map(|s| s.session.len() + s.person.len())
+        .sum();
+    let bloom = Bloom::build(
+        sessions.iter().map(|s| key_hash(s.team, &s.session)),
+        sessions.len(),
+    );
 
     let mut out = Vec::new();
     put_u32(&mut out, sessions.len() as u32);
@@ -179,7 +185,7 @@ impl Bloom {
 }
 
 fn probe(h: u64, i: u32) -> u64 {
-    let h2 = (h >> 32) | (h << 32) | 1;
+    let h2 = h.rotate_left(32) | 1;
     h.wrapping_add((i as u64).wrapping_mul(h2))
 }
 
@@ -300,12 +306,15 @@ impl FooterView {
         let _ = b.u8()?;
         let person_len = b.u16()? as usize;
         let crc = b.u32()?;
-        if first_ref + nrefs > self.ref_count as u64 || heap_offset + session_len + person_len > self.heap_len {
+        if first_ref + nrefs > self.ref_count as u64
+            || heap_offset + session_len + person_len > self.heap_len
+        {
             return Err(DecodeError::new("session entry points outside the footer"));
         }
         let refs_start = self.refs_at + first_ref as usize * BLOCK_REF_LEN;
         let refs = &file[refs_start..refs_start + nrefs as usize * BLOCK_REF_LEN];
-        let strings = &file[self.heap_at + heap_offset..self.heap_at + heap_offset + session_len + person_len];
+        let strings = &file
+            [self.heap_at + heap_offset..self.heap_at + heap_offset + session_len + person_len];
         let mut h = crc32fast::Hasher::new();
         h.update(&raw[..76]);
         h.update(refs);
@@ -353,7 +362,12 @@ impl FooterView {
     }
 
     /// Entries of one session: those with its (team, hash) whose verified id matches.
-    pub fn find(&self, file: &[u8], team: u64, session: &str) -> DecodeResult<Option<SessionEntry>> {
+    pub fn find(
+        &self,
+        file: &[u8],
+        team: u64,
+        session: &str,
+    ) -> DecodeResult<Option<SessionEntry>> {
         let h = key_hash(team, session);
         if !self.bloom.may_contain(h) {
             return Ok(None);
@@ -416,7 +430,10 @@ mod tests {
             let e = f.find(&file, i % 3, &format!("s{i}")).unwrap().unwrap();
             assert_eq!(e.blocks[0].offset, i);
             assert_eq!(e.person, format!("p{}", i % 7));
-            assert!(f.find(&file, (i % 3) + 1, &format!("s{i}")).unwrap().is_none());
+            assert!(f
+                .find(&file, (i % 3) + 1, &format!("s{i}"))
+                .unwrap()
+                .is_none());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);
         assert!(f.find(&file, 0, "nope").unwrap().is_none());

@@ -52,7 +52,9 @@ impl SegmentHeader {
             return Err(DecodeError::new("segment header checksum mismatch"));
         }
         if version != FORMAT_VERSION {
-            return Err(DecodeError::new(format!("unsupported segment version {version}")));
+            return Err(DecodeError::new(format!(
+                "unsupported segment version {version}"
+            )));
         }
         Ok(SegmentHeader {
             lane_days,
@@ -101,7 +103,9 @@ impl Trailer {
             return Err(DecodeError::new("trailer checksum mismatch"));
         }
         if version != FORMAT_VERSION {
-            return Err(DecodeError::new(format!("unsupported trailer version {version}")));
+            return Err(DecodeError::new(format!(
+                "unsupported trailer version {version}"
+            )));
         }
         let end = footer_offset.checked_add(footer_len as u64);
         if footer_offset < SEGMENT_HEADER_LEN as u64 || end != Some(file_len - TRAILER_LEN as u64) {

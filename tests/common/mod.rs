@@ -24,7 +24,7 @@ pub fn chunk(team: u64, session: &str, person: &str, i: usize, len: usize) -> Ch
         team,
         session_id: session.to_string(),
         person: person.to_string(),
-        window_id: (i % 3 == 0).then(|| format!("w-{session}")),
+        window_id: i.is_multiple_of(3).then(|| format!("w-{session}")),
         first_ts_ms: 1_795_000_000_000 + i as i64 * 1000,
         last_ts_ms: 1_795_000_000_000 + i as i64 * 1000 + 900,
         payload: payload(session, i, len),

@@ -1,0 +1,96 @@
+//! The CPU half of a flush round: cutting buffered sessions into block-sized groups and
+//! encoding (compressing) them on several threads, with no lock held.
+
+use std::sync::atomic::Ordering;
+
+use crate::chunk::Chunk;
+use crate::config::Config;
+use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
+
+/// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
+const BLOCK_TARGET_RAW: usize = 64 << 20;
+const BLOCK_MAX_CHUNKS: usize = 65_536;
+
+/// An encoded block and its parsed header.
+pub(crate) type Encoded = (Vec<u8>, BlockHeader);
+
+/// Splits sessions whose buffered chunks exceed a block's target size into several groups.
+pub(crate) fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut cur: Vec<Chunk> = Vec::new();
+        let mut raw = 0usize;
+        for c in g {
+            let n = c.payload.len();
+            if !cur.is_empty() && (raw + n > BLOCK_TARGET_RAW || cur.len() >= BLOCK_MAX_CHUNKS) {
+                out.push(std::mem::take(&mut cur));
+                raw = 0;
+            }
+            raw += n;
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    }
+    debug_assert!(out
+        .iter()
+        .all(|g| g.iter().map(|c| c.payload.len()).sum::<usize>()
+            <= MAX_BLOCK_RAW.max(BLOCK_TARGET_RAW)));
+    out
+}
+
+/// Encodes one block per group on up to `compression_threads` threads (no lock held).
+pub(crate) fn compress_all(
+    groups: &[Vec<Chunk>],
+    seq: u64,
+    config: &Config,
+) -> std::io::Result<Vec<Encoded>> {
+    let encode = |w: &mut BlockWriter, g: &[Chunk]| -> std::io::Result<Encoded> {
+        let mut out = Vec::new();
+        w.encode(seq, g, &mut out)?;
+        // Re-parse what was encoded: the index needs the header, and it checks the encoder.
+        let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
+        Ok((out, h))
+    };
+    let threads = config.compression_threads.min(groups.len()).max(1);
+    if threads == 1 {
+        let mut w = BlockWriter::new(config.compression_level)?;
+        return groups.iter().map(|g| encode(&mut w, g)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::io::Result<Vec<(usize, Encoded)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut w = BlockWriter::new(config.compression_level)?;
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= groups.len() {
+                            return Ok(mine);
+                        }
+                        mine.push((i, encode(&mut w, &groups[i])?));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("compression thread panicked")))
+            })
+            .collect()
+    });
+    let mut slots: Vec<Option<Encoded>> = (0..groups.len()).map(|_| None).collect();
+    for r in results {
+        for (i, b) in r? {
+            slots[i] = Some(b);
+        }
+    }
+    slots
+        .into_iter()
+        .map(|s| s.ok_or_else(|| std::io::Error::other("block not encoded")))
+        .collect()
+}
