@@ -59,10 +59,10 @@ pub struct Config {
     /// The background flusher starts a flush when this many bytes are buffered; `append` itself
     /// flushes (back-pressure) when twice this many are. Default 64 MiB.
     pub max_buffer_bytes: usize,
-    /// The background flusher flushes at least this often; `None` disables the time trigger.
-    /// Default 1 s: the longest an unflushed chunk waits, and what an ingestion server that never
-    /// calls `flush()` risks in a crash.
-    pub flush_interval: Option<Duration>,
+    /// The background flusher flushes at least this often (and also checks segment ages, at
+    /// least every second). Default 1 s: the longest an unflushed chunk waits, and what an
+    /// ingestion server that never calls `flush()` risks in a crash.
+    pub flush_interval: Duration,
     /// A segment is sealed once it reaches this size. Default 256 MiB.
     pub segment_bytes: u64,
     /// A segment is sealed once it is this old (so retention can drop whole files). Default 1 h.
@@ -87,7 +87,7 @@ impl Default for Config {
         Config {
             max_payload_bytes: 16 << 20,
             max_buffer_bytes: 64 << 20,
-            flush_interval: Some(Duration::from_secs(1)),
+            flush_interval: Duration::from_secs(1),
             segment_bytes: 256 << 20,
             segment_max_age: Duration::from_secs(3600),
             compression_level: 3,
@@ -111,7 +111,7 @@ impl Config {
         self.max_buffer_bytes = n;
         self
     }
-    pub fn with_flush_interval(mut self, d: Option<Duration>) -> Self {
+    pub fn with_flush_interval(mut self, d: Duration) -> Self {
         self.flush_interval = d;
         self
     }
@@ -167,6 +167,9 @@ impl Config {
         }
         if self.segment_bytes < 4096 {
             return bad("segment_bytes", "must be at least 4096");
+        }
+        if self.flush_interval.is_zero() {
+            return bad("flush_interval", "must be > 0");
         }
         if self.segment_max_age.is_zero() {
             return bad("segment_max_age", "must be > 0");

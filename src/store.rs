@@ -211,30 +211,23 @@ impl Inner {
         self.kick_cv.notify_one();
     }
 
+    /// Runs a flush round on every kick (buffer over `max_buffer_bytes`) and every tick
+    /// (`flush_interval`, at most 1 s): rounds with nothing buffered still seal old segments.
     fn background_loop(&self) {
-        let tick = self
-            .config
-            .flush_interval
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_secs(1));
-        let mut since_flush = Duration::ZERO;
+        let tick = self.config.flush_interval.min(Duration::from_secs(1));
         while !self.closed.load(Ordering::Acquire) {
-            let woke_by_kick = {
-                let mut k = self.kick.lock();
-                if !*k {
-                    self.kick_cv.wait_for(&mut k, tick);
+            {
+                let mut kicked = self.kick.lock();
+                if !*kicked {
+                    self.kick_cv.wait_for(&mut kicked, tick);
                 }
-                std::mem::take(&mut *k)
-            };
-            since_flush += tick;
-            let due = self.config.flush_interval.is_some_and(|i| since_flush >= i);
-            let full = self.buffer.buffered_bytes() >= self.config.max_buffer_bytes;
-            // Every tick runs a round even with nothing buffered, so old segments get sealed.
-            if woke_by_kick || due || full || since_flush >= tick {
-                since_flush = Duration::ZERO;
-                if let Err(e) = self.flush() {
-                    log::error!("background flush failed: {e}");
-                }
+                *kicked = false;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(e) = self.flush() {
+                log::error!("background flush failed: {e}");
             }
         }
     }

@@ -60,7 +60,13 @@ impl ActiveWriter {
         file.write_all_at(&header.encode(), 0)
             .and_then(|_| file.sync_all())
             .ctx(|| format!("write header of {}", path.display()))?;
+        // The file's directory entry, and the lane directory's own entries up to the store root
+        // (they may have just been created), must be durable before a block in it is acked.
         sync_dir(&lane)?;
+        if let Some(lanes) = lane.parent() {
+            sync_dir(lanes)?;
+        }
+        sync_dir(dir)?;
         log::debug!("created segment {}", path.display());
         Self::resume(
             &path,

@@ -79,7 +79,7 @@ fn background_flusher_makes_data_durable_without_flush_calls() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::config()
         .with_background_flush(true)
-        .with_flush_interval(Some(std::time::Duration::from_millis(20)));
+        .with_flush_interval(std::time::Duration::from_millis(20));
     let store = replaystore::Store::open(dir.path(), cfg).unwrap();
     store.append(chunk(1, "bg", "p", 0, 500)).unwrap();
     // Wait (bounded) for the flusher; no timing is asserted, only the outcome.

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use replaystore::posthog::{decode_body, parse_body};
+use replaystore::posthog::{decode_body, parse_body, MAX_DECODED_BODY};
 use replaystore::{Error, Result};
 
 use super::open;
@@ -87,12 +87,19 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
     Ok(if errors > 0 { 1 } else { 0 })
 }
 
+/// Reads one input whole, refusing one larger than `MAX_DECODED_BODY` (split such exports).
 fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    let limit = MAX_DECODED_BODY as u64 + 1;
     let mut buf = Vec::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_end(&mut buf)?;
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)?;
     } else {
-        std::fs::File::open(path)?.read_to_end(&mut buf)?;
+        std::fs::File::open(path)?.take(limit).read_to_end(&mut buf)?;
+    }
+    if buf.len() as u64 == limit {
+        return Err(std::io::Error::other(format!(
+            "input larger than {MAX_DECODED_BODY} bytes; split it into smaller files"
+        )));
     }
     Ok(buf)
 }
