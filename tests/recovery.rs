@@ -4,7 +4,7 @@ mod common;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{chunk, open, segment_files};
 use replaystore::{Error, Store};
@@ -31,6 +31,33 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A store holding sessions s0..s{n} of one chunk each (`size` bytes), flushed after each chunk
+/// or once; sealed if asked. Returns the path of its (first) segment file.
+fn store_with_sessions(dir: &Path, n: usize, size: usize, flush_each: bool, seal: bool) -> PathBuf {
+    let store = open(dir);
+    for i in 0..n {
+        store
+            .append(chunk(1, &format!("s{i}"), "p", i, size))
+            .unwrap();
+        if flush_each {
+            store.flush().unwrap();
+        }
+    }
+    store.flush().unwrap();
+    if seal {
+        store.seal_active().unwrap();
+    }
+    segment_files(dir, 30)[0].clone()
+}
+
+fn rw(path: &Path) -> std::fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
 }
 
 #[test]
@@ -126,22 +153,8 @@ fn zeroed_or_garbage_tail_is_cut() {
 #[test]
 fn flipped_bit_in_a_sealed_segment_fails_only_its_block() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        for i in 0..20 {
-            store
-                .append(chunk(1, &format!("s{i}"), "p", i, 2000))
-                .unwrap();
-        }
-        store.flush().unwrap();
-        store.seal_active().unwrap();
-    }
-    let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .unwrap();
+    let seg = store_with_sessions(dir.path(), 20, 2000, false, true);
+    let f = rw(&seg);
     // Flip one bit in the middle of the first block (blocks start right after the 32-byte header).
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, 32 + 200).unwrap();
@@ -180,21 +193,8 @@ fn flipped_bit_in_a_sealed_segment_fails_only_its_block() {
 #[test]
 fn corrupt_block_in_the_middle_of_an_active_segment_is_skipped_not_cut() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        for i in 0..4 {
-            store
-                .append(chunk(1, &format!("s{i}"), "p", i, 2000))
-                .unwrap();
-            store.flush().unwrap();
-        }
-    }
-    let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .unwrap();
+    let seg = store_with_sessions(dir.path(), 4, 2000, true, false);
+    let f = rw(&seg);
     f.write_all_at(b"XX", 32 + 300).unwrap(); // inside the first block's payload
     let len = f.metadata().unwrap().len();
     drop(f);
@@ -215,22 +215,8 @@ fn corrupt_block_in_the_middle_of_an_active_segment_is_skipped_not_cut() {
 #[test]
 fn bad_footer_falls_back_to_scanning_the_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        for i in 0..10 {
-            store
-                .append(chunk(1, &format!("s{i}"), "p", i, 1000))
-                .unwrap();
-        }
-        store.flush().unwrap();
-        store.seal_active().unwrap();
-    }
-    let seg = segment_files(dir.path(), 30)[0].clone();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .unwrap();
+    let seg = store_with_sessions(dir.path(), 10, 1000, false, true);
+    let f = rw(&seg);
     let len = f.metadata().unwrap().len();
     let mut t = [0u8; 8];
     f.read_exact_at(&mut t, len - 32).unwrap();

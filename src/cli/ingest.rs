@@ -29,16 +29,11 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
     let (mut chunks, mut skipped, mut errors, mut raw) = (0u64, 0u64, 0u64, 0u64);
     for path in inputs {
         let name = path.display().to_string();
-        let body = match read_input(path) {
-            Ok(b) => b,
-            Err(e) => {
-                bar.suspend(|| eprintln!("{name}: {e}"));
-                errors += 1;
-                bar.inc(1);
-                continue;
-            }
-        };
-        let text = match decode_body(&body) {
+        let text = match read_input(path).and_then(|b| {
+            decode_body(&b)
+                .map(|t| t.into_owned())
+                .map_err(|e| std::io::Error::other(e.0))
+        }) {
             Ok(t) => t,
             Err(e) => {
                 bar.suspend(|| eprintln!("{name}: {e}"));
@@ -94,7 +89,9 @@ fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         std::io::stdin().lock().take(limit).read_to_end(&mut buf)?;
     } else {
-        std::fs::File::open(path)?.take(limit).read_to_end(&mut buf)?;
+        std::fs::File::open(path)?
+            .take(limit)
+            .read_to_end(&mut buf)?;
     }
     if buf.len() as u64 == limit {
         return Err(std::io::Error::other(format!(
