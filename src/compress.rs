@@ -9,7 +9,8 @@ use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
 
 /// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
 const BLOCK_TARGET_RAW: usize = 64 << 20;
-const BLOCK_MAX_CHUNKS: usize = 65_536;
+/// Below 65,535 so that a block's window indexes never reach the "no window" marker 0xFFFF.
+const BLOCK_MAX_CHUNKS: usize = 65_000;
 
 /// An encoded block and its parsed header.
 pub(crate) type Encoded = (Vec<u8>, BlockHeader);
@@ -22,7 +23,12 @@ pub(crate) fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
         let mut raw = 0usize;
         for c in g {
             let n = c.payload.len();
-            if !cur.is_empty() && (raw + n > BLOCK_TARGET_RAW || cur.len() >= BLOCK_MAX_CHUNKS) {
+            // A block has one person: a distinct id that changes mid-session (posthog-js
+            // `identify`) starts a new block, so every block is indexed under its true person.
+            let person_changed = cur.last().is_some_and(|p: &Chunk| p.person != c.person);
+            if !cur.is_empty()
+                && (raw + n > BLOCK_TARGET_RAW || cur.len() >= BLOCK_MAX_CHUNKS || person_changed)
+            {
                 out.push(std::mem::take(&mut cur));
                 raw = 0;
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{DecodeError, SessionEntry};
+use crate::format::{BlockRef, DecodeError, SessionEntry};
 use crate::segment::{corrupt, Segment};
 use crate::store::Store;
 
@@ -44,7 +44,11 @@ impl SessionSummary {
         }
     }
 
+    /// Adds one segment's record. The session's person is the one it started under.
     fn merge(&mut self, e: &SessionEntry) {
+        if e.first_ts < self.first_ts_ms {
+            self.person = e.person.clone();
+        }
         self.first_ts_ms = self.first_ts_ms.min(e.first_ts);
         self.last_ts_ms = self.last_ts_ms.max(e.last_ts);
         self.chunk_count += e.chunk_count as u64;
@@ -109,43 +113,26 @@ impl Store {
     /// checks is an `Error::Corrupt` naming segment and offset; other sessions are unaffected.
     pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
         let mut summary: Option<SessionSummary> = None;
-        // (block seq, index in block, chunk)
-        let mut chunks: Vec<(u64, usize, StoredChunk)> = Vec::new();
+        // (first_ts, block seq, index in block, chunk): sorted, this is timestamp order with
+        // append order for ties.
+        let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
         for seg in self.snapshot() {
-            let Some(entry) = seg.find(team, session_id)? else {
-                continue;
-            };
-            summary
-                .get_or_insert_with(|| SessionSummary::from_entry(&entry))
-                .merge(&entry);
-            for r in &entry.blocks {
-                let (h, payloads) = seg.read_block(*r)?;
-                if h.team != team || h.session != session_id {
-                    let why = DecodeError::new("block belongs to another session");
-                    return Err(corrupt(seg.id, &seg.path, r.offset, why));
-                }
-                for (i, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
-                    let window_id = c.window.and_then(|w| h.windows.get(w as usize).cloned());
-                    chunks.push((
-                        h.seq,
-                        i,
-                        StoredChunk {
-                            window_id,
-                            first_ts_ms: c.first_ts,
-                            last_ts_ms: c.last_ts,
-                            payload,
-                        },
-                    ));
+            for entry in seg.find(team, session_id)? {
+                summary
+                    .get_or_insert_with(|| SessionSummary::from_entry(&entry))
+                    .merge(&entry);
+                for r in &entry.blocks {
+                    read_block_chunks(&seg, *r, team, session_id, &mut chunks)?;
                 }
             }
         }
         let Some(summary) = summary else {
             return Ok(None);
         };
-        chunks.sort_by_key(|(seq, i, c)| (c.first_ts_ms, *seq, *i));
+        chunks.sort_by_key(|(ts, seq, i, _)| (*ts, *seq, *i));
         Ok(Some(SessionData {
             summary,
-            chunks: chunks.into_iter().map(|(_, _, c)| c).collect(),
+            chunks: chunks.into_iter().map(|(_, _, _, c)| c).collect(),
         }))
     }
 
@@ -210,6 +197,31 @@ impl Store {
         }
         Ok(st)
     }
+}
+
+/// Reads one block of a session and appends its chunks, with their sort keys, to `out`.
+fn read_block_chunks(
+    seg: &Segment,
+    r: BlockRef,
+    team: u64,
+    session_id: &str,
+    out: &mut Vec<(i64, u64, usize, StoredChunk)>,
+) -> Result<()> {
+    let (h, payloads) = seg.read_block(r)?;
+    if h.team != team || h.session != session_id {
+        let why = DecodeError::new("block belongs to another session");
+        return Err(corrupt(seg.id, &seg.path, r.offset, why));
+    }
+    for (i, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
+        let chunk = StoredChunk {
+            window_id: c.window.and_then(|w| h.windows.get(w as usize).cloned()),
+            first_ts_ms: c.first_ts,
+            last_ts_ms: c.last_ts,
+            payload,
+        };
+        out.push((c.first_ts, h.seq, i, chunk));
+    }
+    Ok(())
 }
 
 /// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.

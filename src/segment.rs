@@ -22,7 +22,9 @@ use crate::format::{
 /// The in-memory session index of an active (or footer-less) segment.
 #[derive(Debug, Default)]
 pub(crate) struct MemIndex {
-    pub sessions: HashMap<(u64, Box<str>), SessionEntry>,
+    /// One entry per (session, person): a session whose distinct id changes mid-way (posthog-js
+    /// `identify`) has one entry per person, so deletion by person finds every block.
+    pub sessions: HashMap<(u64, Box<str>), Vec<SessionEntry>>,
     pub totals: FooterTotals,
 }
 
@@ -46,20 +48,28 @@ impl MemIndex {
         t.stored_bytes += r.len as u64;
         t.block_count += 1;
         t.max_seq = t.max_seq.max(h.seq);
-        let e = self
+        let entries = self
             .sessions
             .entry((h.team, h.session.as_str().into()))
-            .or_insert_with(|| SessionEntry {
-                team: h.team,
-                session: h.session.clone(),
-                person: h.person.clone(),
-                first_ts: h.first_ts,
-                last_ts: h.last_ts,
-                chunk_count: 0,
-                raw_bytes: 0,
-                stored_bytes: 0,
-                blocks: Vec::new(),
-            });
+            .or_default();
+        let at = match entries.iter().position(|e| e.person == h.person) {
+            Some(i) => i,
+            None => {
+                entries.push(SessionEntry {
+                    team: h.team,
+                    session: h.session.clone(),
+                    person: h.person.clone(),
+                    first_ts: h.first_ts,
+                    last_ts: h.last_ts,
+                    chunk_count: 0,
+                    raw_bytes: 0,
+                    stored_bytes: 0,
+                    blocks: Vec::new(),
+                });
+                entries.len() - 1
+            }
+        };
+        let e = &mut entries[at];
         e.first_ts = e.first_ts.min(h.first_ts);
         e.last_ts = e.last_ts.max(h.last_ts);
         e.chunk_count += h.chunks.len() as u32;
@@ -152,20 +162,26 @@ impl Segment {
                 let m = m.read();
                 m.sessions
                     .values()
+                    .flatten()
                     .map(|e| 2 * e.session.len() + e.person.len() + e.blocks.len() * 16 + 160)
                     .sum()
             }
         }
     }
 
-    /// This segment's record of one session, if it holds any of its blocks.
-    pub fn find(&self, team: u64, session: &str) -> Result<Option<SessionEntry>> {
+    /// This segment's records of one session (one per person it was recorded under).
+    pub fn find(&self, team: u64, session: &str) -> Result<Vec<SessionEntry>> {
         match (&self.index, &self.data) {
             (Index::Footer(f), Data::Mapped(map)) => {
                 f.find(map, team, session).map_err(|e| self.corrupt(0, e))
             }
-            (Index::Memory(m), _) => Ok(m.read().sessions.get(&(team, session.into())).cloned()),
-            (Index::Footer(_), Data::File(_)) => Ok(None),
+            (Index::Memory(m), _) => Ok(m
+                .read()
+                .sessions
+                .get(&(team, session.into()))
+                .cloned()
+                .unwrap_or_default()),
+            (Index::Footer(_), Data::File(_)) => Ok(Vec::new()),
         }
     }
 
@@ -190,7 +206,7 @@ impl Segment {
                 }
             }
             (Index::Memory(m), _) => {
-                for e in m.read().sessions.values() {
+                for e in m.read().sessions.values().flatten() {
                     if e.team == team && person.is_none_or(|p| p == e.person) {
                         f(e.clone());
                     }

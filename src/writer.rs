@@ -140,7 +140,10 @@ impl ActiveWriter {
         let seg = &self.segment;
         let (mut entries, totals) = {
             let m = self.index.read();
-            (m.sessions.values().cloned().collect::<Vec<_>>(), m.totals)
+            (
+                m.sessions.values().flatten().cloned().collect::<Vec<_>>(),
+                m.totals,
+            )
         };
         let (mut footer, crc) = encode_footer(&mut entries, totals, &[]);
         let trailer = Trailer {

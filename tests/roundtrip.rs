@@ -229,3 +229,41 @@ fn retention_lanes_put_teams_in_their_own_directories() {
     assert!(store.read_session(2, "b").unwrap().is_some());
     assert!(store.read_session(1, "a").unwrap().is_some());
 }
+
+#[test]
+fn a_session_whose_person_changes_is_found_under_both() {
+    // posthog-js `identify()` switches the distinct id mid-session.
+    let dir = tempfile::tempdir().unwrap();
+    let check = |store: &Store| {
+        let got = store.read_session(1, "s").unwrap().unwrap();
+        assert_eq!(got.chunks.len(), 3);
+        assert_eq!(got.summary.chunk_count, 3);
+        assert_eq!(
+            got.summary.person, "anon-123",
+            "the person it started under"
+        );
+        for p in ["anon-123", "user@example.com"] {
+            let f = SessionFilter {
+                person: Some(p.into()),
+                ..Default::default()
+            };
+            assert_eq!(store.list_sessions(1, &f).unwrap().len(), 1, "{p}");
+        }
+        assert_eq!(store.stats().unwrap().sessions, 1);
+    };
+    {
+        let store = open(dir.path());
+        store.append(chunk(1, "s", "anon-123", 0, 300)).unwrap();
+        store
+            .append(chunk(1, "s", "user@example.com", 1, 300))
+            .unwrap();
+        store.flush().unwrap();
+        store
+            .append(chunk(1, "s", "user@example.com", 2, 300))
+            .unwrap();
+        store.flush().unwrap();
+        check(&store); // active segment, in-memory index
+        store.seal_active().unwrap();
+    }
+    check(&open(dir.path())); // sealed segment, footer index
+}

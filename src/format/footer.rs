@@ -68,11 +68,11 @@ pub fn encode_footer(
     replaces: &[u64],
 ) -> (Vec<u8>, u32) {
     sessions.sort_by(|a, b| {
-        (a.team, key_hash(a.team, &a.session), a.session.as_bytes()).cmp(&(
-            b.team,
-            key_hash(b.team, &b.session),
-            b.session.as_bytes(),
-        ))
+        let key = |e: &SessionEntry| {
+            let hash = key_hash(e.team, &e.session);
+            (e.team, hash, e.session.clone(), e.person.clone())
+        };
+        key(a).cmp(&key(b))
     });
     let ref_count: usize = sessions.iter().map(|s| s.blocks.len()).sum();
     let heap_len: usize = sessions
@@ -361,26 +361,23 @@ impl FooterView {
         lo
     }
 
-    /// Entries of one session: those with its (team, hash) whose verified id matches.
-    pub fn find(
-        &self,
-        file: &[u8],
-        team: u64,
-        session: &str,
-    ) -> DecodeResult<Option<SessionEntry>> {
+    /// Entries of one session (one per person): those with its (team, hash) whose verified
+    /// id matches.
+    pub fn find(&self, file: &[u8], team: u64, session: &str) -> DecodeResult<Vec<SessionEntry>> {
         let h = key_hash(team, session);
+        let mut out = Vec::new();
         if !self.bloom.may_contain(h) {
-            return Ok(None);
+            return Ok(out);
         }
         let mut i = self.lower_bound(file, team, h);
         while i < self.session_count && self.key(file, i) == (team, h) {
             let e = self.entry(file, i)?;
             if e.session == session {
-                return Ok(Some(e));
+                out.push(e);
             }
             i += 1;
         }
-        Ok(None)
+        Ok(out)
     }
 
     /// The half-open range of entry indexes that belong to `team`.
@@ -427,16 +424,16 @@ mod tests {
         let f = FooterView::parse(&file, 10, bytes.len() as u32, crc).unwrap();
         assert_eq!(f.replaces, vec![4, 5]);
         for i in 0..500u64 {
-            let e = f.find(&file, i % 3, &format!("s{i}")).unwrap().unwrap();
+            let e = f.find(&file, i % 3, &format!("s{i}")).unwrap().remove(0);
             assert_eq!(e.blocks[0].offset, i);
             assert_eq!(e.person, format!("p{}", i % 7));
             assert!(f
                 .find(&file, (i % 3) + 1, &format!("s{i}"))
                 .unwrap()
-                .is_none());
+                .is_empty());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);
-        assert!(f.find(&file, 0, "nope").unwrap().is_none());
+        assert!(f.find(&file, 0, "nope").unwrap().is_empty());
         assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1).is_err());
         // A flipped bit in an entry's strings is caught when the entry is read.
         let last = file.len() - 1;
