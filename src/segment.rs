@@ -112,7 +112,12 @@ impl Segment {
         let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", path.display()))?;
         let id = header.segment_id;
         let bad = |e| corrupt(id, path, len.saturating_sub(TRAILER_LEN as u64), e);
-        let t = Trailer::decode(&map[map.len() - TRAILER_LEN..], len).map_err(bad)?;
+        let tail = map
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .map(|at| &map[at..])
+            .unwrap_or(&[]);
+        let t = Trailer::decode(tail, len).map_err(bad)?;
         let footer =
             FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc).map_err(bad)?;
         Ok(Segment {

@@ -108,7 +108,8 @@ impl Trailer {
             )));
         }
         let end = footer_offset.checked_add(footer_len as u64);
-        if footer_offset < SEGMENT_HEADER_LEN as u64 || end != Some(file_len - TRAILER_LEN as u64) {
+        let trailer_at = file_len.checked_sub(TRAILER_LEN as u64);
+        if footer_offset < SEGMENT_HEADER_LEN as u64 || end.is_none() || end != trailer_at {
             return Err(DecodeError::new("trailer points outside the file"));
         }
         Ok(Trailer {
