@@ -75,8 +75,17 @@ pub struct Config {
     pub buffer_shards: usize,
     /// Run the background flusher thread. Default true.
     pub background_flush: bool,
-    /// Retention of each team, in days; teams not listed get `DEFAULT_RETENTION_DAYS`. A team's
-    /// retention picks the lane (directory) its segments are written to.
+    /// How often the maintenance thread enforces retention and considers compaction; `None`
+    /// runs no maintenance thread (call `enforce_retention` and `compact` yourself). Default
+    /// 10 min.
+    pub maintenance_interval: Option<Duration>,
+    /// Tombstoned bytes are physically removed within this time of the deletion request.
+    /// Default 24 h. Compaction batches requests for up to half of it.
+    pub purge_within: Duration,
+    /// Retention, in days, of teams not in `team_retention_days`. Default 30.
+    pub default_retention_days: u16,
+    /// Retention of each team, in days (1..=3650). A team's retention picks the lane (directory)
+    /// its new sessions are written to.
     pub team_retention_days: HashMap<u64, u16>,
     /// Wall clock used for segment ages. Default: the system clock.
     pub clock: Arc<dyn Clock>,
@@ -96,6 +105,9 @@ impl Default for Config {
                 .unwrap_or(2),
             buffer_shards: 32,
             background_flush: true,
+            maintenance_interval: Some(Duration::from_secs(600)),
+            purge_within: Duration::from_secs(24 * 3600),
+            default_retention_days: DEFAULT_RETENTION_DAYS,
             team_retention_days: HashMap::new(),
             clock: Arc::new(SystemClock),
         }
@@ -135,6 +147,18 @@ impl Config {
         self.background_flush = on;
         self
     }
+    pub fn with_maintenance_interval(mut self, every: Option<Duration>) -> Self {
+        self.maintenance_interval = every;
+        self
+    }
+    pub fn with_purge_within(mut self, d: Duration) -> Self {
+        self.purge_within = d;
+        self
+    }
+    pub fn with_default_retention_days(mut self, days: u16) -> Self {
+        self.default_retention_days = days;
+        self
+    }
     pub fn with_team_retention_days(mut self, team: u64, days: u16) -> Self {
         self.team_retention_days.insert(team, days);
         self
@@ -149,7 +173,7 @@ impl Config {
         self.team_retention_days
             .get(&team)
             .copied()
-            .unwrap_or(DEFAULT_RETENTION_DAYS)
+            .unwrap_or(self.default_retention_days)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -171,6 +195,21 @@ impl Config {
         if self.flush_interval.is_zero() {
             return bad("flush_interval", "must be > 0");
         }
+        if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
+            return bad("maintenance_interval", "must be > 0");
+        }
+        if self.purge_within.is_zero() {
+            return bad("purge_within", "must be > 0");
+        }
+        if self
+            .maintenance_interval
+            .is_some_and(|d| d > self.purge_within / 2)
+        {
+            return bad(
+                "maintenance_interval",
+                "must be at most half of purge_within",
+            );
+        }
         if self.segment_max_age.is_zero() {
             return bad("segment_max_age", "must be > 0");
         }
@@ -182,6 +221,9 @@ impl Config {
         }
         if self.buffer_shards == 0 || self.buffer_shards > 4096 {
             return bad("buffer_shards", "must be in 1..=4096");
+        }
+        if !(1..=3650).contains(&self.default_retention_days) {
+            return bad("default_retention_days", "must be in 1..=3650");
         }
         for (&team, &days) in &self.team_retention_days {
             if days == 0 || days > 3650 {

@@ -41,6 +41,11 @@ pub enum Error {
     #[error("flush failed, data not durable: {0}")]
     FlushFailed(String),
 
+    /// The chunk belongs to a deleted session, or to a person deleted after its first timestamp;
+    /// it was dropped (and counted in `Stats::chunks_refused_deleted`).
+    #[error("chunk refused: {reason}")]
+    Deleted { reason: String },
+
     /// The store is shutting down or a previous fatal error closed it.
     #[error("store is closed")]
     Closed,

@@ -20,23 +20,33 @@
 //!
 //! See docs/design.md for the architecture and durability contract, docs/format.md for bytes.
 
+mod background;
 pub mod chunk;
+mod compaction;
 mod compress;
 pub mod config;
+mod deletion;
 pub mod error;
+mod failpoint;
+mod flush;
 pub mod format;
 pub mod generator;
 pub mod posthog;
 mod read;
 mod recovery;
+mod retention;
 mod segment;
 mod store;
+mod tombstone;
 mod write_buffer;
 mod writer;
 
 pub use chunk::Chunk;
+pub use compaction::CompactionReport;
 pub use config::{Clock, Config, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use read::{SessionData, SessionFilter, SessionSummary, Stats, StoredChunk};
 pub use recovery::RecoveryReport;
+pub use retention::{RetentionReport, DAY_MS};
 pub use store::Store;
+pub use tombstone::{DeletionStatus, Purged, Target};

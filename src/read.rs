@@ -11,7 +11,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{BlockRef, DecodeError, SessionEntry};
+use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
+use crate::retention::cutoff;
 use crate::segment::{corrupt, Segment};
 use crate::store::Store;
 
@@ -42,6 +43,43 @@ impl SessionSummary {
             raw_bytes: 0,
             stored_bytes: 0,
         }
+    }
+
+    fn empty(team: u64, session_id: &str, h: &BlockHeader) -> Self {
+        SessionSummary {
+            team,
+            session_id: session_id.to_string(),
+            person: h.person.clone(),
+            first_ts_ms: i64::MAX,
+            last_ts_ms: i64::MIN,
+            chunk_count: 0,
+            raw_bytes: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    /// Adds one block's visible chunks. The session's person is the one it started under.
+    fn add_block(
+        &mut self,
+        h: &BlockHeader,
+        block_len: u64,
+        visible: &[(i64, u64, usize, StoredChunk)],
+    ) {
+        let first = visible
+            .iter()
+            .map(|c| c.3.first_ts_ms)
+            .min()
+            .unwrap_or(h.first_ts);
+        if first < self.first_ts_ms {
+            self.person = h.person.clone();
+            self.first_ts_ms = first;
+        }
+        for (_, _, _, c) in visible {
+            self.last_ts_ms = self.last_ts_ms.max(c.last_ts_ms);
+            self.raw_bytes += c.payload.len() as u64;
+        }
+        self.chunk_count += visible.len() as u64;
+        self.stored_bytes += block_len;
     }
 
     /// Adds one segment's record. The session's person is the one it started under.
@@ -109,20 +147,46 @@ impl Store {
         self.inner.segments.read().clone()
     }
 
-    /// Reads one session. `Ok(None)` if the store holds none of it. A block that fails its
-    /// checks is an `Error::Corrupt` naming segment and offset; other sessions are unaffected.
+    /// Reads one session. `Ok(None)` if the store holds none of it that is visible: deleted
+    /// data (pending deletions) and data past its lane's retention are never returned. A block
+    /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
+    /// are unaffected. The summary describes exactly the chunks returned.
     pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
+        let tombstones = self.inner.tombstones.read();
+        if tombstones.session_deleted(team, session_id) {
+            return Ok(None);
+        }
+        let now = self.inner.config.clock.now_ms();
         let mut summary: Option<SessionSummary> = None;
         // (first_ts, block seq, index in block, chunk): sorted, this is timestamp order with
         // append order for ties.
         let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
         for seg in self.snapshot() {
+            let cut = cutoff(seg.lane_days, now);
+            if seg.totals().max_ts < cut {
+                continue;
+            }
             for entry in seg.find(team, session_id)? {
-                summary
-                    .get_or_insert_with(|| SessionSummary::from_entry(&entry))
-                    .merge(&entry);
+                if entry.last_ts < cut {
+                    continue;
+                }
+                let deleted_at = tombstones.person_deleted_at(team, &entry.person);
                 for r in &entry.blocks {
-                    read_block_chunks(&seg, *r, team, session_id, &mut chunks)?;
+                    let before = chunks.len();
+                    let h = read_block_chunks(&seg, *r, team, session_id, &mut chunks)?;
+                    if deleted_at.is_some_and(|at| h.first_ts <= at) {
+                        chunks.truncate(before);
+                        continue;
+                    }
+                    // Chunks past retention are dropped one by one.
+                    let tail = chunks.split_off(before);
+                    chunks.extend(tail.into_iter().filter(|c| c.3.last_ts_ms >= cut));
+                    if chunks.len() == before {
+                        continue;
+                    }
+                    let s =
+                        summary.get_or_insert_with(|| SessionSummary::empty(team, session_id, &h));
+                    s.add_block(&h, r.len as u64, &chunks[before..]);
                 }
             }
         }
@@ -138,17 +202,33 @@ impl Store {
 
     /// Lists the sessions of a team. Reads footers (session tables) and active indexes only,
     /// never payloads: cost is proportional to the team's session records across segments.
+    /// Deleted data and data past retention are left out (per segment record: a record of a
+    /// deleted person that started before the deletion is hidden whole).
     pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        let tombstones = self.inner.tombstones.read();
+        let now = self.inner.config.clock.now_ms();
         let mut by_id: HashMap<String, SessionSummary> = HashMap::new();
         for seg in self.snapshot() {
-            seg.for_each_session(team, filter.person.as_deref(), &mut |e| match by_id
-                .get_mut(&e.session)
-            {
-                Some(s) => s.merge(&e),
-                None => {
-                    let mut s = SessionSummary::from_entry(&e);
-                    s.merge(&e);
-                    by_id.insert(e.session.clone(), s);
+            let cut = cutoff(seg.lane_days, now);
+            if seg.totals().max_ts < cut {
+                continue;
+            }
+            seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
+                let hidden = e.last_ts < cut
+                    || tombstones.session_deleted(team, &e.session)
+                    || tombstones
+                        .person_deleted_at(team, &e.person)
+                        .is_some_and(|at| e.first_ts <= at);
+                if hidden {
+                    return;
+                }
+                match by_id.get_mut(&e.session) {
+                    Some(s) => s.merge(&e),
+                    None => {
+                        let mut s = SessionSummary::from_entry(&e);
+                        s.merge(&e);
+                        by_id.insert(e.session.clone(), s);
+                    }
                 }
             })?;
         }
@@ -206,7 +286,7 @@ fn read_block_chunks(
     team: u64,
     session_id: &str,
     out: &mut Vec<(i64, u64, usize, StoredChunk)>,
-) -> Result<()> {
+) -> Result<BlockHeader> {
     let (h, payloads) = seg.read_block(r)?;
     if h.team != team || h.session != session_id {
         let why = DecodeError::new("block belongs to another session");
@@ -221,7 +301,7 @@ fn read_block_chunks(
         };
         out.push((c.first_ts, h.seq, i, chunk));
     }
-    Ok(())
+    Ok(h)
 }
 
 /// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.

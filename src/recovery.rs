@@ -32,6 +32,10 @@ pub struct RecoveryReport {
     pub unusable_files: Vec<(PathBuf, String)>,
     /// Empty segment files (no block) removed.
     pub empty_removed: usize,
+    /// Segments removed because a compacted segment replaces them (crash during compaction).
+    pub superseded_removed: usize,
+    /// Temporary files of an interrupted compaction removed.
+    pub temp_files_removed: usize,
 }
 
 pub(crate) struct Recovered {
@@ -130,7 +134,36 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
             .push((found, scan.index, good));
     }
 
+    // Compaction outputs list the segments they replace; a crash between renaming the output
+    // into place and removing its sources leaves both. The sources go now.
+    let replaced: Vec<u64> = out
+        .segments
+        .iter()
+        .flat_map(|s| s.replaces().to_vec())
+        .collect();
+    if !replaced.is_empty() {
+        let (gone, keep): (Vec<_>, Vec<_>) = out
+            .segments
+            .drain(..)
+            .partition(|s| replaced.contains(&s.id));
+        out.segments = keep;
+        for list in unsealed.values_mut() {
+            list.retain(|(f, _, _)| !replaced.contains(&f.header.segment_id));
+        }
+        for s in gone {
+            log::warn!(
+                "{}: superseded by a compacted segment, removing",
+                s.path.display()
+            );
+            std::fs::remove_file(&s.path).ctx(|| format!("remove {}", s.path.display()))?;
+            out.report.superseded_removed += 1;
+        }
+    }
+
     for (lane, mut list) in unsealed {
+        if list.is_empty() {
+            continue;
+        }
         list.sort_by_key(|(f, _, _)| f.header.segment_id);
         let newest = list.len() - 1;
         for (i, (f, index, len)) in list.into_iter().enumerate() {
@@ -178,6 +211,15 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>,
         };
         for f in files {
             let path = f.ctx(|| format!("list {}", lane.display()))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                log::warn!(
+                    "{}: removing an interrupted compaction's temp file",
+                    path.display()
+                );
+                std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+                report.temp_files_removed += 1;
+                continue;
+            }
             if path.extension().is_none_or(|e| e != "seg") {
                 continue;
             }

@@ -243,6 +243,43 @@ impl Segment {
         }
     }
 
+    /// Does this segment hold blocks of the session? (Bloom filter first when sealed.)
+    pub fn contains(&self, team: u64, session: &str) -> Result<bool> {
+        match &self.index {
+            Index::Memory(m) => Ok(m.read().sessions.contains_key(&(team, session.into()))),
+            Index::Footer(_) => Ok(!self.find(team, session)?.is_empty()),
+        }
+    }
+
+    /// Ids of the segments this one supersedes (written by compaction).
+    pub fn replaces(&self) -> &[u64] {
+        match &self.index {
+            Index::Footer(f) => &f.replaces,
+            Index::Memory(_) => &[],
+        }
+    }
+
+    /// Calls `f(offset, block bytes, header)` for every block of a sealed, mapped segment, in
+    /// file order; the first block that fails its checks is an error.
+    pub fn for_each_block(
+        &self,
+        f: &mut dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()>,
+    ) -> Result<()> {
+        let (Index::Footer(footer), Data::Mapped(map)) = (&self.index, &self.data) else {
+            return Err(self.corrupt(0, DecodeError::new("not a sealed, mapped segment")));
+        };
+        let end = footer.offset as usize;
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < end {
+            let bytes = &map[pos..end];
+            let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
+            let len = h.total_len() as usize;
+            f(pos as u64, &bytes[..len], &h)?;
+            pos += len;
+        }
+        Ok(())
+    }
+
     /// Reads, verifies and decodes one block: its header and its chunks' payloads.
     pub fn read_block(&self, r: BlockRef) -> Result<(BlockHeader, Vec<Vec<u8>>)> {
         let owned;

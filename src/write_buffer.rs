@@ -62,6 +62,27 @@ impl WriteBuffer {
         groups
     }
 
+    /// Removes buffered chunks matching `pred` (a deletion purges what is not yet written);
+    /// returns how many.
+    pub fn purge(&self, pred: impl Fn(&Chunk) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut chunks = shard.lock();
+            let before = chunks.len();
+            let mut freed = 0;
+            chunks.retain(|c| {
+                let gone = pred(c);
+                if gone {
+                    freed += c.buffered_bytes();
+                }
+                !gone
+            });
+            removed += before - chunks.len();
+            self.bytes.fetch_sub(freed, Ordering::AcqRel);
+        }
+        removed
+    }
+
     /// Puts back groups a failed flush could not make durable, ahead of anything appended since,
     /// so that a later flush writes them in their original order.
     pub fn requeue(&self, groups: Vec<Vec<Chunk>>) {

@@ -10,6 +10,10 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_replaystore"))
 }
 
+/// Store options for every command: the fixtures' fixed timestamps must stay inside retention
+/// whenever the tests run.
+const KEEP: [&str; 2] = ["--retention-days", "3650"];
+
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/posthog-js")
 }
@@ -156,8 +160,12 @@ fn gzip_bodies_and_decoded_batches_ingest_and_export_the_same_events() {
     assert_eq!(row["session_id"], session.as_str());
     assert_eq!(row["chunk_count"], chunk_count);
     assert_eq!(row["person"], "realclient-user-1-20261126033322");
-    let stats: serde_json::Value =
-        serde_json::from_str(&ok(bin().args(["stats", "--json", "--dir"]).arg(gz.path()))).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&ok(bin()
+        .args(["stats", "--json"])
+        .args(KEEP)
+        .arg("--dir")
+        .arg(gz.path())))
+    .unwrap();
     assert_eq!(stats["sessions"], 1);
     assert_eq!(stats["chunks"], chunk_count);
 }
@@ -166,7 +174,7 @@ fn gzip_bodies_and_decoded_batches_ingest_and_export_the_same_events() {
 fn malformed_input_is_reported_with_file_and_line_and_the_rest_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.jsonl");
-    let good = r#"{"event":"$snapshot","properties":{"$session_id":"s1","distinct_id":"p","$snapshot_data":[{"type":4,"data":{},"timestamp":5}]}}"#;
+    let good = r#"{"event":"$snapshot","properties":{"$session_id":"s1","distinct_id":"p","$snapshot_data":[{"type":4,"data":{},"timestamp":1795000000000}]}}"#;
     let no_session = good.replace("$session_id", "$nope");
     std::fs::write(&input, format!("{good}\n{{not json\n{no_session}\n")).unwrap();
     let bad_gzip = dir.path().join("bad.gz");
@@ -186,7 +194,10 @@ fn malformed_input_is_reported_with_file_and_line_and_the_rest_is_stored() {
     );
     assert!(err.contains("bad.gz: invalid gzip"), "{err}");
     let exported = export_team(&store, 3, "s1");
-    assert_eq!(exported, vec![r#"{"type":4,"data":{},"timestamp":5}"#]);
+    assert_eq!(
+        exported,
+        vec![r#"{"type":4,"data":{},"timestamp":1795000000000}"#]
+    );
 }
 
 fn export_team(dir: &Path, team: u64, session: &str) -> Vec<String> {

@@ -10,10 +10,11 @@ use std::process::{Command, Stdio};
 use replaystore::generator::{interleaved, Workload};
 use replaystore::{Chunk, Config, Store};
 
-fn workload(seed: u64) -> Vec<Chunk> {
+fn workload(seed: u64, start_ms: i64) -> Vec<Chunk> {
     // Must match `crash_workload` in src/cli/measure.rs.
     interleaved(&Workload {
         seed,
+        start_ms,
         sessions: 40,
         persons: 10,
         median_session_bytes: 150_000,
@@ -27,12 +28,25 @@ fn acknowledged_chunks_survive_sigkill() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
-    let expected = workload(7);
+    // Sessions from a day ago: inside the default 30-day retention the writer runs with.
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 86_400_000;
+    let expected = workload(7, start_ms);
     let mut checked = 0usize;
     for cycle in 0..cycles {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-            .args(["crash-writer", "--seed", "7", "--dir"])
+            .args([
+                "crash-writer",
+                "--seed",
+                "7",
+                "--start-ms",
+                &start_ms.to_string(),
+                "--dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .spawn()

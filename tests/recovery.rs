@@ -49,7 +49,7 @@ fn store_with_sessions(dir: &Path, n: usize, size: usize, flush_each: bool, seal
     if seal {
         store.seal_active().unwrap();
     }
-    segment_files(dir, 30)[0].clone()
+    segment_files(dir, common::LANE)[0].clone()
 }
 
 fn rw(path: &Path) -> std::fs::File {
@@ -72,7 +72,7 @@ fn torn_tail_is_cut_at_every_offset_inside_the_last_block() {
                 .unwrap();
             store.flush().unwrap();
             lens.push(
-                std::fs::metadata(&segment_files(src.path(), 30)[0])
+                std::fs::metadata(&segment_files(src.path(), common::LANE)[0])
                     .unwrap()
                     .len(),
             );
@@ -86,7 +86,7 @@ fn torn_tail_is_cut_at_every_offset_inside_the_last_block() {
     for cut in cuts {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(src.path(), dir.path());
-        let seg = &segment_files(dir.path(), 30)[0];
+        let seg = &segment_files(dir.path(), common::LANE)[0];
         OpenOptions::new()
             .write(true)
             .open(seg)
@@ -135,7 +135,7 @@ fn zeroed_or_garbage_tail_is_cut() {
             store.append(chunk(1, "a", "p", 0, 2000)).unwrap();
             store.flush().unwrap();
         }
-        let seg = &segment_files(dir.path(), 30)[0];
+        let seg = &segment_files(dir.path(), common::LANE)[0];
         let len = std::fs::metadata(seg).unwrap().len();
         OpenOptions::new()
             .write(true)
@@ -262,7 +262,7 @@ fn older_unsealed_segments_are_sealed_at_open() {
         store.append(chunk(1, "a", "p", 0, 1000)).unwrap();
         store.flush().unwrap();
     }
-    let first = segment_files(dir.path(), 30)[0].clone();
+    let first = segment_files(dir.path(), common::LANE)[0].clone();
     let copy = first.with_file_name("00000000000000000007.seg");
     std::fs::copy(&first, &copy).unwrap();
     // Give the copy its own id in its header so the two are distinct segments.

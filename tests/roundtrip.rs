@@ -36,7 +36,7 @@ fn interleaved_sessions_round_trip_across_rolls_and_reopen() {
         store.close().unwrap();
     }
     assert!(
-        segment_files(dir.path(), 30).len() > 3,
+        segment_files(dir.path(), common::LANE).len() > 3,
         "expected several segment rolls"
     );
     let store = open(dir.path());
@@ -119,6 +119,9 @@ fn chunks_come_back_in_timestamp_order_with_append_order_for_ties() {
     );
 }
 
+/// A recent, fixed time base for hand-set timestamps.
+const T0: i64 = 1_795_000_000_000;
+
 #[test]
 fn list_sessions_filters_by_person_time_and_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +129,7 @@ fn list_sessions_filters_by_person_time_and_limit() {
     for s in 0..30 {
         for i in 0..3 {
             let mut c = chunk(9, &format!("s{s:02}"), &format!("person-{}", s % 4), i, 300);
-            c.first_ts_ms = 1000 * s as i64 + i as i64 * 10;
+            c.first_ts_ms = T0 + 1000 * s as i64 + i as i64 * 10;
             c.last_ts_ms = c.first_ts_ms + 5;
             store.append(c).unwrap();
         }
@@ -137,7 +140,7 @@ fn list_sessions_filters_by_person_time_and_limit() {
     store.flush().unwrap();
     store.seal_active().unwrap();
     let mut late = chunk(9, "s00", "person-0", 9, 100);
-    (late.first_ts_ms, late.last_ts_ms) = (100, 105);
+    (late.first_ts_ms, late.last_ts_ms) = (T0 + 100, T0 + 105);
     store.append(late).unwrap();
     store.flush().unwrap();
 
@@ -161,8 +164,8 @@ fn list_sessions_filters_by_person_time_and_limit() {
     assert!(p1.iter().all(|s| s.person == "person-1"));
 
     let window = SessionFilter {
-        from_ts_ms: Some(5000),
-        to_ts_ms: Some(9999),
+        from_ts_ms: Some(T0 + 5000),
+        to_ts_ms: Some(T0 + 9999),
         ..Default::default()
     };
     let got: Vec<String> = store
@@ -222,7 +225,7 @@ fn retention_lanes_put_teams_in_their_own_directories() {
     store.append(chunk(1, "a", "p", 0, 100)).unwrap();
     store.append(chunk(2, "b", "p", 0, 100)).unwrap();
     store.flush().unwrap();
-    assert_eq!(segment_files(dir.path(), 30).len(), 1);
+    assert_eq!(segment_files(dir.path(), common::LANE).len(), 1);
     assert_eq!(segment_files(dir.path(), 90).len(), 1);
     drop(store);
     let store = Store::open(dir.path(), config().with_team_retention_days(2, 90)).unwrap();

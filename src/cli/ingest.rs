@@ -5,12 +5,9 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use replaystore::posthog::{decode_body, parse_body, MAX_DECODED_BODY};
-use replaystore::{Error, Result};
+use replaystore::{Error, Result, Store};
 
-use super::open;
-
-pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
-    let store = open(dir)?;
+pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
     let stdin = PathBuf::from("-");
     let inputs: Vec<&PathBuf> = if files.is_empty() {
         vec![&stdin]
@@ -26,7 +23,8 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let (mut chunks, mut skipped, mut errors, mut raw) = (0u64, 0u64, 0u64, 0u64);
+    let (mut chunks, mut skipped, mut errors, mut raw, mut refused) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for path in inputs {
         let name = path.display().to_string();
         let text = match read_input(path).and_then(|b| {
@@ -62,6 +60,10 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
                     chunks += 1;
                     raw += n;
                 }
+                Err(Error::Deleted { reason }) => {
+                    bar.suspend(|| eprintln!("{name}:{line}: dropped, {reason}"));
+                    refused += 1;
+                }
                 Err(e @ Error::InvalidChunk { .. }) => {
                     bar.suspend(|| eprintln!("{name}:{line}: {e}"));
                     errors += 1;
@@ -75,10 +77,9 @@ pub fn run(dir: &Path, team: u64, files: &[PathBuf]) -> Result<i32> {
     store.flush()?;
     bar.finish_and_clear();
     eprintln!(
-        "ingested {chunks} chunks ({:.2} MB raw), skipped {skipped} non-snapshot events, {errors} errors",
+        "ingested {chunks} chunks ({:.2} MB raw), skipped {skipped} non-snapshot events, refused {refused} of deleted persons or sessions, {errors} errors",
         raw as f64 / 1e6
     );
-    store.close()?;
     Ok(if errors > 0 { 1 } else { 0 })
 }
 

@@ -28,7 +28,11 @@ fn memory() -> (u64, u64) {
 
 /// Builds (if empty) a store of `sessions` small sessions, then measures reopen time and memory.
 pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
-    let config = || Config::default().with_background_flush(false);
+    let config = || {
+        Config::default()
+            .with_background_flush(false)
+            .with_default_retention_days(3650)
+    };
     let fresh = !dir.join("lanes").exists();
     if fresh {
         let store = Store::open(dir, config())?;
@@ -141,13 +145,14 @@ fn stored(chunks: &[Chunk], flush_each: bool) -> Result<u64> {
 }
 
 /// The chunk stream `crash-writer` appends, in order; crash tests regenerate it to compare.
-pub fn crash_workload(seed: u64) -> Vec<Chunk> {
-    replaystore::generator::interleaved(&crash_workload_params(seed))
+pub fn crash_workload(seed: u64, start_ms: i64) -> Vec<Chunk> {
+    replaystore::generator::interleaved(&crash_workload_params(seed, start_ms))
 }
 
-fn crash_workload_params(seed: u64) -> replaystore::generator::Workload {
+fn crash_workload_params(seed: u64, start_ms: i64) -> replaystore::generator::Workload {
     replaystore::generator::Workload {
         seed,
+        start_ms,
         sessions: 40,
         persons: 10,
         median_session_bytes: 150_000,
@@ -155,11 +160,11 @@ fn crash_workload_params(seed: u64) -> replaystore::generator::Workload {
     }
 }
 
-pub fn crash_writer(dir: &Path, seed: u64) -> Result<i32> {
+pub fn crash_writer(dir: &Path, seed: u64, start_ms: i64) -> Result<i32> {
     use std::io::Write;
     let store = Store::open(dir, Config::default().with_segment_bytes(512 << 10))?;
     let mut out = std::io::stdout().lock();
-    for (i, c) in crash_workload(seed).into_iter().enumerate() {
+    for (i, c) in crash_workload(seed, start_ms).into_iter().enumerate() {
         store.append(c)?;
         if i % 7 == 6 {
             store.flush()?;

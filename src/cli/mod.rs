@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch.
 
+mod admin;
 mod demo;
 mod ingest;
 mod measure;
@@ -21,6 +22,46 @@ struct Cli {
     command: Command,
 }
 
+/// Where the store is and the retention it applies (the same on every command that opens it).
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// Store directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Retention, in days, of teams without a --team-retention.
+    #[arg(long, default_value_t = replaystore::config::DEFAULT_RETENTION_DAYS)]
+    retention_days: u16,
+    /// Retention of one team, as TEAM=DAYS (repeatable).
+    #[arg(long, value_parser = parse_team_days)]
+    team_retention: Vec<(u64, u16)>,
+}
+
+fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
+    let (t, d) = s.split_once('=').ok_or("expected TEAM=DAYS")?;
+    Ok((
+        t.parse().map_err(|e| format!("team: {e}"))?,
+        d.parse().map_err(|e| format!("days: {e}"))?,
+    ))
+}
+
+impl StoreArgs {
+    fn config(&self) -> Config {
+        let mut c = Config::default()
+            .with_default_retention_days(self.retention_days)
+            .with_maintenance_interval(None);
+        for &(team, days) in &self.team_retention {
+            c = c.with_team_retention_days(team, days);
+        }
+        c
+    }
+
+    /// Opens the store for a command-line tool (no background maintenance: commands do their
+    /// maintenance explicitly).
+    fn open(&self) -> Result<Store> {
+        Store::open(&self.dir, self.config())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate sessions, ingest them from several threads, reopen, read back and verify.
@@ -38,8 +79,8 @@ enum Command {
     },
     /// Ingest PostHog `$snapshot` request bodies (JSON, JSON lines, or gzip) from files or stdin.
     Ingest {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         team: u64,
         /// Input files; `-` or none reads stdin.
@@ -47,8 +88,8 @@ enum Command {
     },
     /// Print a session's rrweb events as JSON lines, in order (what rrweb-player loads).
     Export {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         team: u64,
         #[arg(long)]
@@ -56,8 +97,8 @@ enum Command {
     },
     /// List sessions of a team.
     Ls {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         team: u64,
         #[arg(long)]
@@ -76,10 +117,57 @@ enum Command {
     },
     /// Store-wide statistics.
     Stats {
-        #[arg(long)]
-        dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Delete every recording of one or more persons (GDPR erasure).
+    DeletePerson {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        /// Person (distinct id); repeatable.
+        #[arg(long)]
+        person: Vec<String>,
+        /// A file of person ids, one per line (blank lines and #comments skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Compact now and wait until the bytes are physically gone.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete one or more sessions.
+    DeleteSession {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        #[arg(long)]
+        session: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Status of deletion requests (all pending ones if no --id).
+    DeletionStatus {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        id: Vec<u64>,
+    },
+    /// Run one compaction pass: purge deleted data, drop expired blocks, merge small segments.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove segments past retention.
+    Expire {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Pretend it is this time (ms since epoch); default: now.
+        #[arg(long)]
+        now: Option<i64>,
     },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
@@ -97,6 +185,9 @@ enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Start time of the generated sessions (ms since epoch).
+        #[arg(long)]
+        start_ms: i64,
     },
     /// Measure stored bytes when each flush sees one chunk per session vs whole sessions.
     #[command(hide = true)]
@@ -118,10 +209,14 @@ pub fn run() -> Result<i32> {
             threads,
             seed,
         } => demo::run(dir, sessions, threads, seed),
-        Command::Ingest { dir, team, files } => ingest::run(&dir, team, &files),
-        Command::Export { dir, team, session } => query::export(&dir, team, &session),
+        Command::Ingest { store, team, files } => ingest::run(&store.open()?, team, &files),
+        Command::Export {
+            store,
+            team,
+            session,
+        } => query::export(&store.open()?, team, &session),
         Command::Ls {
-            dir,
+            store,
             team,
             person,
             from_ms,
@@ -135,18 +230,33 @@ pub fn run() -> Result<i32> {
                 to_ts_ms: to_ms,
                 limit,
             };
-            query::ls(&dir, team, &filter, json)
+            query::ls(&store.open()?, team, &filter, json)
         }
-        Command::Stats { dir, json } => query::stats(&dir, json),
+        Command::Stats { store, json } => query::stats(&store.open()?, json),
+        Command::DeletePerson {
+            store,
+            team,
+            person,
+            file,
+            wait,
+        } => admin::delete_persons(&store.open()?, team, person, file.as_deref(), wait),
+        Command::DeleteSession {
+            store,
+            team,
+            session,
+            wait,
+        } => admin::delete_sessions(&store.open()?, team, session, wait),
+        Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
+        Command::Compact { store } => admin::compact(&store.open()?),
+        Command::Expire { store, now } => admin::expire(&store.open()?, now),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
-        Command::CrashWriter { dir, seed } => measure::crash_writer(&dir, seed),
+        Command::CrashWriter {
+            dir,
+            seed,
+            start_ms,
+        } => measure::crash_writer(&dir, seed, start_ms),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
-}
-
-/// Opens a store for a command-line tool (default config).
-fn open(dir: &std::path::Path) -> Result<Store> {
-    Store::open(dir, Config::default())
 }
 
 pub(crate) fn mb(bytes: u64) -> f64 {

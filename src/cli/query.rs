@@ -1,12 +1,11 @@
 //! Read-side commands: export, ls, stats.
 
 use std::io::Write;
-use std::path::Path;
 
 use replaystore::posthog::payload_events;
-use replaystore::{Error, Result, SessionFilter};
+use replaystore::{Error, Result, SessionFilter, Store};
 
-use super::{mb, open};
+use super::mb;
 
 fn stdout_err(e: std::io::Error) -> Error {
     Error::Io {
@@ -15,8 +14,7 @@ fn stdout_err(e: std::io::Error) -> Error {
     }
 }
 
-pub fn export(dir: &Path, team: u64, session: &str) -> Result<i32> {
-    let store = open(dir)?;
+pub fn export(store: &Store, team: u64, session: &str) -> Result<i32> {
     let Some(data) = store.read_session(team, session)? else {
         eprintln!("no session {session:?} in team {team}");
         return Ok(2);
@@ -40,8 +38,7 @@ pub fn export(dir: &Path, team: u64, session: &str) -> Result<i32> {
     Ok(if bad > 0 { 1 } else { 0 })
 }
 
-pub fn ls(dir: &Path, team: u64, filter: &SessionFilter, json: bool) -> Result<i32> {
-    let store = open(dir)?;
+pub fn ls(store: &Store, team: u64, filter: &SessionFilter, json: bool) -> Result<i32> {
     let sessions = store.list_sessions(team, filter)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
@@ -78,8 +75,7 @@ pub fn ls(dir: &Path, team: u64, filter: &SessionFilter, json: bool) -> Result<i
     Ok(0)
 }
 
-pub fn stats(dir: &Path, json: bool) -> Result<i32> {
-    let store = open(dir)?;
+pub fn stats(store: &Store, json: bool) -> Result<i32> {
     let st = store.stats()?;
     if json {
         let line = serde_json::to_string(&st).map_err(|e| Error::Io {

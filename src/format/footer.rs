@@ -193,6 +193,8 @@ fn probe(h: u64, i: u32) -> u64 {
 /// session table, block refs and heap; entries are decoded on demand from the mapped file.
 #[derive(Debug, Clone)]
 pub struct FooterView {
+    /// Where the footer starts: the end of the segment's blocks.
+    pub offset: u64,
     pub session_count: u32,
     pub totals: FooterTotals,
     pub bloom: Bloom,
@@ -256,6 +258,7 @@ impl FooterView {
         let refs_at = sessions_at + sizes[3] as usize;
         let heap_at = refs_at + sizes[4] as usize;
         Ok(FooterView {
+            offset,
             session_count,
             totals,
             bloom: Bloom { words, k },

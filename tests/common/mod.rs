@@ -31,11 +31,18 @@ pub fn chunk(team: u64, session: &str, person: &str, i: usize, len: usize) -> Ch
     }
 }
 
-/// A config for tests: no background thread (tests decide when to flush), small segments.
+/// The lane (retention days) of teams without their own retention in `config()`.
+pub const LANE: u16 = 3650;
+
+/// A config for tests: no background threads (tests decide when to flush and compact), small
+/// segments, and a retention long enough that the fixed timestamps of test data stay visible
+/// (retention tests set their own clock and retention).
 pub fn config() -> Config {
     Config::default()
         .with_background_flush(false)
+        .with_maintenance_interval(None)
         .with_segment_bytes(256 << 10)
+        .with_default_retention_days(LANE)
 }
 
 pub fn open(dir: &Path) -> Store {

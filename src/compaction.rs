@@ -1,0 +1,397 @@
+//! Compaction: rewrites segments without the blocks of pending deletions and without expired
+//! blocks, and merges small segments, by copying surviving compressed blocks verbatim.
+//!
+//! One job turns some sealed segments of one lane into one new segment whose footer lists them
+//! in `replaces`. Crash safety, step by step:
+//! 1. write `<id>.seg.tmp` and fsync it (a crash here leaves a temp file; open deletes it),
+//! 2. rename it to `<id>.seg`, fsync the directory (a crash after the rename leaves both the new
+//!    segment and its sources; open sees `replaces` and removes the sources),
+//! 3. swap the new segment in for readers (a reader inside an old one finishes on its mapping),
+//! 4. unlink the sources and fsync the directory.
+//!
+//! A pending deletion is retired once no segment holds a block it covers.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufWriter, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{IoContext, Result};
+use crate::failpoint::crash_point;
+use crate::format::footer::encode_footer;
+use crate::format::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
+use crate::retention::cutoff;
+use crate::segment::{MemIndex, Segment};
+use crate::store::Inner;
+use crate::tombstone::{Purged, Target, Tombstone};
+use crate::writer::{segment_path, sync_dir};
+
+/// A segment smaller than `segment_bytes / SMALL_FRACTION` is merged with its neighbours.
+const SMALL_FRACTION: u64 = 4;
+/// A segment with more than this share of its bytes expired is rewritten without them.
+const EXPIRED_SHARE: f64 = 0.5;
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactionReport {
+    /// Source segments replaced by a rewritten one.
+    pub segments_rewritten: u64,
+    /// Source segments removed outright (nothing in them survived).
+    pub segments_removed: u64,
+    /// New segments written.
+    pub segments_written: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub blocks_dropped: u64,
+    pub bytes_dropped: u64,
+    /// Deletion requests whose data is now physically gone.
+    pub deletions_completed: Vec<u64>,
+    pub elapsed_ms: f64,
+}
+
+impl CompactionReport {
+    /// Rewrite throughput: bytes read and written per second of the pass.
+    pub fn rewrite_mb_s(&self) -> f64 {
+        (self.bytes_read + self.bytes_written) as f64 / 1e6 / (self.elapsed_ms / 1e3).max(1e-9)
+    }
+}
+
+/// The pending deletions of a pass, keyed for block-level decisions.
+struct Doomed {
+    sessions: HashMap<(u64, String), u64>,
+    persons: HashMap<(u64, String), Vec<(u64, i64)>>,
+}
+
+impl Doomed {
+    fn new(pending: &[Tombstone]) -> Doomed {
+        let mut d = Doomed {
+            sessions: HashMap::new(),
+            persons: HashMap::new(),
+        };
+        for t in pending {
+            match &t.target {
+                Target::Session(s) => {
+                    d.sessions.insert((t.team, s.clone()), t.id);
+                }
+                Target::Person(p) => d
+                    .persons
+                    .entry((t.team, p.clone()))
+                    .or_default()
+                    .push((t.id, t.at_ms)),
+            }
+        }
+        d
+    }
+
+    /// The request ids that cover a block, by its header fields.
+    fn covering(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Vec<u64> {
+        let mut ids = Vec::new();
+        if let Some(&id) = self.sessions.get(&(team, session.to_string())) {
+            ids.push(id);
+        }
+        if let Some(reqs) = self.persons.get(&(team, person.to_string())) {
+            ids.extend(
+                reqs.iter()
+                    .filter(|(_, at)| first_ts <= *at)
+                    .map(|(id, _)| *id),
+            );
+        }
+        ids
+    }
+
+    /// Does the segment hold any block covered by request `t`? (Index only, no block read.)
+    fn touches(seg: &Segment, t: &Tombstone) -> Result<bool> {
+        match &t.target {
+            Target::Session(s) => seg.contains(t.team, s),
+            Target::Person(p) => {
+                let mut hit = false;
+                seg.for_each_session(t.team, Some(p), &mut |e| hit |= e.first_ts <= t.at_ms)?;
+                Ok(hit)
+            }
+        }
+    }
+}
+
+/// Progress of one request during a pass.
+#[derive(Default)]
+struct Progress {
+    sessions: HashSet<(u64, String)>,
+    bytes: u64,
+    segments: HashSet<u64>,
+}
+
+impl Inner {
+    /// Is a compaction pass worth running now? Yes when a deletion waited half of
+    /// `purge_within`, or when there are small or mostly expired segments.
+    pub(crate) fn compaction_due(&self, now_ms: i64) -> bool {
+        let half = (self.config.purge_within.as_millis() / 2) as i64;
+        let overdue = self
+            .tombstones
+            .read()
+            .pending()
+            .iter()
+            .any(|t| now_ms - t.at_ms >= half);
+        overdue
+            || self
+                .plan(&Doomed::new(&[]), now_ms)
+                .map(|jobs| !jobs.is_empty())
+                .unwrap_or(false)
+    }
+
+    /// One compaction pass; serves every deletion pending when it starts.
+    pub(crate) fn compact(&self) -> Result<CompactionReport> {
+        let _one_at_a_time = self.maintenance.lock();
+        let started = Instant::now();
+        // Whatever a flush round is writing right now lands before we look.
+        self.flush()?;
+        let now = self.config.clock.now_ms();
+        let pending: Vec<Tombstone> = self.tombstones.read().pending().to_vec();
+        let doomed = Doomed::new(&pending);
+        self.seal_actives_holding(&pending)?;
+
+        let mut report = CompactionReport::default();
+        let mut progress: HashMap<u64, Progress> = HashMap::new();
+        for job in self.plan(&doomed, now)? {
+            self.rewrite(&job, &doomed, now, &mut report, &mut progress)?;
+        }
+
+        // Retire what no segment holds any more.
+        let segs = self.segments.read().clone();
+        let mut done = Vec::new();
+        for t in &pending {
+            let mut still = false;
+            for s in &segs {
+                still |= Doomed::touches(s, t)?;
+            }
+            if !still {
+                let p = progress.remove(&t.id).unwrap_or_default();
+                let purged = Purged {
+                    sessions_removed: p.sessions.len() as u64,
+                    bytes_removed: p.bytes,
+                    segments_rewritten: p.segments.len() as u64,
+                };
+                done.push((t.id, purged));
+            }
+        }
+        if !done.is_empty() {
+            self.tombstones
+                .write()
+                .retire(&done, self.config.clock.now_ms())?;
+        }
+        report.deletions_completed = done.iter().map(|(id, _)| *id).collect();
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(report)
+    }
+
+    /// Seals the active segments that hold blocks of pending deletions, so compaction can
+    /// rewrite them like any sealed segment.
+    fn seal_actives_holding(&self, pending: &[Tombstone]) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut writers = self.writers.lock();
+        let mut lanes = Vec::new();
+        for (lane, w) in writers.iter() {
+            for t in pending {
+                if Doomed::touches(&w.segment, t)? {
+                    lanes.push(*lane);
+                    break;
+                }
+            }
+        }
+        for lane in lanes {
+            self.seal_lane(&mut writers, lane)?;
+        }
+        Ok(())
+    }
+
+    /// Jobs: per lane, in id order, runs of sealed segments that need a rewrite (deleted or
+    /// mostly expired data) or are small, packed up to `segment_bytes`. A job of one segment
+    /// runs only if that segment needs a rewrite.
+    fn plan(&self, doomed: &Doomed, now: i64) -> Result<Vec<Vec<Arc<Segment>>>> {
+        let mut segs: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .iter()
+            .filter(|s| s.is_sealed())
+            .cloned()
+            .collect();
+        segs.sort_by_key(|s| (s.lane_days, s.id));
+        let mut jobs = Vec::new();
+        let (mut cur, mut cur_bytes, mut cur_needed) = (Vec::<Arc<Segment>>::new(), 0u64, false);
+        for s in segs {
+            let size = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+            let needed = self.needs_rewrite(&s, doomed, now)?;
+            let small = size < self.config.segment_bytes / SMALL_FRACTION;
+            if !needed && !small {
+                continue;
+            }
+            let fits = cur.first().is_none_or(|f| f.lane_days == s.lane_days)
+                && cur_bytes + size <= self.config.segment_bytes;
+            if !fits {
+                if cur.len() >= 2 || cur_needed {
+                    jobs.push(std::mem::take(&mut cur));
+                }
+                cur.clear();
+                (cur_bytes, cur_needed) = (0, false);
+            }
+            cur_bytes += size;
+            cur_needed |= needed;
+            cur.push(s);
+        }
+        if cur.len() >= 2 || cur_needed {
+            jobs.push(cur);
+        }
+        Ok(jobs)
+    }
+
+    fn needs_rewrite(&self, s: &Segment, doomed: &Doomed, now: i64) -> Result<bool> {
+        for ((team, session), _) in &doomed.sessions {
+            if s.contains(*team, session)? {
+                return Ok(true);
+            }
+        }
+        for ((team, person), reqs) in &doomed.persons {
+            let latest = reqs.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
+            let mut hit = false;
+            s.for_each_session(*team, Some(person), &mut |e| hit |= e.first_ts <= latest)?;
+            if hit {
+                return Ok(true);
+            }
+        }
+        let t = s.totals();
+        let cut = cutoff(s.lane_days, now);
+        if t.min_ts >= cut || t.stored_bytes == 0 {
+            return Ok(false);
+        }
+        // Share of block bytes past retention, from the session table (no block read).
+        let mut expired = 0u64;
+        let mut teams = Vec::new();
+        for (team, _) in s.sorted_keys() {
+            if teams.last() != Some(&team) {
+                teams.push(team);
+            }
+        }
+        for team in teams {
+            s.for_each_session(team, None, &mut |e| {
+                if e.last_ts < cut {
+                    expired += e.stored_bytes;
+                }
+            })?;
+        }
+        Ok(expired as f64 / t.stored_bytes as f64 > EXPIRED_SHARE)
+    }
+
+    /// Rewrites one job's sources into one new segment (or removes them if nothing survives).
+    fn rewrite(
+        &self,
+        sources: &[Arc<Segment>],
+        doomed: &Doomed,
+        now: i64,
+        report: &mut CompactionReport,
+        progress: &mut HashMap<u64, Progress>,
+    ) -> Result<()> {
+        let lane = sources[0].lane_days;
+        let cut = cutoff(lane, now);
+        let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        let path = segment_path(&self.dir, lane, id);
+        let tmp = path.with_extension("seg.tmp");
+        let header = SegmentHeader {
+            lane_days: lane,
+            segment_id: id,
+            created_ms: sources.iter().map(|s| s.created_ms).min().unwrap_or(now),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let werr = |e| crate::error::Error::io(format!("write {}", tmp.display()), e);
+        out.write_all(&header.encode()).map_err(werr)?;
+        let mut index = MemIndex::default();
+        let mut len = SEGMENT_HEADER_LEN as u64;
+        for src in sources {
+            src.for_each_block(&mut |_, bytes, h| {
+                report.bytes_read += bytes.len() as u64;
+                let covering = doomed.covering(h.team, &h.session, &h.person, h.first_ts);
+                if !covering.is_empty() || h.last_ts < cut {
+                    report.blocks_dropped += 1;
+                    report.bytes_dropped += bytes.len() as u64;
+                    for rid in covering {
+                        let p = progress.entry(rid).or_default();
+                        p.sessions.insert((h.team, h.session.clone()));
+                        p.bytes += bytes.len() as u64;
+                        p.segments.insert(src.id);
+                    }
+                    return Ok(());
+                }
+                out.write_all(bytes).map_err(werr)?;
+                index.add_block(h, len);
+                len += bytes.len() as u64;
+                Ok(())
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        }
+        let source_ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
+        let lane_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        if index.totals.block_count == 0 {
+            drop(out);
+            std::fs::remove_file(&tmp).ctx(|| format!("remove {}", tmp.display()))?;
+            self.segments
+                .write()
+                .retain(|s| !source_ids.contains(&s.id));
+            self.remove_sources(sources, &lane_dir)?;
+            report.segments_removed += sources.len() as u64;
+            return Ok(());
+        }
+        let mut entries: Vec<_> = index.sessions.values().flatten().cloned().collect();
+        let (footer, crc) = encode_footer(&mut entries, index.totals, &source_ids);
+        let trailer = Trailer {
+            footer_offset: len,
+            footer_len: footer.len() as u32,
+            footer_crc: crc,
+        };
+        out.write_all(&footer)
+            .and_then(|_| out.write_all(&trailer.encode()))
+            .map_err(werr)?;
+        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+        let total = len + footer.len() as u64 + trailer.encode().len() as u64;
+        crash_point("compact:after_write");
+        std::fs::rename(&tmp, &path).ctx(|| format!("rename {} into place", tmp.display()))?;
+        crash_point("compact:after_rename");
+        sync_dir(&lane_dir)?;
+        let seg = Arc::new(Segment::open_sealed(&path, header, file, total)?);
+        {
+            let mut segs = self.segments.write();
+            segs.retain(|s| !source_ids.contains(&s.id));
+            segs.push(seg);
+            segs.sort_by_key(|s| s.id);
+        }
+        crash_point("compact:before_remove");
+        self.remove_sources(sources, &lane_dir)?;
+        report.segments_rewritten += sources.len() as u64;
+        report.segments_written += 1;
+        report.bytes_written += total;
+        log::info!(
+            "compaction: segments {source_ids:?} -> {} ({total} bytes)",
+            path.display()
+        );
+        Ok(())
+    }
+
+    fn remove_sources(&self, sources: &[Arc<Segment>], lane_dir: &std::path::Path) -> Result<()> {
+        for s in sources {
+            std::fs::remove_file(&s.path).ctx(|| format!("remove {}", s.path.display()))?;
+        }
+        sync_dir(lane_dir)
+    }
+}

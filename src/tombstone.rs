@@ -1,0 +1,521 @@
+//! Deletion requests: the tombstone log and the in-memory deny set built from it.
+//!
+//! `tombstones.log` is a sequence of records `len u32 | crc32 u32 | body` (docs/format.md). A
+//! pending tombstone names its team and person or session in clear: it must, to find the data.
+//! Once compaction has physically removed everything it covers, the tombstone is *retired*: the
+//! log is rewritten (temp file, fsync, rename, fsync directory) with the identifier replaced by a
+//! keyed BLAKE3 hash, kept only so that late chunks of the deleted person or session are still
+//! refused, plus the figures `deletion_status` reports.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeResult};
+use crate::writer::sync_dir;
+
+const KIND_PERSON: u8 = 1;
+const KIND_SESSION: u8 = 2;
+const KIND_RETIRED: u8 = 3;
+const MAX_RECORD: usize = 4096;
+
+/// What a deletion request covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Every block of this person whose data starts at or before the request.
+    Person(String),
+    /// Every block of this session.
+    Session(String),
+}
+
+impl Target {
+    fn kind(&self) -> u8 {
+        match self {
+            Target::Person(_) => KIND_PERSON,
+            Target::Session(_) => KIND_SESSION,
+        }
+    }
+    fn id(&self) -> &str {
+        match self {
+            Target::Person(s) | Target::Session(s) => s,
+        }
+    }
+}
+
+/// A pending deletion request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: u64,
+    pub team: u64,
+    pub target: Target,
+    /// Wall-clock ms when the request was made durable.
+    pub at_ms: i64,
+}
+
+/// Figures of a finished deletion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    pub sessions_removed: u64,
+    pub bytes_removed: u64,
+    pub segments_rewritten: u64,
+}
+
+/// Where a deletion request stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum DeletionStatus {
+    /// Hidden from reads since `requested_ms`; bytes not yet physically removed.
+    Pending { requested_ms: i64 },
+    /// Physically removed from every file of the store.
+    Done {
+        requested_ms: i64,
+        completed_ms: i64,
+        #[serde(flatten)]
+        purged: Purged,
+    },
+    /// No request with this id.
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Retired {
+    id: u64,
+    kind: u8,
+    team: u64,
+    hash: [u8; 32],
+    at_ms: i64,
+    completed_ms: i64,
+    purged: Purged,
+}
+
+pub(crate) struct Tombstones {
+    path: PathBuf,
+    file: File,
+    key: [u8; 32],
+    pending: Vec<Tombstone>,
+    retired: Vec<Retired>,
+    /// keyed hash of (kind, team, identifier) -> request time, for pending and retired ones.
+    deny: HashMap<[u8; 32], i64>,
+    /// Pending requests by what they hide, for the read path.
+    hidden_sessions: HashMap<(u64, String), i64>,
+    hidden_persons: HashMap<(u64, String), i64>,
+    next_id: u64,
+}
+
+impl Tombstones {
+    /// Opens (or creates) the log and the store's secret hashing key; a torn tail is cut.
+    pub fn open(dir: &Path) -> Result<Tombstones> {
+        let key = load_or_create_key(dir)?;
+        let path = dir.join("tombstones.log");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .ctx(|| format!("read {}", path.display()))?;
+        let mut t = Tombstones {
+            path,
+            file,
+            key,
+            pending: Vec::new(),
+            retired: Vec::new(),
+            deny: HashMap::new(),
+            hidden_sessions: HashMap::new(),
+            hidden_persons: HashMap::new(),
+            next_id: 1,
+        };
+        let good = t.replay(&bytes);
+        t.reindex();
+        if good < bytes.len() {
+            log::warn!("{}: cutting torn tail at {good}", t.path.display());
+            t.file
+                .set_len(good as u64)
+                .and_then(|_| t.file.sync_all())
+                .ctx(|| format!("cut {}", t.path.display()))?;
+        }
+        Ok(t)
+    }
+
+    /// Applies every whole, valid record; returns the length they span.
+    fn replay(&mut self, bytes: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
+            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
+            let Some(body) = bytes.get(pos + 8..pos + 8 + len) else {
+                break;
+            };
+            if len > MAX_RECORD || crc32fast::hash(body) != crc {
+                break;
+            }
+            match self.apply(body) {
+                Ok(()) => pos += 8 + len,
+                Err(e) => {
+                    log::error!("{}: bad record at {pos}: {}", self.path.display(), e.0);
+                    break;
+                }
+            }
+        }
+        pos
+    }
+
+    fn apply(&mut self, body: &[u8]) -> DecodeResult<()> {
+        let mut b = Bytes::new(body);
+        let kind = b.u8()?;
+        let id = b.u64()?;
+        let team = b.u64()?;
+        let at_ms = b.i64()?;
+        self.next_id = self.next_id.max(id + 1);
+        match kind {
+            KIND_PERSON | KIND_SESSION => {
+                let n = b.u16()? as usize;
+                let s = b.str(n, "identifier")?.to_string();
+                let target = if kind == KIND_PERSON {
+                    Target::Person(s)
+                } else {
+                    Target::Session(s)
+                };
+                self.deny.insert(self.hash(team, &target), at_ms);
+                self.pending.push(Tombstone {
+                    id,
+                    team,
+                    target,
+                    at_ms,
+                });
+            }
+            KIND_RETIRED => {
+                let orig = b.u8()?;
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(b.take(32)?);
+                let completed_ms = b.i64()?;
+                let purged = Purged {
+                    sessions_removed: b.u64()?,
+                    bytes_removed: b.u64()?,
+                    segments_rewritten: b.u64()?,
+                };
+                self.pending.retain(|t| t.id != id);
+                self.deny.insert(hash, at_ms);
+                self.retired.push(Retired {
+                    id,
+                    kind: orig,
+                    team,
+                    hash,
+                    at_ms,
+                    completed_ms,
+                    purged,
+                });
+            }
+            k => {
+                return Err(crate::format::DecodeError::new(format!(
+                    "unknown record kind {k}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn hash(&self, team: u64, target: &Target) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(&[target.kind()]);
+        h.update(&team.to_le_bytes());
+        h.update(target.id().as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Appends a request and fsyncs: when this returns, the deletion survives a crash.
+    pub fn add(&mut self, team: u64, target: Target, now_ms: i64) -> Result<Tombstone> {
+        let t = Tombstone {
+            id: self.next_id,
+            team,
+            target,
+            at_ms: now_ms,
+        };
+        let mut body = vec![t.target.kind()];
+        put_u64(&mut body, t.id);
+        put_u64(&mut body, team);
+        put_i64(&mut body, now_ms);
+        put_u16(&mut body, t.target.id().len() as u16);
+        body.extend_from_slice(t.target.id().as_bytes());
+        let mut rec = Vec::with_capacity(body.len() + 8);
+        put_u32(&mut rec, body.len() as u32);
+        put_u32(&mut rec, crc32fast::hash(&body));
+        rec.extend_from_slice(&body);
+        self.file
+            .write_all(&rec)
+            .and_then(|_| self.file.sync_data())
+            .ctx(|| format!("append to {}", self.path.display()))?;
+        self.next_id += 1;
+        self.deny.insert(self.hash(team, &t.target), now_ms);
+        self.pending.push(t.clone());
+        self.reindex();
+        Ok(t)
+    }
+
+    /// Rebuilds the read-path maps from the pending list.
+    fn reindex(&mut self) {
+        self.hidden_sessions.clear();
+        self.hidden_persons.clear();
+        for t in &self.pending {
+            let map = match &t.target {
+                Target::Session(_) => &mut self.hidden_sessions,
+                Target::Person(_) => &mut self.hidden_persons,
+            };
+            let at = map
+                .entry((t.team, t.target.id().to_string()))
+                .or_insert(t.at_ms);
+            *at = (*at).max(t.at_ms);
+        }
+    }
+
+    pub fn pending(&self) -> &[Tombstone] {
+        &self.pending
+    }
+
+    /// Why a new chunk must be refused, if it must: its session is deleted, or its person was
+    /// deleted at or after the chunk's first timestamp.
+    pub fn refuses(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Option<String> {
+        if self.deny.is_empty() {
+            return None;
+        }
+        if self
+            .deny
+            .contains_key(&self.hash(team, &Target::Session(session.to_string())))
+        {
+            return Some("its session was deleted".into());
+        }
+        match self
+            .deny
+            .get(&self.hash(team, &Target::Person(person.to_string())))
+        {
+            Some(&at) if first_ts <= at => Some(format!("its person was deleted at {at} ms")),
+            _ => None,
+        }
+    }
+
+    /// Is this session hidden by a pending request?
+    pub fn session_deleted(&self, team: u64, session: &str) -> bool {
+        !self.hidden_sessions.is_empty()
+            && self
+                .hidden_sessions
+                .contains_key(&(team, session.to_string()))
+    }
+
+    /// Time of the latest pending request deleting this person, if any: blocks of the person
+    /// that start at or before it are hidden.
+    pub fn person_deleted_at(&self, team: u64, person: &str) -> Option<i64> {
+        if self.hidden_persons.is_empty() {
+            return None;
+        }
+        self.hidden_persons
+            .get(&(team, person.to_string()))
+            .copied()
+    }
+
+    pub fn status(&self, id: u64) -> DeletionStatus {
+        if let Some(t) = self.pending.iter().find(|t| t.id == id) {
+            return DeletionStatus::Pending {
+                requested_ms: t.at_ms,
+            };
+        }
+        match self.retired.iter().find(|r| r.id == id) {
+            Some(r) => DeletionStatus::Done {
+                requested_ms: r.at_ms,
+                completed_ms: r.completed_ms,
+                purged: r.purged,
+            },
+            None => DeletionStatus::Unknown,
+        }
+    }
+
+    /// Retires finished requests: rewrites the log so their identifiers are gone from it.
+    pub fn retire(&mut self, done: &[(u64, Purged)], now_ms: i64) -> Result<()> {
+        for &(id, purged) in done {
+            let Some(i) = self.pending.iter().position(|t| t.id == id) else {
+                continue;
+            };
+            let t = self.pending.remove(i);
+            let hash = self.hash(t.team, &t.target);
+            let kind = t.target.kind();
+            self.retired.push(Retired {
+                id,
+                kind,
+                team: t.team,
+                hash,
+                at_ms: t.at_ms,
+                completed_ms: now_ms,
+                purged,
+            });
+        }
+        self.reindex();
+        self.rewrite()
+    }
+
+    /// Writes the whole log anew (pending in clear, retired as hashes) and swaps it in.
+    fn rewrite(&mut self) -> Result<()> {
+        let mut out = Vec::new();
+        let mut record = |body: Vec<u8>| {
+            put_u32(&mut out, body.len() as u32);
+            put_u32(&mut out, crc32fast::hash(&body));
+            out.extend_from_slice(&body);
+        };
+        for r in &self.retired {
+            let mut body = vec![KIND_RETIRED];
+            put_u64(&mut body, r.id);
+            put_u64(&mut body, r.team);
+            put_i64(&mut body, r.at_ms);
+            body.push(r.kind);
+            body.extend_from_slice(&r.hash);
+            put_i64(&mut body, r.completed_ms);
+            put_u64(&mut body, r.purged.sessions_removed);
+            put_u64(&mut body, r.purged.bytes_removed);
+            put_u64(&mut body, r.purged.segments_rewritten);
+            record(body);
+        }
+        for t in &self.pending {
+            let mut body = vec![t.target.kind()];
+            put_u64(&mut body, t.id);
+            put_u64(&mut body, t.team);
+            put_i64(&mut body, t.at_ms);
+            put_u16(&mut body, t.target.id().len() as u16);
+            body.extend_from_slice(t.target.id().as_bytes());
+            record(body);
+        }
+        let tmp = self.path.with_extension("log.tmp");
+        write_synced(&tmp, &out)?;
+        std::fs::rename(&tmp, &self.path).ctx(|| format!("rename {}", tmp.display()))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .ctx(|| format!("reopen {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).ctx(|| format!("create {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("write {}", path.display()))
+}
+
+/// The store's secret key for hashing retired identifiers, created at first open.
+fn load_or_create_key(dir: &Path) -> Result<[u8; 32]> {
+    let path = dir.join("KEY");
+    match std::fs::read(&path) {
+        Ok(k) if k.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&k);
+            return Ok(key);
+        }
+        Ok(_) => {
+            return Err(Error::Corrupt {
+                segment: 0,
+                path,
+                offset: 0,
+                reason: "the key file must hold exactly 32 bytes".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    }
+    let mut key = [0u8; 32];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .ctx(|| "read /dev/urandom".to_string())?;
+    let tmp = dir.join("KEY.tmp");
+    write_synced(&tmp, &key)?;
+    std::fs::rename(&tmp, &path).ctx(|| format!("rename {}", tmp.display()))?;
+    sync_dir(dir)?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_survive_reopen_and_retirement_forgets_identifiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tombstones::open(dir.path()).unwrap();
+        let a = t
+            .add(1, Target::Person("alice@example.com".into()), 1000)
+            .unwrap();
+        let b = t.add(1, Target::Session("sess-9".into()), 2000).unwrap();
+        assert!(t.refuses(1, "x", "alice@example.com", 1000).is_some());
+        assert!(
+            t.refuses(1, "x", "alice@example.com", 1001).is_none(),
+            "after the request"
+        );
+        assert!(
+            t.refuses(2, "x", "alice@example.com", 0).is_none(),
+            "other team"
+        );
+        assert!(t.refuses(1, "sess-9", "bob", 5000).is_some());
+        drop(t);
+        let mut t = Tombstones::open(dir.path()).unwrap();
+        assert_eq!(t.pending().len(), 2);
+        assert_eq!(
+            t.status(a.id),
+            DeletionStatus::Pending { requested_ms: 1000 }
+        );
+        let purged = Purged {
+            sessions_removed: 3,
+            bytes_removed: 100,
+            segments_rewritten: 1,
+        };
+        t.retire(&[(a.id, purged)], 3000).unwrap();
+        let log = std::fs::read(dir.path().join("tombstones.log")).unwrap();
+        assert!(!log.windows(17).any(|w| w == b"alice@example.com"));
+        assert!(log.windows(6).any(|w| w == b"sess-9"), "still pending");
+        drop(t);
+        let t = Tombstones::open(dir.path()).unwrap();
+        assert_eq!(
+            t.status(a.id),
+            DeletionStatus::Done {
+                requested_ms: 1000,
+                completed_ms: 3000,
+                purged
+            }
+        );
+        assert!(
+            t.refuses(1, "x", "alice@example.com", 999).is_some(),
+            "late chunks still refused"
+        );
+        assert_eq!(
+            t.status(b.id),
+            DeletionStatus::Pending { requested_ms: 2000 }
+        );
+        assert_eq!(t.status(99), DeletionStatus::Unknown);
+        let c = Tombstones::open(dir.path())
+            .map(|mut t| t.add(1, Target::Person("z".into()), 1).unwrap().id);
+        assert_eq!(c.unwrap(), 3, "ids keep growing");
+    }
+
+    #[test]
+    fn torn_tail_of_the_log_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tombstones::open(dir.path()).unwrap();
+        t.add(1, Target::Person("p".into()), 1).unwrap();
+        t.add(1, Target::Person("q".into()), 2).unwrap();
+        drop(t);
+        let path = dir.path().join("tombstones.log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let t = Tombstones::open(dir.path()).unwrap();
+        assert_eq!(t.pending().len(), 1);
+    }
+}
