@@ -64,3 +64,47 @@ pub fn shared_fixtures() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
     p.is_dir().then_some(p)
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The decompressed payload bytes of every block of every segment file under `dir`, walking the
+/// files with the format's own decoder (blocks from the header to the footer, or to the end of
+/// an unsealed file).
+pub fn all_block_payloads(dir: &Path) -> Vec<Vec<u8>> {
+    use replaystore::format::block::{decode_payloads, parse_block};
+    use replaystore::format::{Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+    let mut out = Vec::new();
+    for f in files_under(dir) {
+        if f.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap();
+        let end = Trailer::decode(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)
+            .map(|t| t.footer_offset as usize)
+            .unwrap_or(bytes.len());
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < end {
+            let h = parse_block(&bytes[pos..end]).expect("every block decodes");
+            let len = h.total_len() as usize;
+            out.extend(decode_payloads(&h, &bytes[pos..pos + len]).unwrap());
+            pos += len;
+        }
+    }
+    out
+}
