@@ -249,7 +249,7 @@ impl Inner {
     }
 
     fn needs_rewrite(&self, s: &Segment, doomed: &Doomed, now: i64) -> Result<bool> {
-        for ((team, session), _) in &doomed.sessions {
+        for (team, session) in doomed.sessions.keys() {
             if s.contains(*team, session)? {
                 return Ok(true);
             }
@@ -317,7 +317,7 @@ impl Inner {
         let mut index = MemIndex::default();
         let mut len = SEGMENT_HEADER_LEN as u64;
         for src in sources {
-            src.for_each_block(&mut |_, bytes, h| {
+            src.for_each_block(&mut |bytes, h| {
                 report.bytes_read += bytes.len() as u64;
                 let covering = doomed.covering(h.team, &h.session, &h.person, h.first_ts);
                 if !covering.is_empty() || h.last_ts < cut {

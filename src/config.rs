@@ -34,6 +34,9 @@ impl ManualClock {
     pub fn new(ms: i64) -> Self {
         ManualClock(std::sync::atomic::AtomicI64::new(ms))
     }
+    pub fn now(&self) -> i64 {
+        self.now_ms()
+    }
     pub fn set(&self, ms: i64) {
         self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
     }

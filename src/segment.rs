@@ -79,6 +79,9 @@ impl MemIndex {
     }
 }
 
+/// What `Segment::for_each_block` calls with each block's bytes and header.
+pub(crate) type BlockVisitor<'a> = dyn FnMut(&[u8], &BlockHeader) -> Result<()> + 'a;
+
 enum Data {
     Mapped(Mmap),
     File(File),
@@ -259,12 +262,9 @@ impl Segment {
         }
     }
 
-    /// Calls `f(offset, block bytes, header)` for every block of a sealed, mapped segment, in
-    /// file order; the first block that fails its checks is an error.
-    pub fn for_each_block(
-        &self,
-        f: &mut dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()>,
-    ) -> Result<()> {
+    /// Calls `f(block bytes, header)` for every block of a sealed, mapped segment, in file
+    /// order; the first block that fails its checks is an error.
+    pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
         let (Index::Footer(footer), Data::Mapped(map)) = (&self.index, &self.data) else {
             return Err(self.corrupt(0, DecodeError::new("not a sealed, mapped segment")));
         };
@@ -274,7 +274,7 @@ impl Segment {
             let bytes = &map[pos..end];
             let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
             let len = h.total_len() as usize;
-            f(pos as u64, &bytes[..len], &h)?;
+            f(&bytes[..len], &h)?;
             pos += len;
         }
         Ok(())
