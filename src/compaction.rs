@@ -49,13 +49,15 @@ pub struct CompactionReport {
     pub bytes_dropped: u64,
     /// Deletion requests whose data is now physically gone.
     pub deletions_completed: Vec<u64>,
+    /// Jobs that failed, and why (their sources are untouched).
+    pub failed_jobs: Vec<String>,
     pub elapsed_ms: f64,
 }
 
 impl CompactionReport {
-    /// Rewrite throughput: bytes read and written per second of the pass.
+    /// Rewrite throughput: MB of new segments written (and fsynced) per second of the pass.
     pub fn rewrite_mb_s(&self) -> f64 {
-        (self.bytes_read + self.bytes_written) as f64 / 1e6 / (self.elapsed_ms / 1e3).max(1e-9)
+        self.bytes_written as f64 / 1e6 / (self.elapsed_ms / 1e3).max(1e-9)
     }
 }
 
@@ -155,7 +157,13 @@ impl Inner {
         let mut report = CompactionReport::default();
         let mut progress: HashMap<u64, Progress> = HashMap::new();
         for job in self.plan(&doomed, now)? {
-            self.rewrite(&job, &doomed, now, &mut report, &mut progress)?;
+            // A job that fails (a corrupt block, a full disk) leaves its sources as they were;
+            // the others go on, and the deletions it covers stay pending.
+            if let Err(e) = self.rewrite(&job, &doomed, now, &mut report, &mut progress) {
+                let ids: Vec<u64> = job.iter().map(|s| s.id).collect();
+                log::error!("compaction of segments {ids:?} failed: {e}");
+                report.failed_jobs.push(format!("segments {ids:?}: {e}"));
+            }
         }
 
         // Retire what no segment holds any more.
@@ -212,11 +220,14 @@ impl Inner {
     /// mostly expired data) or are small, packed up to `segment_bytes`. A job of one segment
     /// runs only if that segment needs a rewrite.
     fn plan(&self, doomed: &Doomed, now: i64) -> Result<Vec<Vec<Arc<Segment>>>> {
+        // Everything but the active segments (sealed ones, and read-only ones whose footer failed
+        // its checks: rewriting those gives them a good footer again).
+        let active: Vec<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
         let mut segs: Vec<Arc<Segment>> = self
             .segments
             .read()
             .iter()
-            .filter(|s| s.is_sealed())
+            .filter(|s| !active.contains(&s.id))
             .cloned()
             .collect();
         segs.sort_by_key(|s| (s.lane_days, s.id));

@@ -262,33 +262,49 @@ impl Segment {
         }
     }
 
-    /// Calls `f(block bytes, header)` for every block of a sealed, mapped segment, in file
-    /// order; the first block that fails its checks is an error.
+    /// Calls `f(block bytes, header)` for every indexed block, in file order; the first block
+    /// that fails its checks is an error. Sealed segments are walked sequentially through the
+    /// mapping; in-memory-indexed ones (a footer that failed its checks) block by block.
     pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
-        let (Index::Footer(footer), Data::Mapped(map)) = (&self.index, &self.data) else {
-            return Err(self.corrupt(0, DecodeError::new("not a sealed, mapped segment")));
-        };
-        let end = footer.offset as usize;
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < end {
-            let bytes = &map[pos..end];
-            let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
-            let len = h.total_len() as usize;
-            f(&bytes[..len], &h)?;
-            pos += len;
+        match (&self.index, &self.data) {
+            (Index::Footer(footer), Data::Mapped(map)) => {
+                let end = footer.offset as usize;
+                let mut pos = SEGMENT_HEADER_LEN;
+                while pos < end {
+                    let bytes = &map[pos..end];
+                    let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
+                    let len = h.total_len() as usize;
+                    f(&bytes[..len], &h)?;
+                    pos += len;
+                }
+            }
+            (Index::Memory(m), _) => {
+                let mut refs: Vec<BlockRef> = m
+                    .read()
+                    .sessions
+                    .values()
+                    .flatten()
+                    .flat_map(|e| e.blocks.iter().copied())
+                    .collect();
+                refs.sort_by_key(|r| r.offset);
+                for r in refs {
+                    let bytes = self.block_bytes(r)?;
+                    let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
+                    f(&bytes, &h)?;
+                }
+            }
+            (Index::Footer(_), Data::File(_)) => {}
         }
         Ok(())
     }
 
-    /// Reads, verifies and decodes one block: its header and its chunks' payloads.
-    pub fn read_block(&self, r: BlockRef) -> Result<(BlockHeader, Vec<Vec<u8>>)> {
-        let owned;
-        let bytes: &[u8] = match &self.data {
+    /// The raw bytes of one block (not yet verified).
+    fn block_bytes(&self, r: BlockRef) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match &self.data {
             Data::Mapped(map) => map
                 .get(r.offset as usize..(r.offset as usize).saturating_add(r.len as usize))
-                .ok_or_else(|| {
-                    self.corrupt(r.offset, DecodeError::new("block ref outside file"))
-                })?,
+                .map(std::borrow::Cow::Borrowed)
+                .ok_or_else(|| self.corrupt(r.offset, DecodeError::new("block ref outside file"))),
             Data::File(file) => {
                 let mut buf = vec![0u8; r.len as usize];
                 file.read_exact_at(&mut buf, r.offset)
@@ -298,12 +314,16 @@ impl Segment {
                         }
                         _ => Error::io(format!("read {}", self.path.display()), e),
                     })?;
-                owned = buf;
-                &owned
+                Ok(std::borrow::Cow::Owned(buf))
             }
-        };
-        let h = block::parse_block(bytes).map_err(|e| self.corrupt(r.offset, e))?;
-        let payloads = block::decode_payloads(&h, bytes).map_err(|e| self.corrupt(r.offset, e))?;
+        }
+    }
+
+    /// Reads, verifies and decodes one block: its header and its chunks' payloads.
+    pub fn read_block(&self, r: BlockRef) -> Result<(BlockHeader, Vec<Vec<u8>>)> {
+        let bytes = self.block_bytes(r)?;
+        let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
+        let payloads = block::decode_payloads(&h, &bytes).map_err(|e| self.corrupt(r.offset, e))?;
         Ok((h, payloads))
     }
 }

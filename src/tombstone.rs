@@ -109,12 +109,17 @@ impl Tombstones {
     pub fn open(dir: &Path) -> Result<Tombstones> {
         let key = load_or_create_key(dir)?;
         let path = dir.join("tombstones.log");
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .ctx(|| format!("open {}", path.display()))?;
+        if created {
+            // The first request fsyncs the file; its directory entry must be durable too.
+            sync_dir(dir)?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .ctx(|| format!("read {}", path.display()))?;

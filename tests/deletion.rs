@@ -290,3 +290,37 @@ fn compaction_merges_small_segments_and_keeps_every_chunk() {
     let store = open(dir.path());
     assert_eq!(store.stats().unwrap().chunks, n);
 }
+
+#[test]
+fn background_maintenance_purges_within_purge_within() {
+    // Maintenance ticks every 20 ms of real time; deletions batch until half of purge_within
+    // (30 min of the injected clock) has passed, or until request_purge().
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(replaystore::ManualClock::new(1_795_000_000_000));
+    let cfg = config()
+        .with_clock(clock.clone())
+        .with_maintenance_interval(Some(std::time::Duration::from_millis(20)))
+        .with_purge_within(std::time::Duration::from_secs(3600));
+    let store = Store::open(dir.path(), cfg).unwrap();
+    populate(&store);
+    let wait_done = |id: u64| {
+        for _ in 0..1000 {
+            if matches!(store.deletion_status(id), DeletionStatus::Done { .. }) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    };
+    let a = store.delete_person(7, "alice").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        matches!(store.deletion_status(a), DeletionStatus::Pending { .. }),
+        "batched"
+    );
+    clock.advance(std::time::Duration::from_secs(31 * 60));
+    assert!(wait_done(a), "purged once half of purge_within passed");
+    let b = store.delete_person(7, "bob").unwrap();
+    store.request_purge();
+    assert!(wait_done(b), "purged on request");
+}

@@ -143,3 +143,27 @@ fn a_sessions_lane_is_fixed_by_its_first_chunk() {
         2
     );
 }
+
+#[test]
+fn compaction_reclaims_expired_blocks_of_a_mostly_expired_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::open(dir.path(), config(&clock)).unwrap();
+    // One segment: a big old session and a small fresh one.
+    let mut old = chunk(1, "old", "p", 0, 50_000);
+    (old.first_ts_ms, old.last_ts_ms) = (T0 - 40 * DAY_MS, T0 - 40 * DAY_MS);
+    store.append(old).unwrap();
+    store.append(chunk(1, "fresh", "p", 0, 500)).unwrap();
+    store.flush().unwrap();
+    store.seal_active().unwrap();
+    assert!(
+        store.read_session(1, "old").unwrap().is_none(),
+        "past retention already"
+    );
+    let r = store.compact().unwrap();
+    assert_eq!((r.segments_rewritten, r.blocks_dropped), (1, 1));
+    for p in all_block_payloads(dir.path()) {
+        assert!(!contains(&p, b"\"session\":\"old\""));
+    }
+    assert!(store.read_session(1, "fresh").unwrap().is_some());
+}
