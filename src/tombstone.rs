@@ -20,6 +20,8 @@ const KIND_PERSON: u8 = 1;
 const KIND_SESSION: u8 = 2;
 const KIND_RETIRED: u8 = 3;
 const MAX_RECORD: usize = 4096;
+/// The longest retention a lane can have (`Config` refuses more).
+const MAX_RETENTION_DAYS: i64 = 3650;
 
 /// What a deletion request covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -356,6 +358,11 @@ impl Tombstones {
                 purged,
             });
         }
+        // A retired request older than the longest retention can go: any chunk it would refuse
+        // is past every lane's retention anyway.
+        let horizon = now_ms.saturating_sub(MAX_RETENTION_DAYS * crate::retention::DAY_MS);
+        self.retired.retain(|r| r.at_ms >= horizon);
+        self.deny.retain(|_, at| *at >= horizon);
         self.reindex();
         self.rewrite()
     }
