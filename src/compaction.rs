@@ -12,7 +12,7 @@
 //! A pending deletion is retired once no segment holds a block it covers.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +27,7 @@ use crate::retention::cutoff;
 use crate::segment::{MemIndex, Segment};
 use crate::store::Inner;
 use crate::tombstone::{Purged, Target, Tombstone};
-use crate::writer::{segment_path, sync_dir};
+use crate::writer::segment_path;
 
 /// A segment smaller than `segment_bytes / SMALL_FRACTION` is merged with its neighbours.
 const SMALL_FRACTION: u64 = 4;
@@ -315,6 +315,8 @@ impl Inner {
             segment_id: id,
             created_ms: sources.iter().map(|s| s.created_ms).min().unwrap_or(now),
         };
+        // Until it is renamed into place, the temp file goes away with any error.
+        let mut guard = TempFile(Some(tmp.clone()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -324,14 +326,18 @@ impl Inner {
             .ctx(|| format!("create {}", tmp.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let werr = |e| crate::error::Error::io(format!("write {}", tmp.display()), e);
-        out.write_all(&header.encode()).map_err(werr)?;
+        let fs = &self.fs;
+        fs.write(&mut out, &tmp, &header.encode()).map_err(werr)?;
         let mut index = MemIndex::default();
         let mut len = SEGMENT_HEADER_LEN as u64;
+        // A block retried after a failed flush may sit in two sources: keep one copy.
+        let mut seen = HashSet::new();
         for src in sources {
             src.for_each_block(&mut |bytes, h| {
                 report.bytes_read += bytes.len() as u64;
                 let covering = doomed.covering(h.team, &h.session, &h.person, h.first_ts);
-                if !covering.is_empty() || h.last_ts < cut {
+                let duplicate = !seen.insert((h.team, h.session.clone(), h.seq, h.crc));
+                if !covering.is_empty() || h.last_ts < cut || duplicate {
                     report.blocks_dropped += 1;
                     report.bytes_dropped += bytes.len() as u64;
                     for rid in covering {
@@ -342,20 +348,16 @@ impl Inner {
                     }
                     return Ok(());
                 }
-                out.write_all(bytes).map_err(werr)?;
+                fs.write(&mut out, &tmp, bytes).map_err(werr)?;
                 index.add_block(h, len);
                 len += bytes.len() as u64;
                 Ok(())
-            })
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
             })?;
         }
         let source_ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
         let lane_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         if index.totals.block_count == 0 {
             drop(out);
-            std::fs::remove_file(&tmp).ctx(|| format!("remove {}", tmp.display()))?;
             self.segments
                 .write()
                 .retain(|s| !source_ids.contains(&s.id));
@@ -370,16 +372,19 @@ impl Inner {
             footer_len: footer.len() as u32,
             footer_crc: crc,
         };
-        out.write_all(&footer)
-            .and_then(|_| out.write_all(&trailer.encode()))
+        fs.write(&mut out, &tmp, &footer)
+            .and_then(|_| fs.write(&mut out, &tmp, &trailer.encode()))
             .map_err(werr)?;
         let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+        fs.sync(&file, &tmp, true)
+            .ctx(|| format!("fsync {}", tmp.display()))?;
         let total = len + footer.len() as u64 + trailer.encode().len() as u64;
         crash_point("compact:after_write");
-        std::fs::rename(&tmp, &path).ctx(|| format!("rename {} into place", tmp.display()))?;
+        fs.rename(&tmp, &path)
+            .ctx(|| format!("rename {} into place", tmp.display()))?;
+        guard.0 = None;
         crash_point("compact:after_rename");
-        sync_dir(&lane_dir)?;
+        fs.sync_dir_ctx(&lane_dir)?;
         let seg = Arc::new(Segment::open_sealed(&path, header, file, total)?);
         {
             let mut segs = self.segments.write();
@@ -401,8 +406,21 @@ impl Inner {
 
     fn remove_sources(&self, sources: &[Arc<Segment>], lane_dir: &std::path::Path) -> Result<()> {
         for s in sources {
-            std::fs::remove_file(&s.path).ctx(|| format!("remove {}", s.path.display()))?;
+            self.fs
+                .remove(&s.path)
+                .ctx(|| format!("remove {}", s.path.display()))?;
         }
-        sync_dir(lane_dir)
+        self.fs.sync_dir_ctx(lane_dir)
+    }
+}
+
+/// Removes a temp file when dropped, unless disarmed (`.0 = None`) once it is in place.
+struct TempFile(Option<std::path::PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

@@ -92,6 +92,8 @@ pub struct Config {
     pub team_retention_days: HashMap<u64, u16>,
     /// Wall clock used for segment ages. Default: the system clock.
     pub clock: Arc<dyn Clock>,
+    /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
+    pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             default_retention_days: DEFAULT_RETENTION_DAYS,
             team_retention_days: HashMap::new(),
             clock: Arc::new(SystemClock),
+            faults: None,
         }
     }
 }
@@ -164,6 +167,10 @@ impl Config {
     }
     pub fn with_team_retention_days(mut self, team: u64, days: u16) -> Self {
         self.team_retention_days.insert(team, days);
+        self
+    }
+    pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {
+        self.faults = Some(faults);
         self
     }
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

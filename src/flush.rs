@@ -15,44 +15,45 @@ use crate::writer::ActiveWriter;
 
 impl Inner {
     /// One flush round: drain, compress in parallel, write and fsync per lane, publish, then
-    /// seal segments that are too old. Groups that did not become durable are requeued.
+    /// seal segments that are too old.
+    ///
+    /// Blocks that a failed round could not make durable are retried first by the next round,
+    /// byte for byte as encoded (same seq and checksum): if a copy did reach the suspect file
+    /// after all, readers recognise it as the same block and return it once.
     pub(crate) fn run_round(&self) -> Result<()> {
         self.counters.flush_rounds.fetch_add(1, Ordering::Relaxed);
-        let groups = split_groups(self.buffer.drain_groups());
         let now = self.config.clock.now_ms();
         let mut writers = self.writers.lock();
-        let mut first_err = None;
+        let mut by_lane: BTreeMap<u16, Vec<Encoded>> = BTreeMap::new();
+        for (lane, block) in self.take_retries() {
+            by_lane.entry(lane).or_default().push(block);
+        }
+        let groups = split_groups(self.buffer.drain_groups());
         if !groups.is_empty() {
             let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-            match compress_all(&groups, seq, &self.config) {
+            let blocks = match compress_all(&groups, seq, &self.config) {
+                Ok(blocks) => blocks,
                 Err(e) => {
                     self.buffer.requeue(groups);
+                    self.add_retries(
+                        by_lane
+                            .into_iter()
+                            .flat_map(|(l, bs)| bs.into_iter().map(move |b| (l, b))),
+                    );
                     return Err(Error::io("compress blocks", e));
                 }
-                Ok(blocks) => {
-                    let mut by_lane: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-                    let segments = self.segments.read().clone();
-                    for (i, g) in groups.iter().enumerate() {
-                        let lane = lane_for(&self.config, &segments, &g[0]);
-                        by_lane.entry(lane).or_default().push(i);
-                    }
-                    let mut failed = Vec::new();
-                    for (lane, idxs) in by_lane {
-                        if let Err((done, e)) =
-                            self.write_lane(&mut writers, lane, &idxs, &blocks, now)
-                        {
-                            failed.extend_from_slice(&idxs[done..]);
-                            first_err.get_or_insert(e);
-                        }
-                    }
-                    if !failed.is_empty() {
-                        failed.sort_unstable();
-                        let mut groups: Vec<Option<Vec<Chunk>>> =
-                            groups.into_iter().map(Some).collect();
-                        self.buffer
-                            .requeue(failed.iter().filter_map(|&i| groups[i].take()).collect());
-                    }
-                }
+            };
+            let segments = self.segments.read().clone();
+            for (g, block) in groups.iter().zip(blocks) {
+                let lane = lane_for(&self.config, &segments, &g[0]);
+                by_lane.entry(lane).or_default().push(block);
+            }
+        }
+        let mut first_err = None;
+        for (lane, blocks) in by_lane {
+            if let Err((done, e)) = self.write_lane(&mut writers, lane, &blocks, now) {
+                self.add_retries(blocks.into_iter().skip(done).map(|b| (lane, b)));
+                first_err.get_or_insert(e);
             }
         }
         let max_age = self.config.segment_max_age.as_millis() as i64;
@@ -72,22 +73,33 @@ impl Inner {
         }
     }
 
-    /// Appends the blocks of groups `idxs` to the lane's active segment, rolling to a new
-    /// segment when `segment_bytes` would be exceeded. On error returns how many of `idxs`
-    /// were made durable before it.
+    fn take_retries(&self) -> Vec<(u16, Encoded)> {
+        let blocks = std::mem::take(&mut *self.retry.lock());
+        self.retry_bytes.store(0, Ordering::Release);
+        blocks
+    }
+
+    fn add_retries(&self, blocks: impl Iterator<Item = (u16, Encoded)>) {
+        let mut retry = self.retry.lock();
+        for (lane, b) in blocks {
+            self.retry_bytes.fetch_add(b.0.len(), Ordering::AcqRel);
+            retry.push((lane, b));
+        }
+    }
+
+    /// Appends blocks to the lane's active segment, rolling to a new segment when
+    /// `segment_bytes` would be exceeded. On error returns how many of them were made durable.
     fn write_lane(
         &self,
         writers: &mut BTreeMap<u16, ActiveWriter>,
         lane: u16,
-        idxs: &[usize],
         blocks: &[Encoded],
         now: i64,
     ) -> std::result::Result<(), (usize, Error)> {
         let mut done = 0;
         let mut pending: Vec<u8> = Vec::new();
         let mut placed: Vec<(BlockHeader, u64)> = Vec::new();
-        for (k, &i) in idxs.iter().enumerate() {
-            let (bytes, header) = &blocks[i];
+        for (k, (bytes, header)) in blocks.iter().enumerate() {
             let len = match writers.get(&lane) {
                 Some(w) if !w.is_empty() || !pending.is_empty() => w.len,
                 Some(_) => 0, // an empty segment takes any block, however large
@@ -117,7 +129,7 @@ impl Inner {
         now: i64,
     ) -> Result<()> {
         let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
-        let w = ActiveWriter::create(&self.dir, lane, id, now)?;
+        let w = ActiveWriter::create(&self.fs, &self.dir, lane, id, now)?;
         self.segments.write().push(w.segment.clone());
         writers.insert(lane, w);
         Ok(())

@@ -30,6 +30,7 @@ pub mod error;
 mod failpoint;
 mod flush;
 pub mod format;
+pub mod fs;
 pub mod generator;
 pub mod posthog;
 mod read;

@@ -161,6 +161,8 @@ impl Store {
         // (first_ts, block seq, index in block, chunk): sorted, this is timestamp order with
         // append order for ties.
         let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
+        // (seq, crc) of blocks read: a block retried after a failed flush is returned once.
+        let mut seen = std::collections::HashSet::new();
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
             if seg.totals().max_ts < cut {
@@ -174,7 +176,8 @@ impl Store {
                 for r in &entry.blocks {
                     let before = chunks.len();
                     let h = read_block_chunks(&seg, *r, team, session_id, &mut chunks)?;
-                    if deleted_at.is_some_and(|at| h.first_ts <= at) {
+                    if !seen.insert((h.seq, h.crc)) || deleted_at.is_some_and(|at| h.first_ts <= at)
+                    {
                         chunks.truncate(before);
                         continue;
                     }

@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use crate::error::{IoContext, Result};
 use crate::format::segment::TRAILER_MAGIC;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN, TRAILER_LEN};
+use crate::fs::Fs;
 use crate::segment::{scan_blocks, MemIndex, Segment};
 use crate::writer::ActiveWriter;
 
@@ -53,7 +54,7 @@ struct Found {
     len: u64,
 }
 
-pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
+pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
     let mut out = Recovered {
         segments: Vec::new(),
         writers: BTreeMap::new(),
@@ -63,7 +64,7 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
     };
     // Unsealed segments per lane, to decide which one to resume.
     let mut unsealed: BTreeMap<u16, Vec<(Found, MemIndex, u64)>> = BTreeMap::new();
-    let (segments, max_file_id) = list_segments(dir, &mut out.report)?;
+    let (segments, max_file_id) = list_segments(dir, fs, &mut out.report)?;
     out.next_segment_id = max_file_id + 1;
     for found in segments {
         out.next_segment_id = out.next_segment_id.max(found.header.segment_id + 1);
@@ -121,10 +122,8 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
                 .push((found.path.clone(), *off, why.clone()));
         }
         if found.len != scan.good_len {
-            found
-                .file
-                .set_len(scan.good_len)
-                .and_then(|_| found.file.sync_all())
+            fs.truncate(&found.file, &found.path, scan.good_len)
+                .and_then(|_| fs.sync(&found.file, &found.path, true))
                 .ctx(|| format!("cut torn tail of {}", found.path.display()))?;
         }
         let good = scan.good_len;
@@ -155,7 +154,8 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
                 "{}: superseded by a compacted segment, removing",
                 s.path.display()
             );
-            std::fs::remove_file(&s.path).ctx(|| format!("remove {}", s.path.display()))?;
+            fs.remove(&s.path)
+                .ctx(|| format!("remove {}", s.path.display()))?;
             out.report.superseded_removed += 1;
         }
     }
@@ -168,12 +168,12 @@ pub(crate) fn recover(dir: &Path, now_ms: i64, max_age_ms: i64) -> Result<Recove
         let newest = list.len() - 1;
         for (i, (f, index, len)) in list.into_iter().enumerate() {
             if index.totals.block_count == 0 {
-                std::fs::remove_file(&f.path)
+                fs.remove(&f.path)
                     .ctx(|| format!("remove empty {}", f.path.display()))?;
                 out.report.empty_removed += 1;
                 continue;
             }
-            let writer = ActiveWriter::resume(&f.path, f.header, f.file, index, len)?;
+            let writer = ActiveWriter::resume(fs, &f.path, f.header, f.file, index, len)?;
             let young = now_ms.saturating_sub(f.header.created_ms) < max_age_ms;
             if i == newest && young {
                 out.segments.push(writer.segment.clone());
@@ -197,7 +197,7 @@ fn unsafe_map(f: &Found) -> Result<Mmap> {
 /// creations torn by a crash (the header is fsynced before any block) and are removed.
 /// Also returns the highest id found in a file name, so that new ids never collide even with
 /// an unusable file.
-fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>, u64)> {
+fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Vec<Found>, u64)> {
     let lanes = dir.join("lanes");
     let mut found = Vec::new();
     let mut max_id = 0u64;
@@ -216,7 +216,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>,
                     "{}: removing an interrupted compaction's temp file",
                     path.display()
                 );
-                std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+                fs.remove(&path)
+                    .ctx(|| format!("remove {}", path.display()))?;
                 report.temp_files_removed += 1;
                 continue;
             }
@@ -242,7 +243,8 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<(Vec<Found>,
                     "{}: removing a segment whose creation was torn",
                     path.display()
                 );
-                std::fs::remove_file(&path).ctx(|| format!("remove {}", path.display()))?;
+                fs.remove(&path)
+                    .ctx(|| format!("remove {}", path.display()))?;
                 report.empty_removed += 1;
                 continue;
             }

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::error::{IoContext, Result};
 use crate::store::Inner;
-use crate::writer::sync_dir;
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -40,7 +39,8 @@ impl Inner {
         let mut dirs = Vec::new();
         for seg in expired {
             let len = std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&seg.path)
+            self.fs
+                .remove(&seg.path)
                 .ctx(|| format!("remove expired {}", seg.path.display()))?;
             log::info!("retention: removed {} ({len} bytes)", seg.path.display());
             report.segments_removed += 1;
@@ -52,7 +52,7 @@ impl Inner {
             }
         }
         for d in dirs {
-            sync_dir(&d)?;
+            self.fs.sync_dir_ctx(&d)?;
         }
         self.counters
             .segments_expired

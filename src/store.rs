@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +19,7 @@ use crate::background::Signal;
 use crate::chunk::Chunk;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::fs::Fs;
 use crate::recovery::{recover, RecoveryReport};
 use crate::segment::Segment;
 use crate::tombstone::Tombstones;
@@ -55,12 +56,17 @@ pub(crate) struct Counters {
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub config: Config,
+    /// Every write, fsync, rename and removal goes through it (fault injection in tests).
+    pub fs: Fs,
     _lock: File,
     pub buffer: WriteBuffer,
     /// Every segment readers may look at, sealed and active, by id.
     pub segments: RwLock<Vec<Arc<Segment>>>,
     /// Active writer per lane; only the flush leader (and sealing) touches it.
     pub writers: Mutex<BTreeMap<u16, ActiveWriter>>,
+    /// Encoded blocks a failed flush round could not make durable, with their lane.
+    pub retry: Mutex<Vec<(u16, crate::compress::Encoded)>>,
+    pub retry_bytes: AtomicUsize,
     pub next_segment_id: AtomicU64,
     pub next_seq: AtomicU64,
     group: Mutex<GroupState>,
@@ -101,12 +107,15 @@ impl Store {
         }
         let now = config.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
-        let rec = recover(&dir, now, max_age)?;
-        let tombstones = Tombstones::open(&dir)?;
+        let fs = Fs::new(config.faults.clone());
+        let rec = recover(&dir, &fs, now, max_age)?;
+        let tombstones = Tombstones::open(&dir, &fs)?;
         let inner = Arc::new(Inner {
             buffer: WriteBuffer::new(config.buffer_shards),
             segments: RwLock::new(rec.segments),
             writers: Mutex::new(rec.writers),
+            retry: Mutex::new(Vec::new()),
+            retry_bytes: AtomicUsize::new(0),
             next_segment_id: AtomicU64::new(rec.next_segment_id),
             next_seq: AtomicU64::new(rec.next_seq),
             group: Mutex::new(GroupState::default()),
@@ -119,6 +128,7 @@ impl Store {
             counters: Counters::default(),
             recovery: rec.report,
             _lock: lock,
+            fs,
             dir,
             config,
         });
@@ -163,11 +173,20 @@ impl Store {
             log::info!("chunk of team {} refused: {reason}", chunk.team);
             return Err(Error::Deleted { reason });
         }
-        let buffered = inner.buffer.push(chunk);
+        // Back-pressure: past twice `max_buffer_bytes` (buffered plus blocks awaiting a retry),
+        // the appending thread flushes itself; if that cannot bring it down (the disk fails),
+        // the chunk is refused rather than memory growing without bound.
         let max = inner.config.max_buffer_bytes;
-        if buffered >= max.saturating_mul(2) {
+        let held = || inner.buffer.buffered_bytes() + inner.retry_bytes.load(Ordering::Acquire);
+        if held() >= max.saturating_mul(2) {
             inner.flush()?;
-        } else if buffered >= max {
+            if held() >= max.saturating_mul(2) {
+                return Err(Error::FlushFailed(
+                    "write buffer full and flushes are failing".into(),
+                ));
+            }
+        }
+        if inner.buffer.push(chunk) >= max {
             inner.flush_signal.kick();
         }
         Ok(())

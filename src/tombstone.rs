@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeResult};
-use crate::writer::sync_dir;
+use crate::fs::Fs;
 
 const KIND_PERSON: u8 = 1;
 const KIND_SESSION: u8 = 2;
@@ -95,6 +95,9 @@ struct Retired {
 pub(crate) struct Tombstones {
     path: PathBuf,
     file: File,
+    fs: Fs,
+    /// An append failed and could not be undone: the next change rewrites the whole log.
+    needs_rewrite: bool,
     key: [u8; 32],
     pending: Vec<Tombstone>,
     retired: Vec<Retired>,
@@ -108,8 +111,8 @@ pub(crate) struct Tombstones {
 
 impl Tombstones {
     /// Opens (or creates) the log and the store's secret hashing key; a torn tail is cut.
-    pub fn open(dir: &Path) -> Result<Tombstones> {
-        let key = load_or_create_key(dir)?;
+    pub fn open(dir: &Path, fs: &Fs) -> Result<Tombstones> {
+        let key = load_or_create_key(dir, fs)?;
         let path = dir.join("tombstones.log");
         let created = !path.exists();
         let mut file = OpenOptions::new()
@@ -120,7 +123,7 @@ impl Tombstones {
             .ctx(|| format!("open {}", path.display()))?;
         if created {
             // The first request fsyncs the file; its directory entry must be durable too.
-            sync_dir(dir)?;
+            fs.sync_dir_ctx(dir)?;
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
@@ -128,6 +131,8 @@ impl Tombstones {
         let mut t = Tombstones {
             path,
             file,
+            fs: fs.clone(),
+            needs_rewrite: false,
             key,
             pending: Vec::new(),
             retired: Vec::new(),
@@ -140,9 +145,8 @@ impl Tombstones {
         t.reindex();
         if good < bytes.len() {
             log::warn!("{}: cutting torn tail at {good}", t.path.display());
-            t.file
-                .set_len(good as u64)
-                .and_then(|_| t.file.sync_all())
+            t.fs.truncate(&t.file, &t.path, good as u64)
+                .and_then(|_| t.fs.sync(&t.file, &t.path, true))
                 .ctx(|| format!("cut {}", t.path.display()))?;
         }
         Ok(t)
@@ -252,15 +256,45 @@ impl Tombstones {
         put_u32(&mut rec, body.len() as u32);
         put_u32(&mut rec, crc32fast::hash(&body));
         rec.extend_from_slice(&body);
-        self.file
-            .write_all(&rec)
-            .and_then(|_| self.file.sync_data())
-            .ctx(|| format!("append to {}", self.path.display()))?;
+        if self.needs_rewrite {
+            self.pending.push(t.clone());
+            if let Err(e) = self.rewrite() {
+                self.pending.pop();
+                return Err(e);
+            }
+        } else {
+            self.append(&rec)?;
+            self.pending.push(t.clone());
+        }
         self.next_id += 1;
         self.deny.insert(self.hash(team, &t.target), now_ms);
-        self.pending.push(t.clone());
         self.reindex();
         Ok(t)
+    }
+
+    /// Appends one record and fsyncs. On failure the log is cut back to what it held, so that a
+    /// partial record never sits before later ones; if even that fails, the next change
+    /// rewrites the log whole.
+    fn append(&mut self, rec: &[u8]) -> Result<()> {
+        let path = &self.path;
+        let before = self
+            .file
+            .metadata()
+            .ctx(|| format!("stat {}", path.display()))?
+            .len();
+        let res = self
+            .fs
+            .write(&mut self.file, path, rec)
+            .and_then(|_| self.fs.sync(&self.file, path, false))
+            .ctx(|| format!("append to {}", path.display()));
+        if res.is_err() {
+            let undone = self
+                .fs
+                .truncate(&self.file, path, before)
+                .and_then(|_| self.fs.sync(&self.file, path, false));
+            self.needs_rewrite = undone.is_err();
+        }
+        res
     }
 
     /// Rebuilds the read-path maps from the pending list.
@@ -398,29 +432,32 @@ impl Tombstones {
             record(body);
         }
         let tmp = self.path.with_extension("log.tmp");
-        write_synced(&tmp, &out)?;
-        std::fs::rename(&tmp, &self.path).ctx(|| format!("rename {}", tmp.display()))?;
+        write_synced(&self.fs, &tmp, &out)?;
+        self.fs
+            .rename(&tmp, &self.path)
+            .ctx(|| format!("rename {}", tmp.display()))?;
         if let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
+            self.fs.sync_dir_ctx(dir)?;
         }
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&self.path)
             .ctx(|| format!("reopen {}", self.path.display()))?;
+        self.needs_rewrite = false;
         Ok(())
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_synced(fs: &Fs, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).ctx(|| format!("create {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
+    fs.write(&mut f, path, bytes)
+        .and_then(|_| fs.sync(&f, path, true))
         .ctx(|| format!("write {}", path.display()))
 }
 
 /// The store's secret key for hashing retired identifiers, created at first open.
-fn load_or_create_key(dir: &Path) -> Result<[u8; 32]> {
+fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
     let path = dir.join("KEY");
     match std::fs::read(&path) {
         Ok(k) if k.len() == 32 => {
@@ -444,9 +481,10 @@ fn load_or_create_key(dir: &Path) -> Result<[u8; 32]> {
         .and_then(|mut f| f.read_exact(&mut key))
         .ctx(|| "read /dev/urandom".to_string())?;
     let tmp = dir.join("KEY.tmp");
-    write_synced(&tmp, &key)?;
-    std::fs::rename(&tmp, &path).ctx(|| format!("rename {}", tmp.display()))?;
-    sync_dir(dir)?;
+    write_synced(fs, &tmp, &key)?;
+    fs.rename(&tmp, &path)
+        .ctx(|| format!("rename {}", tmp.display()))?;
+    fs.sync_dir_ctx(dir)?;
     Ok(key)
 }
 
@@ -457,7 +495,7 @@ mod tests {
     #[test]
     fn requests_survive_reopen_and_retirement_forgets_identifiers() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = Tombstones::open(dir.path()).unwrap();
+        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
         let a = t
             .add(1, Target::Person("alice@example.com".into()), 1000)
             .unwrap();
@@ -473,7 +511,7 @@ mod tests {
         );
         assert!(t.refuses(1, "sess-9", "bob", 5000).is_some());
         drop(t);
-        let mut t = Tombstones::open(dir.path()).unwrap();
+        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
         assert_eq!(t.pending().len(), 2);
         assert_eq!(
             t.status(a.id),
@@ -489,7 +527,7 @@ mod tests {
         assert!(!log.windows(17).any(|w| w == b"alice@example.com"));
         assert!(log.windows(6).any(|w| w == b"sess-9"), "still pending");
         drop(t);
-        let t = Tombstones::open(dir.path()).unwrap();
+        let t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
         assert_eq!(
             t.status(a.id),
             DeletionStatus::Done {
@@ -507,7 +545,7 @@ mod tests {
             DeletionStatus::Pending { requested_ms: 2000 }
         );
         assert_eq!(t.status(99), DeletionStatus::Unknown);
-        let c = Tombstones::open(dir.path())
+        let c = Tombstones::open(dir.path(), &Fs::default())
             .map(|mut t| t.add(1, Target::Person("z".into()), 1).unwrap().id);
         assert_eq!(c.unwrap(), 3, "ids keep growing");
     }
@@ -515,7 +553,7 @@ mod tests {
     #[test]
     fn torn_tail_of_the_log_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = Tombstones::open(dir.path()).unwrap();
+        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
         t.add(1, Target::Person("p".into()), 1).unwrap();
         t.add(1, Target::Person("q".into()), 2).unwrap();
         drop(t);
@@ -527,7 +565,7 @@ mod tests {
             .unwrap()
             .set_len(len - 3)
             .unwrap();
-        let t = Tombstones::open(dir.path()).unwrap();
+        let t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
         assert_eq!(t.pending().len(), 1);
     }
 }

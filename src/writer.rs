@@ -2,7 +2,6 @@
 //! seals the file (footer + trailer) when it is full or old.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +10,7 @@ use parking_lot::RwLock;
 use crate::error::{IoContext, Result};
 use crate::format::footer::encode_footer;
 use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
+use crate::fs::Fs;
 use crate::segment::{MemIndex, Segment};
 
 /// Path of segment `id` of the lane that keeps data `lane_days` days.
@@ -22,14 +22,8 @@ pub(crate) fn lane_dir(dir: &Path, lane_days: u16) -> PathBuf {
     dir.join("lanes").join(format!("{lane_days}d"))
 }
 
-/// fsync a directory so that file creations, renames and removals in it are durable.
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync directory {}", path.display()))
-}
-
 pub(crate) struct ActiveWriter {
+    fs: Fs,
     /// The segment as readers see it (in-memory index, read through the file).
     pub segment: Arc<Segment>,
     /// The same index the segment holds; only the flush leader writes to it.
@@ -42,7 +36,7 @@ pub(crate) struct ActiveWriter {
 impl ActiveWriter {
     /// Creates a new segment file: header written and fsynced, directory entry fsynced, so that
     /// any block later acknowledged in it can be found by open.
-    pub fn create(dir: &Path, lane_days: u16, id: u64, now_ms: i64) -> Result<Self> {
+    pub fn create(fs: &Fs, dir: &Path, lane_days: u16, id: u64, now_ms: i64) -> Result<Self> {
         let lane = lane_dir(dir, lane_days);
         std::fs::create_dir_all(&lane).ctx(|| format!("create {}", lane.display()))?;
         let path = segment_path(dir, lane_days, id);
@@ -57,18 +51,19 @@ impl ActiveWriter {
             segment_id: id,
             created_ms: now_ms,
         };
-        file.write_all_at(&header.encode(), 0)
-            .and_then(|_| file.sync_all())
+        fs.write_at(&file, &path, &header.encode(), 0)
+            .and_then(|_| fs.sync(&file, &path, true))
             .ctx(|| format!("write header of {}", path.display()))?;
         // The file's directory entry, and the lane directory's own entries up to the store root
         // (they may have just been created), must be durable before a block in it is acked.
-        sync_dir(&lane)?;
+        fs.sync_dir_ctx(&lane)?;
         if let Some(lanes) = lane.parent() {
-            sync_dir(lanes)?;
+            fs.sync_dir_ctx(lanes)?;
         }
-        sync_dir(dir)?;
+        fs.sync_dir_ctx(dir)?;
         log::debug!("created segment {}", path.display());
         Self::resume(
+            fs,
             &path,
             header,
             file,
@@ -79,6 +74,7 @@ impl ActiveWriter {
 
     /// Continues appending to a segment found unsealed at open (its tail already cut).
     pub fn resume(
+        fs: &Fs,
         path: &Path,
         header: SegmentHeader,
         file: File,
@@ -88,6 +84,7 @@ impl ActiveWriter {
         let reader = file.try_clone().ctx(|| format!("dup {}", path.display()))?;
         let index = Arc::new(RwLock::new(index));
         Ok(ActiveWriter {
+            fs: fs.clone(),
             segment: Arc::new(Segment::in_memory(path, header, reader, index.clone())),
             index,
             file,
@@ -106,14 +103,14 @@ impl ActiveWriter {
     pub fn write_durable(&mut self, bytes: &[u8]) -> Result<()> {
         let path = &self.segment.path;
         let res = self
-            .file
-            .write_all_at(bytes, self.len)
-            .and_then(|_| self.file.sync_data())
+            .fs
+            .write_at(&self.file, path, bytes, self.len)
+            .and_then(|_| self.fs.sync(&self.file, path, false))
             .ctx(|| format!("write {} bytes to {}", bytes.len(), path.display()));
         if res.is_err() {
-            self.file
-                .set_len(self.len)
-                .and_then(|_| self.file.sync_data())
+            self.fs
+                .truncate(&self.file, path, self.len)
+                .and_then(|_| self.fs.sync(&self.file, path, false))
                 .ctx(|| {
                     format!(
                         "cut {} back to {} after a failed write",
@@ -153,9 +150,9 @@ impl ActiveWriter {
         };
         footer.extend_from_slice(&trailer.encode());
         let path = seg.path.clone();
-        self.file
-            .write_all_at(&footer, self.len)
-            .and_then(|_| self.file.sync_data())
+        self.fs
+            .write_at(&self.file, &path, &footer, self.len)
+            .and_then(|_| self.fs.sync(&self.file, &path, false))
             .ctx(|| format!("seal {}", path.display()))?;
         let header = SegmentHeader {
             lane_days: seg.lane_days,

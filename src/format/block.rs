@@ -63,6 +63,9 @@ pub struct BlockHeader {
     pub windows: Vec<String>,
     pub chunks: Vec<ChunkEntry>,
     pub header_len: u32,
+    /// The block's checksum: with `seq`, what identifies a block rewritten after a failed
+    /// flush (the same bytes may then sit in two files).
+    pub crc: u32,
 }
 
 impl BlockHeader {
@@ -120,7 +123,9 @@ pub fn parse_block(buf: &[u8]) -> DecodeResult<BlockHeader> {
     if crc32fast::hash(body) != stored_crc {
         return Err(DecodeError::new("block checksum mismatch"));
     }
-    parse_header(body)
+    let mut h = parse_header(body)?;
+    h.crc = stored_crc;
+    Ok(h)
 }
 
 fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
@@ -208,6 +213,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         windows,
         chunks,
         header_len,
+        crc: 0,
     })
 }
 

@@ -1,0 +1,237 @@
+//! The file-operation layer. Every write, fsync, rename and removal the store does goes through
+//! `Fs`, so tests can make any of them fail (ENOSPC, EIO, a short write, a failed fsync or
+//! rename) with a `FaultInjector`, in the manner of raft-engine's `env` and redb's
+//! `StorageBackend`. Without an injector `Fs` is the plain system call.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// An operation about to be performed.
+#[derive(Debug, Clone, Copy)]
+pub enum FileOp<'a> {
+    Write { path: &'a Path, len: usize },
+    Truncate { path: &'a Path, len: u64 },
+    Sync { path: &'a Path },
+    Rename { from: &'a Path, to: &'a Path },
+    Remove { path: &'a Path },
+}
+
+impl FileOp<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            FileOp::Write { path, .. }
+            | FileOp::Truncate { path, .. }
+            | FileOp::Sync { path }
+            | FileOp::Remove { path } => path,
+            FileOp::Rename { from, .. } => from,
+        }
+    }
+}
+
+/// What an injector makes of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail with this errno (e.g. `libc::ENOSPC`, `libc::EIO`) without doing anything.
+    Errno(i32),
+    /// Write only this many bytes, then fail with ENOSPC (a disk filling up mid-write).
+    ShortWrite(usize),
+}
+
+/// Decides, per operation, whether it fails.
+pub trait FaultInjector: Send + Sync + fmt::Debug {
+    fn inject(&self, op: &FileOp<'_>) -> Option<Fault>;
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Fs {
+    faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl fmt::Debug for Fs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fs {{ faults: {} }}", self.faults.is_some())
+    }
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl Fs {
+    pub fn new(faults: Option<Arc<dyn FaultInjector>>) -> Fs {
+        Fs { faults }
+    }
+
+    fn check(&self, op: FileOp<'_>) -> Option<Fault> {
+        self.faults.as_ref().and_then(|f| f.inject(&op))
+    }
+
+    /// `write_all_at`, or what a fault leaves of it.
+    pub fn write_at(&self, file: &File, path: &Path, buf: &[u8], off: u64) -> io::Result<()> {
+        match self.check(FileOp::Write {
+            path,
+            len: buf.len(),
+        }) {
+            None => file.write_all_at(buf, off),
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(n)) => {
+                file.write_all_at(&buf[..n.min(buf.len())], off)?;
+                Err(errno(libc::ENOSPC))
+            }
+        }
+    }
+
+    /// `write_all` on a stream (an append-mode file, a buffered writer).
+    pub fn write(&self, w: &mut impl Write, path: &Path, buf: &[u8]) -> io::Result<()> {
+        match self.check(FileOp::Write {
+            path,
+            len: buf.len(),
+        }) {
+            None => w.write_all(buf),
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(n)) => {
+                w.write_all(&buf[..n.min(buf.len())])?;
+                Err(errno(libc::ENOSPC))
+            }
+        }
+    }
+
+    /// `set_len`: cutting a torn or unacknowledged tail.
+    pub fn truncate(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        match self.check(FileOp::Truncate { path, len }) {
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
+            None => file.set_len(len),
+        }
+    }
+
+    /// fdatasync (fsync for metadata too when `all`).
+    pub fn sync(&self, file: &File, path: &Path, all: bool) -> io::Result<()> {
+        match self.check(FileOp::Sync { path }) {
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
+            None if all => file.sync_all(),
+            None => file.sync_data(),
+        }
+    }
+
+    /// fsync of a directory, so entries created, renamed or removed in it are durable.
+    pub fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        match self.check(FileOp::Sync { path }) {
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
+            None => File::open(path).and_then(|d| d.sync_all()),
+        }
+    }
+
+    pub fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match self.check(FileOp::Rename { from, to }) {
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
+            None => std::fs::rename(from, to),
+        }
+    }
+
+    pub fn remove(&self, path: &Path) -> io::Result<()> {
+        match self.check(FileOp::Remove { path }) {
+            Some(Fault::Errno(e)) => Err(errno(e)),
+            Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
+            None => std::fs::remove_file(path),
+        }
+    }
+}
+
+/// Which operations a `FaultPlan` rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Write,
+    Truncate,
+    Sync,
+    Rename,
+    Remove,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    kind: OpKind,
+    path_contains: String,
+    fault: Fault,
+    /// Operations of this kind to let through before failing.
+    skip: usize,
+    /// How many times to fail; `usize::MAX` until cleared.
+    times: usize,
+}
+
+/// A scriptable injector for tests: "fail the next 2 writes to a `.seg` file with ENOSPC".
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    rules: Mutex<Vec<Rule>>,
+    injected: Mutex<usize>,
+}
+
+impl FaultPlan {
+    pub fn new() -> Arc<FaultPlan> {
+        Arc::new(FaultPlan::default())
+    }
+
+    /// Fails `times` operations of `kind` on paths containing `path_contains`, after letting
+    /// `skip` of them through.
+    pub fn fail(&self, kind: OpKind, path_contains: &str, fault: Fault, skip: usize, times: usize) {
+        self.rules.lock().push(Rule {
+            kind,
+            path_contains: path_contains.to_string(),
+            fault,
+            skip,
+            times,
+        });
+    }
+
+    /// Removes every rule: the "disk" works again.
+    pub fn clear(&self) {
+        self.rules.lock().clear();
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> usize {
+        *self.injected.lock()
+    }
+}
+
+impl FaultInjector for FaultPlan {
+    fn inject(&self, op: &FileOp<'_>) -> Option<Fault> {
+        let kind = match op {
+            FileOp::Write { .. } => OpKind::Write,
+            FileOp::Truncate { .. } => OpKind::Truncate,
+            FileOp::Sync { .. } => OpKind::Sync,
+            FileOp::Rename { .. } => OpKind::Rename,
+            FileOp::Remove { .. } => OpKind::Remove,
+        };
+        let path = op.path().to_string_lossy();
+        let mut rules = self.rules.lock();
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.kind == kind && r.times > 0 && path.contains(&r.path_contains))?;
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
+        }
+        rule.times = rule.times.saturating_sub(1);
+        *self.injected.lock() += 1;
+        Some(rule.fault)
+    }
+}
+
+impl Fs {
+    /// `sync_dir` with the store's error context.
+    pub fn sync_dir_ctx(&self, path: &Path) -> crate::Result<()> {
+        use crate::error::IoContext;
+        self.sync_dir(path)
+            .ctx(|| format!("fsync directory {}", path.display()))
+    }
+}
