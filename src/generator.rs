@@ -37,6 +37,21 @@ impl Default for Workload {
     }
 }
 
+impl Workload {
+    /// The small workload `replaystore crash-writer` appends and the crash test regenerates to
+    /// compare: one definition, so the two cannot drift apart.
+    pub fn crash_test(seed: u64, start_ms: i64) -> Workload {
+        Workload {
+            seed,
+            start_ms,
+            sessions: 30,
+            persons: 8,
+            teams: 1,
+            median_session_bytes: 100_000,
+        }
+    }
+}
+
 /// One generated session.
 #[derive(Debug, Clone)]
 pub struct GeneratedSession {

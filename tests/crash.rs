@@ -1,118 +1,125 @@
-//! Durability under a real crash: a `replaystore crash-writer` process is SIGKILLed at varying
-//! moments; every chunk it acknowledged (printed after `flush()` returned) must be readable,
-//! bit-exact, after reopen, with nothing duplicated.
+//! Durability under real crashes: `replaystore crash-writer` (src/cli/torture.rs) appends,
+//! flushes, deletes persons and compacts, logging what the store acknowledged in a fsynced side
+//! log; it is SIGKILLed at a random moment; the store is reopened and checked: every
+//! acknowledged chunk is readable bit-exact, nothing of a deleted person is readable, nothing
+//! is duplicated, and new writes succeed.
+//!
+//! 50 cycles by default; `REPLAYSTORE_CRASH_CYCLES=N` for long runs.
 
-mod common;
-
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use replaystore::generator::{interleaved, Workload};
+use replaystore::generator::{interleaved, Rng, Workload};
 use replaystore::{Chunk, Config, Store};
 
-fn workload(seed: u64, start_ms: i64) -> Vec<Chunk> {
-    // Must match `crash_workload` in src/cli/measure.rs.
-    interleaved(&Workload {
-        seed,
-        start_ms,
-        sessions: 40,
-        persons: 10,
-        median_session_bytes: 150_000,
-        ..Default::default()
-    })
+/// What the side log says was acknowledged.
+#[derive(Default)]
+struct Acked {
+    chunks: usize,
+    deleted: HashSet<String>,
+    /// Deletions requested whose outcome the log does not know (killed during the call).
+    maybe_deleted: HashSet<String>,
+}
+
+fn read_side_log(path: &Path) -> Acked {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut a = Acked::default();
+    // Only whole lines: the last one may be torn by the kill.
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let line = line.trim_end();
+        if let Some(n) = line.strip_prefix("acked ") {
+            a.chunks = a.chunks.max(n.parse().unwrap());
+        } else if let Some(p) = line.strip_prefix("deleting ") {
+            a.maybe_deleted.insert(p.to_string());
+        } else if let Some(p) = line.strip_prefix("deleted ") {
+            a.maybe_deleted.remove(p);
+            a.deleted.insert(p.to_string());
+        }
+    }
+    a
+}
+
+/// Checks the reopened store against the workload and the side log; returns chunks checked.
+fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usize {
+    let mut sessions: HashMap<&str, Vec<&Chunk>> = HashMap::new();
+    for c in expected {
+        sessions.entry(&c.session_id).or_default().push(c);
+    }
+    let mut must: HashMap<&str, usize> = HashMap::new();
+    for c in &expected[..acked.chunks] {
+        *must.entry(&c.session_id).or_default() += 1;
+    }
+    let mut checked = 0;
+    for (sid, want) in &sessions {
+        let person = &want[0].person;
+        let got = store.read_session(1, sid).unwrap().map(|s| s.chunks).unwrap_or_default();
+        if acked.deleted.contains(person) {
+            assert!(got.is_empty(), "cycle {cycle}: {sid} of deleted {person} is readable");
+            continue;
+        }
+        // Bit-exact prefix of what was appended (no duplicate, no gap, no foreign chunk).
+        assert!(got.len() <= want.len(), "cycle {cycle}: {sid} has duplicates");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.payload, w.payload, "cycle {cycle}: {sid} differs");
+        }
+        checked += got.len();
+        if acked.maybe_deleted.contains(person) {
+            continue; // the deletion may or may not have been made durable
+        }
+        let n = must.get(*sid).copied().unwrap_or(0);
+        assert!(got.len() >= n, "cycle {cycle}: {sid} lost acknowledged chunks ({} < {n})", got.len());
+    }
+    checked
 }
 
 #[test]
-fn acknowledged_chunks_survive_sigkill() {
-    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions() {
+    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     // Sessions from a day ago: inside the default 30-day retention the writer runs with.
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        - 86_400_000;
-    let expected = workload(7, start_ms);
-    let mut checked = 0usize;
+    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 86_400_000;
+    let expected = interleaved(&Workload::crash_test(7, start_ms));
+    let mut rng = Rng::new(0xC0FFEE);
+    let (mut checked, mut acked_total, mut deletions) = (0, 0, 0);
     for cycle in 0..cycles {
         let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("side.log");
+        let store_dir = dir.path().join("store");
         let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-            .args([
-                "crash-writer",
-                "--seed",
-                "7",
-                "--start-ms",
-                &start_ms.to_string(),
-                "--dir",
-            ])
-            .arg(dir.path())
+            .args(["crash-writer", "--seed", "7", "--start-ms", &start_ms.to_string(), "--log"])
+            .arg(&side)
+            .arg("--dir")
+            .arg(&store_dir)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn crash-writer");
-        // Kill after a different number of acknowledgements each cycle.
-        let kill_after = 3 + cycle * 11;
-        let mut acked = 0usize;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = 0;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(n) = line.strip_prefix("acked ") {
-                acked = n.parse().unwrap();
-                seen += 1;
-                if seen >= kill_after {
-                    break;
-                }
-            }
-        }
-        child.kill().unwrap(); // SIGKILL
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "started");
+        // Kill at a random moment of the run (which takes ~100-300 ms).
+        std::thread::sleep(Duration::from_micros(rng.below(250_000)));
+        let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
 
-        let store =
-            Store::open(dir.path(), Config::default().with_background_flush(false)).unwrap();
-        // Per session: the stored chunks must be exactly a prefix of what was appended, at
-        // least as long as what was acknowledged (later chunks may or may not have made it).
-        let mut sessions: Vec<(u64, String)> = expected
-            .iter()
-            .map(|c| (c.team, c.session_id.clone()))
-            .collect();
-        sessions.sort();
-        sessions.dedup();
-        let mut total = 0;
-        for (team, sid) in sessions {
-            let want: Vec<&Chunk> = expected
-                .iter()
-                .filter(|c| c.team == team && c.session_id == sid)
-                .collect();
-            let must = expected[..acked]
-                .iter()
-                .filter(|c| c.team == team && c.session_id == sid)
-                .count();
-            let got = store
-                .read_session(team, &sid)
-                .unwrap()
-                .map(|s| s.chunks)
-                .unwrap_or_default();
-            assert!(
-                got.len() >= must,
-                "cycle {cycle}: {sid} lost acknowledged chunks ({} < {must})",
-                got.len()
-            );
-            assert!(
-                got.len() <= want.len(),
-                "cycle {cycle}: {sid} has duplicates"
-            );
-            for (g, w) in got.iter().zip(&want) {
-                assert_eq!(g.payload, w.payload, "cycle {cycle}: {sid}");
-            }
-            total += got.len();
-        }
-        assert!(total >= acked);
-        checked += acked;
-        // New writes succeed after recovery.
-        store.append(expected[0].clone()).unwrap();
+        let acked = read_side_log(&side);
+        let store = Store::open(&store_dir, Config::default().with_background_flush(false).with_maintenance_interval(None)).unwrap();
+        checked += check(&store, &expected, &acked, cycle);
+        acked_total += acked.chunks;
+        deletions += acked.deleted.len();
+        // The store takes new writes after recovery, and a compaction pass.
+        let mut c = expected[0].clone();
+        c.session_id = "after-recovery".into();
+        c.person = "someone-new".into();
+        store.append(c).unwrap();
         store.flush().unwrap();
+        store.compact().unwrap();
+        assert!(store.read_session(1, "after-recovery").unwrap().is_some());
+        checked += check(&store, &expected, &acked, cycle);
     }
-    println!("crash test: {cycles} kill/reopen cycles, {checked} acknowledged chunks checked");
+    println!(
+        "crash test: {cycles} kill/reopen cycles, {acked_total} acknowledged chunks, {checked} chunk reads checked, {deletions} acknowledged deletions"
+    );
 }

@@ -143,37 +143,3 @@ fn stored(chunks: &[Chunk], flush_each: bool) -> Result<u64> {
     store.flush()?;
     Ok(store.stats()?.stored_bytes)
 }
-
-/// The chunk stream `crash-writer` appends, in order; crash tests regenerate it to compare.
-pub fn crash_workload(seed: u64, start_ms: i64) -> Vec<Chunk> {
-    replaystore::generator::interleaved(&crash_workload_params(seed, start_ms))
-}
-
-fn crash_workload_params(seed: u64, start_ms: i64) -> replaystore::generator::Workload {
-    replaystore::generator::Workload {
-        seed,
-        start_ms,
-        sessions: 40,
-        persons: 10,
-        median_session_bytes: 150_000,
-        ..Default::default()
-    }
-}
-
-pub fn crash_writer(dir: &Path, seed: u64, start_ms: i64) -> Result<i32> {
-    use std::io::Write;
-    let store = Store::open(dir, Config::default().with_segment_bytes(512 << 10))?;
-    let mut out = std::io::stdout().lock();
-    for (i, c) in crash_workload(seed, start_ms).into_iter().enumerate() {
-        store.append(c)?;
-        if i % 7 == 6 {
-            store.flush()?;
-            writeln!(out, "acked {}", i + 1)
-                .and_then(|_| out.flush())
-                .map_err(io("stdout"))?;
-        }
-    }
-    store.flush()?;
-    writeln!(out, "done").map_err(io("stdout"))?;
-    Ok(0)
-}

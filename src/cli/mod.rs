@@ -5,6 +5,7 @@ mod demo;
 mod ingest;
 mod measure;
 mod query;
+mod torture;
 
 use std::path::PathBuf;
 
@@ -177,8 +178,8 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         sessions: usize,
     },
-    /// Append a deterministic workload, flushing often, and print `acked N` after each flush
-    /// returns; crash tests SIGKILL it and check that every acknowledged chunk survived.
+    /// Append a deterministic workload with flushes, deletions and compactions, recording what
+    /// was acknowledged in a side log; the crash test SIGKILLs it (see src/cli/torture.rs).
     #[command(hide = true)]
     CrashWriter {
         #[arg(long)]
@@ -188,6 +189,9 @@ enum Command {
         /// Start time of the generated sessions (ms since epoch).
         #[arg(long)]
         start_ms: i64,
+        /// The side log of acknowledgements.
+        #[arg(long)]
+        log: PathBuf,
     },
     /// Measure stored bytes when each flush sees one chunk per session vs whole sessions.
     #[command(hide = true)]
@@ -254,7 +258,8 @@ pub fn run() -> Result<i32> {
             dir,
             seed,
             start_ms,
-        } => measure::crash_writer(&dir, seed, start_ms),
+            log,
+        } => torture::run(&dir, seed, start_ms, &log),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
 }
