@@ -31,6 +31,8 @@ mod failpoint;
 mod flush;
 pub mod format;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generator;
 pub mod posthog;
 mod read;

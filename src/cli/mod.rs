@@ -193,6 +193,12 @@ enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+    /// Write the fuzz targets' seed corpus.
+    #[command(hide = true)]
+    FuzzSeeds {
+        #[arg(long, default_value = "fuzz/corpus")]
+        out: PathBuf,
+    },
     /// Measure stored bytes when each flush sees one chunk per session vs whole sessions.
     #[command(hide = true)]
     Grouping {
@@ -260,6 +266,7 @@ pub fn run() -> Result<i32> {
             start_ms,
             log,
         } => torture::run(&dir, seed, start_ms, &log),
+        Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
 }

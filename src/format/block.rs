@@ -231,8 +231,7 @@ pub fn decode_payloads(header: &BlockHeader, block: &[u8]) -> DecodeResult<Vec<V
     }
     let raw = match header.codec {
         Codec::None => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, header.raw_len as usize)
-            .map_err(|e| DecodeError::new(format!("zstd: {e}")))?,
+        Codec::Zstd => decompress(stored, header.raw_len as usize)?,
     };
     if raw.len() != header.raw_len as usize {
         return Err(DecodeError::new("payload shorter than raw_len"));
@@ -244,6 +243,28 @@ pub fn decode_payloads(header: &BlockHeader, block: &[u8]) -> DecodeResult<Vec<V
         out.push(raw[pos..end].to_vec());
         pos = end;
     }
+    Ok(out)
+}
+
+/// Real blocks never compress more than this; a header claiming more is not trusted with an
+/// allocation of its claimed size up front.
+const MAX_TRUSTED_RATIO: usize = 256;
+
+/// Decompresses a zstd frame of exactly `raw_len` bytes. The output buffer is allocated at
+/// once only when `raw_len` is plausible for the stored size; otherwise it grows with the data
+/// actually produced, so a forged length cannot make the reader allocate a gigabyte.
+fn decompress(stored: &[u8], raw_len: usize) -> DecodeResult<Vec<u8>> {
+    let zerr = |e: std::io::Error| DecodeError::new(format!("zstd: {e}"));
+    if raw_len <= stored.len().saturating_mul(MAX_TRUSTED_RATIO) {
+        return zstd::bulk::decompress(stored, raw_len).map_err(zerr);
+    }
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(stored)
+        .map_err(zerr)?
+        .take(raw_len as u64)
+        .read_to_end(&mut out)
+        .map_err(zerr)?;
     Ok(out)
 }
 

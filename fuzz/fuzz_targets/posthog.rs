@@ -1,0 +1,6 @@
+#![no_main]
+//! cargo fuzz run posthog  (see docs/reliability.md)
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| replaystore::fuzzing::posthog(data));
