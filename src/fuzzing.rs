@@ -37,14 +37,18 @@ pub fn footer(data: &[u8]) {
 pub fn open_dir(data: &[u8]) {
     let Ok(dir) = tempfile::tempdir() else { return };
     let lane = dir.path().join("lanes").join("30d");
-    if std::fs::create_dir_all(&lane).is_err() || std::fs::write(lane.join("00000000000000000001.seg"), data).is_err() {
+    if std::fs::create_dir_all(&lane).is_err()
+        || std::fs::write(lane.join("00000000000000000001.seg"), data).is_err()
+    {
         return;
     }
     let config = crate::Config::default()
         .with_background_flush(false)
         .with_maintenance_interval(None)
         .with_default_retention_days(3650);
-    let Ok(store) = crate::Store::open(dir.path(), config) else { return };
+    let Ok(store) = crate::Store::open(dir.path(), config) else {
+        return;
+    };
     let _ = store.stats();
     for team in [0, 1, 2] {
         if let Ok(list) = store.list_sessions(team, &crate::SessionFilter::default()) {

@@ -219,6 +219,16 @@ impl Store {
         self.shutdown()
     }
 
+    /// Closes as a crash would: everything not yet flushed is dropped, nothing is written.
+    /// For tests that model crashes inside one process (a real kill is tests/crash.rs).
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        self.inner.buffer.purge(|_| true);
+        self.inner.retry.lock().clear();
+        self.inner.retry_bytes.store(0, Ordering::Release);
+        drop(self); // shutdown's flush finds nothing to write
+    }
+
     fn shutdown(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -55,13 +55,23 @@ fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usiz
     let mut checked = 0;
     for (sid, want) in &sessions {
         let person = &want[0].person;
-        let got = store.read_session(1, sid).unwrap().map(|s| s.chunks).unwrap_or_default();
+        let got = store
+            .read_session(1, sid)
+            .unwrap()
+            .map(|s| s.chunks)
+            .unwrap_or_default();
         if acked.deleted.contains(person) {
-            assert!(got.is_empty(), "cycle {cycle}: {sid} of deleted {person} is readable");
+            assert!(
+                got.is_empty(),
+                "cycle {cycle}: {sid} of deleted {person} is readable"
+            );
             continue;
         }
         // Bit-exact prefix of what was appended (no duplicate, no gap, no foreign chunk).
-        assert!(got.len() <= want.len(), "cycle {cycle}: {sid} has duplicates");
+        assert!(
+            got.len() <= want.len(),
+            "cycle {cycle}: {sid} has duplicates"
+        );
         for (g, w) in got.iter().zip(want) {
             assert_eq!(g.payload, w.payload, "cycle {cycle}: {sid} differs");
         }
@@ -70,16 +80,27 @@ fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usiz
             continue; // the deletion may or may not have been made durable
         }
         let n = must.get(*sid).copied().unwrap_or(0);
-        assert!(got.len() >= n, "cycle {cycle}: {sid} lost acknowledged chunks ({} < {n})", got.len());
+        assert!(
+            got.len() >= n,
+            "cycle {cycle}: {sid} lost acknowledged chunks ({} < {n})",
+            got.len()
+        );
     }
     checked
 }
 
 #[test]
 fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions() {
-    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     // Sessions from a day ago: inside the default 30-day retention the writer runs with.
-    let start_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 86_400_000;
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 86_400_000;
     let expected = interleaved(&Workload::crash_test(7, start_ms));
     let mut rng = Rng::new(0xC0FFEE);
     let (mut checked, mut acked_total, mut deletions) = (0, 0, 0);
@@ -88,7 +109,14 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         let side = dir.path().join("side.log");
         let store_dir = dir.path().join("store");
         let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-            .args(["crash-writer", "--seed", "7", "--start-ms", &start_ms.to_string(), "--log"])
+            .args([
+                "crash-writer",
+                "--seed",
+                "7",
+                "--start-ms",
+                &start_ms.to_string(),
+                "--log",
+            ])
             .arg(&side)
             .arg("--dir")
             .arg(&store_dir)
@@ -105,7 +133,13 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         child.wait().unwrap();
 
         let acked = read_side_log(&side);
-        let store = Store::open(&store_dir, Config::default().with_background_flush(false).with_maintenance_interval(None)).unwrap();
+        let store = Store::open(
+            &store_dir,
+            Config::default()
+                .with_background_flush(false)
+                .with_maintenance_interval(None),
+        )
+        .unwrap();
         checked += check(&store, &expected, &acked, cycle);
         acked_total += acked.chunks;
         deletions += acked.deleted.len();

@@ -8,9 +8,14 @@ use replaystore::fuzzing;
 use replaystore::generator::Rng;
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(!out.is_empty(), "no seed corpus in {}", dir.display());
     out.sort();

@@ -152,13 +152,22 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
         std::fs::create_dir_all(&dir).map_err(io("create corpus dir"))?;
         std::fs::write(dir.join(name), bytes).map_err(io("write seed"))
     };
-    let w = replaystore::generator::Workload { sessions: 3, median_session_bytes: 60_000, ..Default::default() };
+    let w = replaystore::generator::Workload {
+        sessions: 3,
+        median_session_bytes: 60_000,
+        ..Default::default()
+    };
     let chunks = replaystore::generator::interleaved(&w);
     // Blocks: one small chunk, a few chunks of one session with windows.
     let mut writer = replaystore::format::BlockWriter::new(3).map_err(io("zstd"))?;
     let busiest = chunks
         .iter()
-        .max_by_key(|c| chunks.iter().filter(|d| d.session_id == c.session_id).count())
+        .max_by_key(|c| {
+            chunks
+                .iter()
+                .filter(|d| d.session_id == c.session_id)
+                .count()
+        })
         .map(|c| c.session_id.clone())
         .unwrap_or_default();
     for (i, n) in [1usize, 4].iter().enumerate() {
@@ -166,7 +175,10 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
             .iter()
             .filter(|c| c.session_id == busiest)
             .take(*n)
-            .map(|c| Chunk { payload: c.payload[..c.payload.len().min(1000)].to_vec(), ..c.clone() })
+            .map(|c| Chunk {
+                payload: c.payload[..c.payload.len().min(1000)].to_vec(),
+                ..c.clone()
+            })
             .collect();
         let mut bytes = Vec::new();
         writer.encode(7, &group, &mut bytes).map_err(io("encode"))?;
@@ -175,7 +187,10 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
     // Segments: a sealed one (footer target and open target) and an unsealed one.
     for sealed in [true, false] {
         let dir = tempfile::tempdir().map_err(io("temp dir"))?;
-        let config = Config::default().with_background_flush(false).with_maintenance_interval(None).with_default_retention_days(3650);
+        let config = Config::default()
+            .with_background_flush(false)
+            .with_maintenance_interval(None)
+            .with_default_retention_days(3650);
         let store = Store::open(dir.path(), config)?;
         for c in chunks.iter().take(12) {
             let mut c = c.clone();
@@ -198,7 +213,11 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
     // PostHog bodies: a gzip body and a JSON array as posthog-js sends them.
     let event = r#"[{"event":"$snapshot","properties":{"$session_id":"s1","$window_id":"w1","distinct_id":"p1","$snapshot_data":[{"type":4,"data":{"href":"https://x/"},"timestamp":1795000000000}]}}]"#;
     put("posthog", "array.json", event.as_bytes())?;
-    put("posthog", "lines.jsonl", format!("{event}\n{event}\n").as_bytes())?;
+    put(
+        "posthog",
+        "lines.jsonl",
+        format!("{event}\n{event}\n").as_bytes(),
+    )?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, event.as_bytes()).map_err(io("gzip"))?;
     put("posthog", "body.gz", &gz.finish().map_err(io("gzip"))?)?;

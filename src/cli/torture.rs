@@ -22,13 +22,24 @@ const DELETE_EVERY: usize = 90;
 const COMPACT_EVERY: usize = 130;
 
 pub fn run(dir: &Path, seed: u64, start_ms: i64, log: &Path) -> Result<i32> {
-    let io = |e: std::io::Error| Error::Io { context: format!("side log {}", log.display()), source: e };
-    let mut side = OpenOptions::new().create(true).append(true).open(log).map_err(io)?;
+    let io = |e: std::io::Error| Error::Io {
+        context: format!("side log {}", log.display()),
+        source: e,
+    };
+    let mut side = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io)?;
     let mut record = |line: String| -> Result<()> {
-        side.write_all(line.as_bytes()).and_then(|_| side.sync_data()).map_err(io)
+        side.write_all(line.as_bytes())
+            .and_then(|_| side.sync_data())
+            .map_err(io)
     };
     // Small segments, so that sealing, rolling and compaction happen within a short run.
-    let config = Config::default().with_segment_bytes(256 << 10).with_maintenance_interval(None);
+    let config = Config::default()
+        .with_segment_bytes(256 << 10)
+        .with_maintenance_interval(None);
     let store = Store::open(dir, config)?;
     println!("started");
     let chunks = interleaved(&Workload::crash_test(seed, start_ms));

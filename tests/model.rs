@@ -1,0 +1,280 @@
+//! Model-based test (proptest): random sequences of append, flush, read, list, delete_person,
+//! delete_session, clock moves with enforce_retention, compact, clean reopen and crash, checked
+//! against a plain in-memory model of what must be visible.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use replaystore::{Chunk, Config, Error, ManualClock, SessionFilter, Store, DAY_MS};
+
+const SESSIONS: usize = 6;
+const PERSONS: usize = 3;
+const T0: i64 = 1_795_000_000_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        session: usize,
+        size: usize,
+    },
+    Flush,
+    Read {
+        session: usize,
+    },
+    List,
+    DeletePerson {
+        person: usize,
+    },
+    DeleteSession {
+        session: usize,
+    },
+    /// Move the clock forward by this many hours, then enforce retention.
+    Advance {
+        hours: u32,
+    },
+    Compact,
+    Reopen,
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..SESSIONS, 1usize..3000).prop_map(|(session, size)| Op::Append { session, size }),
+        3 => Just(Op::Flush),
+        2 => (0..SESSIONS).prop_map(|session| Op::Read { session }),
+        1 => Just(Op::List),
+        1 => (0..PERSONS).prop_map(|person| Op::DeletePerson { person }),
+        1 => (0..SESSIONS).prop_map(|session| Op::DeleteSession { session }),
+        1 => (1u32..24 * 40).prop_map(|hours| Op::Advance { hours }),
+        1 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// One chunk as the model knows it.
+#[derive(Clone)]
+struct Known {
+    payload: Vec<u8>,
+    first_ts: i64,
+    last_ts: i64,
+    durable: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    sessions: HashMap<usize, Vec<Known>>,
+    deleted_sessions: Vec<usize>,
+    /// person -> latest deletion time
+    deleted_persons: HashMap<usize, i64>,
+    appended: usize,
+}
+
+const RETENTION_DAYS: i64 = 30;
+
+impl Model {
+    fn person(session: usize) -> usize {
+        session % PERSONS
+    }
+    fn refused(&self, session: usize, first_ts: i64) -> bool {
+        self.deleted_sessions.contains(&session)
+            || self
+                .deleted_persons
+                .get(&Self::person(session))
+                .is_some_and(|&at| first_ts <= at)
+    }
+    /// What a read of `session` must return at `now`.
+    fn visible(&self, session: usize, now: i64) -> Vec<Vec<u8>> {
+        if self.deleted_sessions.contains(&session) {
+            return Vec::new();
+        }
+        let cut = now - RETENTION_DAYS * DAY_MS;
+        let deleted_at = self.deleted_persons.get(&Self::person(session)).copied();
+        self.sessions
+            .get(&session)
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c.durable && c.last_ts >= cut)
+                    .filter(|c| deleted_at.is_none_or(|at| c.first_ts > at))
+                    .map(|c| c.payload.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn sid(s: usize) -> String {
+    format!("session-{s}")
+}
+
+fn config(clock: &Arc<ManualClock>) -> Config {
+    Config::default()
+        .with_background_flush(false)
+        .with_maintenance_interval(None)
+        .with_segment_bytes(16 << 10)
+        .with_segment_max_age(Duration::from_secs(3600))
+        .with_default_retention_days(RETENTION_DAYS as u16)
+        .with_clock(clock.clone())
+}
+
+fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+    let mut model = Model::default();
+    for op in ops {
+        let s = store.as_ref().unwrap();
+        let now = clock.now();
+        match op {
+            Op::Append { session, size } => {
+                model.appended += 1;
+                let payload = common::payload(&sid(session), model.appended, size);
+                let c = Chunk {
+                    team: 1,
+                    session_id: sid(session),
+                    person: format!("person-{}", Model::person(session)),
+                    window_id: None,
+                    first_ts_ms: now - 500,
+                    last_ts_ms: now,
+                    payload: payload.clone(),
+                };
+                match s.append(c) {
+                    Ok(()) => {
+                        assert!(
+                            !model.refused(session, now - 500),
+                            "a deleted chunk was accepted"
+                        );
+                        model.sessions.entry(session).or_default().push(Known {
+                            payload,
+                            first_ts: now - 500,
+                            last_ts: now,
+                            durable: false,
+                        });
+                    }
+                    Err(Error::Deleted { .. }) => assert!(model.refused(session, now - 500)),
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+            Op::Flush => {
+                s.flush().unwrap();
+                model
+                    .sessions
+                    .values_mut()
+                    .flatten()
+                    .for_each(|c| c.durable = true);
+            }
+            Op::Read { session } => {
+                let got: Vec<Vec<u8>> = s
+                    .read_session(1, &sid(session))
+                    .unwrap()
+                    .map(|d| d.chunks.into_iter().map(|c| c.payload).collect())
+                    .unwrap_or_default();
+                assert_eq!(got, model.visible(session, now), "read of {}", sid(session));
+            }
+            Op::List => {
+                let listed = s.list_sessions(1, &SessionFilter::default()).unwrap();
+                for l in &listed {
+                    let n: usize = l.session_id["session-".len()..].parse().unwrap();
+                    assert!(
+                        !model.visible(n, now).is_empty(),
+                        "{} listed but not visible",
+                        l.session_id
+                    );
+                }
+                // Sessions of persons never deleted are listed exactly when visible.
+                for n in 0..SESSIONS {
+                    if model.deleted_persons.contains_key(&Model::person(n)) {
+                        continue;
+                    }
+                    let is_listed = listed.iter().any(|l| l.session_id == sid(n));
+                    assert_eq!(
+                        is_listed,
+                        !model.visible(n, now).is_empty(),
+                        "listing of {}",
+                        sid(n)
+                    );
+                }
+            }
+            Op::DeletePerson { person } => {
+                s.delete_person(1, &format!("person-{person}")).unwrap();
+                model.deleted_persons.insert(person, now);
+                // Buffered chunks of the person recorded up to now are purged.
+                for (session, cs) in model.sessions.iter_mut() {
+                    if Model::person(*session) == person {
+                        cs.retain(|c| c.durable || c.first_ts > now);
+                    }
+                }
+            }
+            Op::DeleteSession { session } => {
+                s.delete_session(1, &sid(session)).unwrap();
+                model.deleted_sessions.push(session);
+                if let Some(cs) = model.sessions.get_mut(&session) {
+                    cs.retain(|c| c.durable);
+                }
+            }
+            Op::Advance { hours } => {
+                clock.advance(Duration::from_secs(hours as u64 * 3600));
+                s.flush().unwrap(); // also seals segments by age
+                model
+                    .sessions
+                    .values_mut()
+                    .flatten()
+                    .for_each(|c| c.durable = true);
+                s.enforce_retention(clock.now()).unwrap();
+            }
+            Op::Compact => {
+                let r = s.compact().unwrap();
+                assert!(r.failed_jobs.is_empty(), "{r:?}");
+                model
+                    .sessions
+                    .values_mut()
+                    .flatten()
+                    .for_each(|c| c.durable = true);
+            }
+            Op::Reopen => {
+                store.take().unwrap().close().unwrap();
+                model
+                    .sessions
+                    .values_mut()
+                    .flatten()
+                    .for_each(|c| c.durable = true);
+                store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+            }
+            Op::Crash => {
+                store.take().unwrap().simulate_crash();
+                model
+                    .sessions
+                    .values_mut()
+                    .for_each(|cs| cs.retain(|c| c.durable));
+                store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+            }
+        }
+    }
+    // Final check of every session.
+    let s = store.as_ref().unwrap();
+    for n in 0..SESSIONS {
+        let got: Vec<Vec<u8>> = s
+            .read_session(1, &sid(n))
+            .unwrap()
+            .map(|d| d.chunks.into_iter().map(|c| c.payload).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            got,
+            model.visible(n, clock.now()),
+            "final read of {}",
+            sid(n)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops);
+    }
+}
