@@ -41,6 +41,7 @@ mod retention;
 mod segment;
 mod store;
 mod tombstone;
+mod verify;
 mod write_buffer;
 mod writer;
 
@@ -53,3 +54,4 @@ pub use recovery::RecoveryReport;
 pub use retention::{RetentionReport, DAY_MS};
 pub use store::Store;
 pub use tombstone::{DeletionStatus, Purged, Target};
+pub use verify::VerifyReport;

@@ -246,6 +246,36 @@ impl Segment {
         }
     }
 
+    /// Every session record, from the footer (each verified) or the in-memory index; a record
+    /// that fails its checks is returned as an error in its place.
+    pub fn all_entries(&self) -> Vec<std::result::Result<SessionEntry, String>> {
+        match (&self.index, &self.data) {
+            (Index::Footer(f), Data::Mapped(map)) => (0..f.session_count)
+                .map(|i| {
+                    f.entry(map, i)
+                        .map_err(|e| format!("session entry {i}: {}", e.0))
+                })
+                .collect(),
+            (Index::Memory(m), _) => m
+                .read()
+                .sessions
+                .values()
+                .flatten()
+                .cloned()
+                .map(Ok)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The footer, when sealed.
+    pub fn footer(&self) -> Option<&FooterView> {
+        match &self.index {
+            Index::Footer(f) => Some(f),
+            Index::Memory(_) => None,
+        }
+    }
+
     /// Does this segment hold blocks of the session? (Bloom filter first when sealed.)
     pub fn contains(&self, team: u64, session: &str) -> Result<bool> {
         match &self.index {

@@ -132,3 +132,24 @@ pub fn expire(store: &Store, now: Option<i64>) -> Result<i32> {
     );
     Ok(0)
 }
+
+/// Scrub: exit 0 when every check passes, 1 with the list of problems otherwise.
+pub fn verify(store: &Store, json: bool) -> Result<i32> {
+    let r = store.verify()?;
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        println!(
+            "checked {} segments, {} blocks ({:.1} MB), {} session records: {} problems",
+            r.segments,
+            r.blocks,
+            mb(r.bytes),
+            r.sessions,
+            r.problems.len()
+        );
+        for p in &r.problems {
+            println!("  {p}");
+        }
+    }
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
+}

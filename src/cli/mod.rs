@@ -170,6 +170,14 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Check every segment: checksums, decompression, footers against blocks. Exits 1 and
+    /// lists the problems when there are any.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
     IndexCost {
@@ -259,6 +267,7 @@ pub fn run() -> Result<i32> {
         Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
         Command::Compact { store } => admin::compact(&store.open()?),
         Command::Expire { store, now } => admin::expire(&store.open()?, now),
+        Command::Verify { store, json } => admin::verify(&store.open()?, json),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {
             dir,
