@@ -79,8 +79,8 @@ impl MemIndex {
     }
 }
 
-/// What `Segment::for_each_block` calls with each block's bytes and header.
-pub(crate) type BlockVisitor<'a> = dyn FnMut(&[u8], &BlockHeader) -> Result<()> + 'a;
+/// What `Segment::for_each_block` calls with each block's offset, bytes and header.
+pub(crate) type BlockVisitor<'a> = dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()> + 'a;
 
 enum Data {
     Mapped(Mmap),
@@ -292,7 +292,7 @@ impl Segment {
         }
     }
 
-    /// Calls `f(block bytes, header)` for every indexed block, in file order; the first block
+    /// Calls `f(offset, block bytes, header)` for every indexed block, in file order; the first block
     /// that fails its checks is an error. Sealed segments are walked sequentially through the
     /// mapping; in-memory-indexed ones (a footer that failed its checks) block by block.
     pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
@@ -304,7 +304,7 @@ impl Segment {
                     let bytes = &map[pos..end];
                     let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
                     let len = h.total_len() as usize;
-                    f(&bytes[..len], &h)?;
+                    f(pos as u64, &bytes[..len], &h)?;
                     pos += len;
                 }
             }
@@ -320,7 +320,7 @@ impl Segment {
                 for r in refs {
                     let bytes = self.block_bytes(r)?;
                     let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
-                    f(&bytes, &h)?;
+                    f(r.offset, &bytes, &h)?;
                 }
             }
             (Index::Footer(_), Data::File(_)) => {}

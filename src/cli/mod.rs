@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch.
 
 mod admin;
+mod bench;
 mod demo;
 mod ingest;
 mod measure;
@@ -178,6 +179,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure this store beside the zstd-only limit and peer systems on the same data.
+    Bench {
+        /// Generated sessions (ignored with --fixture).
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+        /// zstd level (this store and the limit).
+        #[arg(long, default_value_t = 3)]
+        level: i32,
+        /// Real posthog-js batches (snapshot-batches.jsonl), copied to about --target-mb.
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        target_mb: usize,
+        /// Where the systems write (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Each thread makes its appends durable every this many MiB.
+        #[arg(long, default_value_t = 8)]
+        flush_mb: usize,
+        /// Skip the slow PostHog v1 layout (a gzip file per session flush).
+        #[arg(long)]
+        no_v1: bool,
+    },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
     IndexCost {
@@ -268,6 +296,27 @@ pub fn run() -> Result<i32> {
         Command::Compact { store } => admin::compact(&store.open()?),
         Command::Expire { store, now } => admin::expire(&store.open()?, now),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
+        Command::Bench {
+            sessions,
+            threads,
+            json,
+            level,
+            fixture,
+            target_mb,
+            dir,
+            flush_mb,
+            no_v1,
+        } => bench::run(bench::Args {
+            sessions,
+            threads,
+            json,
+            level,
+            fixture,
+            target_mb,
+            dir,
+            flush_mb,
+            skip_v1: no_v1,
+        }),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {
             dir,

@@ -16,6 +16,10 @@ use super::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult
 use crate::chunk::Chunk;
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
+/// Block flag: a regrouped block (a whole session, or its idle part, compressed as one).
+pub const BLOCK_REGROUPED: u8 = 1;
+/// Block flag: its payloads were normalized (posthog-js in-event gzip inflated).
+pub const BLOCK_NORMALIZED: u8 = 2;
 pub const BLOCK_FIXED_LEN: usize = 64;
 /// Upper bound on header_len (identifiers, windows and the chunk table).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
@@ -51,6 +55,8 @@ pub struct ChunkEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
     pub codec: Codec,
+    /// `BLOCK_REGROUPED`, `BLOCK_NORMALIZED`.
+    pub flags: u8,
     pub dict_id: u32,
     pub team: u64,
     pub seq: u64,
@@ -133,7 +139,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     b.take(4)?; // magic, checked by peek_total_len
     let header_len = b.u32()?;
     let codec = Codec::from_u8(b.u8()?)?;
-    let _flags = b.u8()?;
+    let flags = b.u8()?;
     let window_count = b.u16()? as usize;
     let dict_id = b.u32()?;
     let team = b.u64()?;
@@ -201,6 +207,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     }
     Ok(BlockHeader {
         codec,
+        flags,
         dict_id,
         team,
         seq,
@@ -285,6 +292,17 @@ impl BlockWriter {
     /// Encodes the chunks (all of one team and session, already validated, in append order) as
     /// one block appended to `out`. The caller keeps the total raw size under `MAX_BLOCK_RAW`.
     pub fn encode(&mut self, seq: u64, chunks: &[Chunk], out: &mut Vec<u8>) -> std::io::Result<()> {
+        self.encode_with_flags(seq, 0, chunks, out)
+    }
+
+    /// `encode` with block flags.
+    pub fn encode_with_flags(
+        &mut self,
+        seq: u64,
+        flags: u8,
+        chunks: &[Chunk],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         let first = &chunks[0];
         self.raw.clear();
         let mut windows: Vec<&str> = Vec::new();
@@ -326,7 +344,7 @@ impl BlockWriter {
         out.extend_from_slice(&BLOCK_MAGIC);
         put_u32(out, header_len as u32);
         out.push(codec as u8);
-        out.push(0);
+        out.push(flags);
         put_u16(out, windows.len() as u16);
         put_u32(out, 0); // dictionary id: none yet
         put_u64(out, first.team);

@@ -4,7 +4,7 @@
 //! fixed (96 B): 0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
 //!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
 //!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
-//!   80..96 reserved (zero)
+//!   80 flags u32 (bit 0: every session in it was regrouped) | 84..96 reserved (zero)
 //! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
 //! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
 //! sessions: session_count x 80 B, sorted by (team, session_hash, session bytes):
@@ -59,7 +59,12 @@ pub struct FooterTotals {
     pub block_count: u64,
     /// Highest block seq (flush round) in the segment.
     pub max_seq: u64,
+    /// Segment flags (`SEGMENT_REGROUPED`).
+    pub flags: u32,
 }
+
+/// Footer flag: the segment was written by regrouping, its sessions are cold copies.
+pub const SEGMENT_REGROUPED: u32 = 1;
 
 /// Encodes a footer. Returns the bytes and the crc the trailer must carry.
 pub fn encode_footer(
@@ -98,6 +103,7 @@ pub fn encode_footer(
     put_u64(&mut out, totals.stored_bytes);
     put_u64(&mut out, totals.block_count);
     put_u64(&mut out, totals.max_seq);
+    put_u32(&mut out, totals.flags);
     out.resize(FOOTER_FIXED_LEN, 0);
     for w in &bloom.words {
         put_u64(&mut out, *w);
@@ -229,6 +235,7 @@ impl FooterView {
             stored_bytes: b.u64()?,
             block_count: b.u64()?,
             max_seq: b.u64()?,
+            flags: b.u32()?,
         };
         let sizes = [
             FOOTER_FIXED_LEN as u64,

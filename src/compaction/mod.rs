@@ -11,23 +11,21 @@
 //!
 //! A pending deletion is retired once no segment holds a block it covers.
 
+mod output;
+
+use output::Output;
+
 use std::collections::{HashMap, HashSet};
-use std::io::BufWriter;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
-use crate::failpoint::crash_point;
-use crate::format::footer::encode_footer;
-use crate::format::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
+use crate::error::Result;
 use crate::retention::cutoff;
-use crate::segment::{MemIndex, Segment};
+use crate::segment::Segment;
 use crate::store::Inner;
 use crate::tombstone::{Purged, Target, Tombstone};
-use crate::writer::segment_path;
 
 /// A segment smaller than `segment_bytes / SMALL_FRACTION` is merged with its neighbours.
 const SMALL_FRACTION: u64 = 4;
@@ -117,9 +115,58 @@ impl Doomed {
     }
 }
 
+/// Decides, block by block, what a rewrite keeps: not covered by a pending deletion, not past
+/// retention, not a second copy of a block retried after a failed flush. Counts what it drops.
+pub(super) struct Sieve<'a> {
+    doomed: &'a Doomed,
+    now: i64,
+    seen: HashSet<(u64, String, u64, u32)>,
+    pub progress: HashMap<u64, Progress>,
+}
+
+impl<'a> Sieve<'a> {
+    fn new(doomed: &'a Doomed, now: i64) -> Self {
+        Sieve {
+            doomed,
+            now,
+            seen: HashSet::new(),
+            progress: HashMap::new(),
+        }
+    }
+
+    /// Whether to keep the block; a dropped one is counted in `report` and in the progress of
+    /// the requests that cover it.
+    pub fn keep(
+        &mut self,
+        src: &Segment,
+        bytes: &[u8],
+        h: &crate::format::BlockHeader,
+        report: &mut CompactionReport,
+    ) -> bool {
+        report.bytes_read += bytes.len() as u64;
+        let covering = self
+            .doomed
+            .covering(h.team, &h.session, &h.person, h.first_ts);
+        let duplicate = !self.seen.insert((h.team, h.session.clone(), h.seq, h.crc));
+        let expired = h.last_ts < cutoff(src.lane_days, self.now);
+        if covering.is_empty() && !expired && !duplicate {
+            return true;
+        }
+        report.blocks_dropped += 1;
+        report.bytes_dropped += bytes.len() as u64;
+        for rid in covering {
+            let p = self.progress.entry(rid).or_default();
+            p.sessions.insert((h.team, h.session.clone()));
+            p.bytes += bytes.len() as u64;
+            p.segments.insert(src.id);
+        }
+        false
+    }
+}
+
 /// Progress of one request during a pass.
 #[derive(Default)]
-struct Progress {
+pub(super) struct Progress {
     sessions: HashSet<(u64, String)>,
     bytes: u64,
     segments: HashSet<u64>,
@@ -155,11 +202,11 @@ impl Inner {
         self.seal_actives_holding(&pending)?;
 
         let mut report = CompactionReport::default();
-        let mut progress: HashMap<u64, Progress> = HashMap::new();
+        let mut sieve = Sieve::new(&doomed, now);
         for job in self.plan(&doomed, now)? {
             // A job that fails (a corrupt block, a full disk) leaves its sources as they were;
             // the others go on, and the deletions it covers stay pending.
-            if let Err(e) = self.rewrite(&job, &doomed, now, &mut report, &mut progress) {
+            if let Err(e) = self.rewrite(&job, &mut sieve, &mut report) {
                 let ids: Vec<u64> = job.iter().map(|s| s.id).collect();
                 log::error!("compaction of segments {ids:?} failed: {e}");
                 report.failed_jobs.push(format!("segments {ids:?}: {e}"));
@@ -175,7 +222,7 @@ impl Inner {
                 still |= Doomed::touches(s, t)?;
             }
             if !still {
-                let p = progress.remove(&t.id).unwrap_or_default();
+                let p = sieve.progress.remove(&t.id).unwrap_or_default();
                 let purged = Purged {
                     sessions_removed: p.sessions.len() as u64,
                     bytes_removed: p.bytes,
@@ -296,131 +343,28 @@ impl Inner {
         Ok(expired as f64 / t.stored_bytes as f64 > EXPIRED_SHARE)
     }
 
-    /// Rewrites one job's sources into one new segment (or removes them if nothing survives).
+    /// Rewrites one job's sources into one new segment, copying surviving blocks verbatim.
     fn rewrite(
         &self,
         sources: &[Arc<Segment>],
-        doomed: &Doomed,
-        now: i64,
+        sieve: &mut Sieve,
         report: &mut CompactionReport,
-        progress: &mut HashMap<u64, Progress>,
     ) -> Result<()> {
-        let lane = sources[0].lane_days;
-        let cut = cutoff(lane, now);
-        let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
-        let path = segment_path(&self.dir, lane, id);
-        let tmp = path.with_extension("seg.tmp");
-        let header = SegmentHeader {
-            lane_days: lane,
-            segment_id: id,
-            created_ms: sources.iter().map(|s| s.created_ms).min().unwrap_or(now),
-        };
-        // Until it is renamed into place, the temp file goes away with any error.
-        let mut guard = TempFile(Some(tmp.clone()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .ctx(|| format!("create {}", tmp.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let werr = |e| crate::error::Error::io(format!("write {}", tmp.display()), e);
-        let fs = &self.fs;
-        fs.write(&mut out, &tmp, &header.encode()).map_err(werr)?;
-        let mut index = MemIndex::default();
-        let mut len = SEGMENT_HEADER_LEN as u64;
-        // A block retried after a failed flush may sit in two sources: keep one copy.
-        let mut seen = HashSet::new();
+        let created = sources.iter().map(|s| s.created_ms).min().unwrap_or(0);
+        let mut out = Output::create(self, sources[0].lane_days, created)?;
         for src in sources {
-            src.for_each_block(&mut |bytes, h| {
-                report.bytes_read += bytes.len() as u64;
-                let covering = doomed.covering(h.team, &h.session, &h.person, h.first_ts);
-                let duplicate = !seen.insert((h.team, h.session.clone(), h.seq, h.crc));
-                if !covering.is_empty() || h.last_ts < cut || duplicate {
-                    report.blocks_dropped += 1;
-                    report.bytes_dropped += bytes.len() as u64;
-                    for rid in covering {
-                        let p = progress.entry(rid).or_default();
-                        p.sessions.insert((h.team, h.session.clone()));
-                        p.bytes += bytes.len() as u64;
-                        p.segments.insert(src.id);
-                    }
-                    return Ok(());
+            src.for_each_block(&mut |_, bytes, h| {
+                if sieve.keep(src, bytes, h, report) {
+                    out.push(bytes, h)?;
                 }
-                fs.write(&mut out, &tmp, bytes).map_err(werr)?;
-                index.add_block(h, len);
-                len += bytes.len() as u64;
                 Ok(())
             })?;
         }
-        let source_ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
-        let lane_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
-        if index.totals.block_count == 0 {
-            drop(out);
-            self.segments
-                .write()
-                .retain(|s| !source_ids.contains(&s.id));
-            self.remove_sources(sources, &lane_dir)?;
-            report.segments_removed += sources.len() as u64;
-            return Ok(());
-        }
-        let mut entries: Vec<_> = index.sessions.values().flatten().cloned().collect();
-        let (footer, crc) = encode_footer(&mut entries, index.totals, &source_ids);
-        let trailer = Trailer {
-            footer_offset: len,
-            footer_len: footer.len() as u32,
-            footer_crc: crc,
-        };
-        fs.write(&mut out, &tmp, &footer)
-            .and_then(|_| fs.write(&mut out, &tmp, &trailer.encode()))
-            .map_err(werr)?;
-        let file = out.into_inner().map_err(|e| werr(e.into_error()))?;
-        fs.sync(&file, &tmp, true)
-            .ctx(|| format!("fsync {}", tmp.display()))?;
-        let total = len + footer.len() as u64 + trailer.encode().len() as u64;
-        crash_point("compact:after_write");
-        fs.rename(&tmp, &path)
-            .ctx(|| format!("rename {} into place", tmp.display()))?;
-        guard.0 = None;
-        crash_point("compact:after_rename");
-        fs.sync_dir_ctx(&lane_dir)?;
-        let seg = Arc::new(Segment::open_sealed(&path, header, file, total)?);
-        {
-            let mut segs = self.segments.write();
-            segs.retain(|s| !source_ids.contains(&s.id));
-            segs.push(seg);
-            segs.sort_by_key(|s| s.id);
-        }
-        crash_point("compact:before_remove");
-        self.remove_sources(sources, &lane_dir)?;
-        report.segments_rewritten += sources.len() as u64;
-        report.segments_written += 1;
-        report.bytes_written += total;
-        log::info!(
-            "compaction: segments {source_ids:?} -> {} ({total} bytes)",
-            path.display()
-        );
-        Ok(())
-    }
-
-    fn remove_sources(&self, sources: &[Arc<Segment>], lane_dir: &std::path::Path) -> Result<()> {
-        for s in sources {
-            self.fs
-                .remove(&s.path)
-                .ctx(|| format!("remove {}", s.path.display()))?;
-        }
-        self.fs.sync_dir_ctx(lane_dir)
-    }
-}
-
-/// Removes a temp file when dropped, unless disarmed (`.0 = None`) once it is in place.
-struct TempFile(Option<std::path::PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
+        // Still regrouped only if every source was.
+        let flags = sources
+            .iter()
+            .map(|s| s.totals().flags)
+            .fold(u32::MAX, |a, b| a & b);
+        out.commit(sources, flags, report)
     }
 }

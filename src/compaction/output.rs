@@ -1,0 +1,172 @@
+//! A compaction output: a new segment written to a temp file, then swapped in for its sources
+//! with the crash-safe sequence of the module comment (fsync, rename, fsync directory, swap for
+//! readers, unlink sources, fsync directory).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::failpoint::crash_point;
+use crate::format::footer::encode_footer;
+use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
+use crate::segment::{MemIndex, Segment};
+use crate::store::Inner;
+use crate::writer::segment_path;
+
+use super::CompactionReport;
+
+pub(super) struct Output<'a> {
+    inner: &'a Inner,
+    path: PathBuf,
+    tmp: PathBuf,
+    header: SegmentHeader,
+    /// Until the file is renamed into place, it goes away with any error.
+    guard: TempFile,
+    out: BufWriter<File>,
+    index: MemIndex,
+    len: u64,
+}
+
+impl<'a> Output<'a> {
+    pub fn create(inner: &'a Inner, lane: u16, created_ms: i64) -> Result<Self> {
+        let id = inner
+            .next_segment_id
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let path = segment_path(&inner.dir, lane, id);
+        let tmp = path.with_extension("seg.tmp");
+        let header = SegmentHeader {
+            lane_days: lane,
+            segment_id: id,
+            created_ms,
+        };
+        let guard = TempFile(Some(tmp.clone()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        let mut o = Output {
+            inner,
+            path,
+            tmp,
+            header,
+            guard,
+            out: BufWriter::with_capacity(1 << 20, file),
+            index: MemIndex::default(),
+            len: SEGMENT_HEADER_LEN as u64,
+        };
+        o.write(&header.encode())?;
+        Ok(o)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner
+            .fs
+            .write(&mut self.out, &self.tmp, bytes)
+            .ctx(|| format!("write {}", self.tmp.display()))
+    }
+
+    /// Appends one whole block (its bytes and parsed header).
+    pub fn push(&mut self, bytes: &[u8], h: &BlockHeader) -> Result<()> {
+        self.write(bytes)?;
+        self.index.add_block(h, self.len);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer (replacing `sources`, with `flags`), makes the file durable, puts it
+    /// in place of the sources for readers, and removes the sources. With no block written,
+    /// only removes the sources (nothing of them survives).
+    pub fn commit(
+        mut self,
+        sources: &[Arc<Segment>],
+        flags: u32,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let inner = self.inner;
+        let fs = &inner.fs;
+        let source_ids: Vec<u64> = sources.iter().map(|s| s.id).collect();
+        let lane_dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        if self.index.totals.block_count == 0 {
+            drop(self.out);
+            inner
+                .segments
+                .write()
+                .retain(|s| !source_ids.contains(&s.id));
+            remove_sources(inner, sources, &lane_dir)?;
+            report.segments_removed += sources.len() as u64;
+            return Ok(());
+        }
+        let mut totals = self.index.totals;
+        totals.flags = flags;
+        let mut entries: Vec<_> = self.index.sessions.values().flatten().cloned().collect();
+        let (footer, crc) = encode_footer(&mut entries, totals, &source_ids);
+        let trailer = Trailer {
+            footer_offset: self.len,
+            footer_len: footer.len() as u32,
+            footer_crc: crc,
+        };
+        self.write(&footer)?;
+        self.write(&trailer.encode())?;
+        let tmp = self.tmp.clone();
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?;
+        fs.sync(&file, &tmp, true)
+            .ctx(|| format!("fsync {}", tmp.display()))?;
+        let total = self.len + footer.len() as u64 + trailer.encode().len() as u64;
+        crash_point("compact:after_write");
+        fs.rename(&tmp, &self.path)
+            .ctx(|| format!("rename {} into place", tmp.display()))?;
+        self.guard.0 = None;
+        crash_point("compact:after_rename");
+        fs.sync_dir_ctx(&lane_dir)?;
+        let seg = Arc::new(Segment::open_sealed(&self.path, self.header, file, total)?);
+        {
+            let mut segs = inner.segments.write();
+            segs.retain(|s| !source_ids.contains(&s.id));
+            segs.push(seg);
+            segs.sort_by_key(|s| s.id);
+        }
+        crash_point("compact:before_remove");
+        remove_sources(inner, sources, &lane_dir)?;
+        report.segments_rewritten += sources.len() as u64;
+        report.segments_written += 1;
+        report.bytes_written += total;
+        log::info!(
+            "compaction: segments {source_ids:?} -> {} ({total} bytes)",
+            self.path.display()
+        );
+        Ok(())
+    }
+}
+
+fn remove_sources(inner: &Inner, sources: &[Arc<Segment>], lane_dir: &Path) -> Result<()> {
+    for s in sources {
+        inner
+            .fs
+            .remove(&s.path)
+            .ctx(|| format!("remove {}", s.path.display()))?;
+    }
+    inner.fs.sync_dir_ctx(lane_dir)
+}
+
+/// Removes a temp file when dropped, unless disarmed (`.0 = None`) once it is in place.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
