@@ -46,37 +46,91 @@ pub(crate) fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
     out
 }
 
-/// Encodes one block per group on up to `compression_threads` threads (no lock held).
+/// Encodes one block per group on up to `compression_threads` threads (no lock held). With a
+/// `transform` to apply at ingest, payloads are transformed first (and the block flagged).
 pub(crate) fn compress_all(
     groups: &[Vec<Chunk>],
     seq: u64,
     config: &Config,
 ) -> std::io::Result<Vec<Encoded>> {
-    let encode = |w: &mut BlockWriter, g: &[Chunk]| -> std::io::Result<Encoded> {
-        let mut out = Vec::new();
-        w.encode(seq, g, &mut out)?;
-        // Re-parse what was encoded: the index needs the header, and it checks the encoder.
-        let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
-        Ok((out, h))
-    };
-    let threads = config.compression_threads.min(groups.len()).max(1);
+    let transform = config
+        .transform
+        .as_ref()
+        .filter(|_| config.transform_at_ingest);
+    parallel_map(
+        groups,
+        config.compression_threads,
+        || BlockWriter::new(config.compression_level),
+        |w, g| match transform {
+            None => encode(w, seq, 0, g),
+            Some(t) => {
+                let (chunks, changed) = transform_chunks(t.as_ref(), g.to_vec());
+                encode(
+                    w,
+                    seq,
+                    if changed { block::BLOCK_NORMALIZED } else { 0 },
+                    &chunks,
+                )
+            }
+        },
+    )
+}
+
+/// Applies a payload transform to each chunk; says whether any payload changed.
+pub(crate) fn transform_chunks(
+    t: &dyn crate::config::PayloadTransform,
+    mut chunks: Vec<Chunk>,
+) -> (Vec<Chunk>, bool) {
+    let mut changed = false;
+    for c in &mut chunks {
+        if let Some(p) = t.transform(&c.payload) {
+            c.payload = p;
+            changed = true;
+        }
+    }
+    (chunks, changed)
+}
+
+/// Encodes one block and parses its header back: the index needs the header, and parsing
+/// checks the encoder.
+pub(crate) fn encode(
+    w: &mut BlockWriter,
+    seq: u64,
+    flags: u8,
+    chunks: &[Chunk],
+) -> std::io::Result<Encoded> {
+    let mut out = Vec::new();
+    w.encode_with_flags(seq, flags, chunks, &mut out)?;
+    let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
+    Ok((out, h))
+}
+
+/// `f` over `items` on up to `threads` scoped threads, each with its own state from `init`
+/// (a zstd context); results in the order of `items`. The first error wins.
+pub(crate) fn parallel_map<T: Sync, S, R: Send>(
+    items: &[T],
+    threads: usize,
+    init: impl Fn() -> std::io::Result<S> + Sync,
+    f: impl Fn(&mut S, &T) -> std::io::Result<R> + Sync,
+) -> std::io::Result<Vec<R>> {
+    let threads = threads.min(items.len()).max(1);
     if threads == 1 {
-        let mut w = BlockWriter::new(config.compression_level)?;
-        return groups.iter().map(|g| encode(&mut w, g)).collect();
+        let mut state = init()?;
+        return items.iter().map(|x| f(&mut state, x)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::io::Result<Vec<(usize, Encoded)>>> = std::thread::scope(|s| {
+    let results: Vec<std::io::Result<Vec<(usize, R)>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let mut w = BlockWriter::new(config.compression_level)?;
+                    let mut state = init()?;
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= groups.len() {
+                        if i >= items.len() {
                             return Ok(mine);
                         }
-                        mine.push((i, encode(&mut w, &groups[i])?));
+                        mine.push((i, f(&mut state, &items[i])?));
                     }
                 })
             })
@@ -85,18 +139,18 @@ pub(crate) fn compress_all(
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("compression thread panicked")))
+                    .unwrap_or_else(|_| Err(std::io::Error::other("worker thread panicked")))
             })
             .collect()
     });
-    let mut slots: Vec<Option<Encoded>> = (0..groups.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     for r in results {
-        for (i, b) in r? {
-            slots[i] = Some(b);
+        for (i, x) in r? {
+            slots[i] = Some(x);
         }
     }
     slots
         .into_iter()
-        .map(|s| s.ok_or_else(|| std::io::Error::other("block not encoded")))
+        .map(|s| s.ok_or_else(|| std::io::Error::other("item not processed")))
         .collect()
 }

@@ -52,6 +52,13 @@ impl Clock for ManualClock {
     }
 }
 
+/// Rewrites chunk payloads into a better-compressing but equivalent form (for posthog-js data:
+/// `replaystore::posthog::Normalize` inflates the SDK's in-event gzip). `None` from
+/// `transform` keeps the payload as it is.
+pub trait PayloadTransform: Send + Sync + std::fmt::Debug {
+    fn transform(&self, payload: &[u8]) -> Option<Vec<u8>>;
+}
+
 /// Default retention, in days, of a team with no entry in `team_retention_days`.
 pub const DEFAULT_RETENTION_DAYS: u16 = 30;
 
@@ -92,6 +99,22 @@ pub struct Config {
     pub team_retention_days: HashMap<u64, u16>,
     /// Wall clock used for segment ages. Default: the system clock.
     pub clock: Arc<dyn Clock>,
+    /// Regroup idle data during compaction: all blocks of a session within a job become one
+    /// block compressed at `regroup_level` (the cold copy). Default true.
+    pub regroup: bool,
+    /// A sealed segment is regrouped once its newest data is this old. Default 30 min.
+    pub regroup_idle: Duration,
+    /// zstd level of regrouped blocks. Default 9.
+    pub regroup_level: i32,
+    /// Input bytes one regroup job takes at most (sessions within a job become one block).
+    /// Default 512 MiB.
+    pub regroup_job_bytes: u64,
+    /// Payload transform applied when regrouping (or at ingest, see `transform_at_ingest`).
+    /// Default none: payloads are stored as sent.
+    pub transform: Option<Arc<dyn PayloadTransform>>,
+    /// Apply `transform` on the flush path instead of when regrouping. Default false: the hot
+    /// path stays fast and only the cold copy pays for it.
+    pub transform_at_ingest: bool,
     /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
     pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
 }
@@ -116,6 +139,12 @@ impl Default for Config {
             team_retention_days: HashMap::new(),
             clock: Arc::new(SystemClock),
             faults: None,
+            regroup: true,
+            regroup_idle: Duration::from_secs(30 * 60),
+            regroup_level: 9,
+            regroup_job_bytes: 512 << 20,
+            transform: None,
+            transform_at_ingest: false,
         }
     }
 }
@@ -167,6 +196,23 @@ impl Config {
     }
     pub fn with_team_retention_days(mut self, team: u64, days: u16) -> Self {
         self.team_retention_days.insert(team, days);
+        self
+    }
+    pub fn with_regroup(mut self, on: bool) -> Self {
+        self.regroup = on;
+        self
+    }
+    pub fn with_regroup_idle(mut self, d: Duration) -> Self {
+        self.regroup_idle = d;
+        self
+    }
+    pub fn with_regroup_level(mut self, level: i32) -> Self {
+        self.regroup_level = level;
+        self
+    }
+    pub fn with_transform(mut self, t: Arc<dyn PayloadTransform>, at_ingest: bool) -> Self {
+        self.transform = Some(t);
+        self.transform_at_ingest = at_ingest;
         self
     }
     pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {
@@ -225,6 +271,9 @@ impl Config {
         }
         if !(zstd::compression_level_range()).contains(&self.compression_level) {
             return bad("compression_level", "is outside zstd's level range");
+        }
+        if !(zstd::compression_level_range()).contains(&self.regroup_level) {
+            return bad("regroup_level", "is outside zstd's level range");
         }
         if self.compression_threads == 0 || self.compression_threads > 256 {
             return bad("compression_threads", "must be in 1..=256");

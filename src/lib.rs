@@ -47,7 +47,7 @@ mod writer;
 
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;
-pub use config::{Clock, Config, ManualClock, SystemClock};
+pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
 pub use error::{Error, Result};
 pub use read::{SessionData, SessionFilter, SessionSummary, Stats, StoredChunk};
 pub use recovery::RecoveryReport;

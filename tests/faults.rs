@@ -167,9 +167,15 @@ fn a_failed_rename_leaves_compaction_undone_and_retryable() {
     }
     store.flush().unwrap();
     let id = store.delete_person(1, "victim").unwrap();
-    plan.fail(OpKind::Rename, ".seg.tmp", Fault::Errno(libc::EIO), 0, 1);
+    plan.fail(
+        OpKind::Rename,
+        ".seg.tmp",
+        Fault::Errno(libc::EIO),
+        0,
+        usize::MAX,
+    );
     let r = store.compact().unwrap();
-    assert_eq!(r.failed_jobs.len(), 1, "{r:?}");
+    assert!(!r.failed_jobs.is_empty(), "{r:?}");
     assert!(matches!(
         store.deletion_status(id),
         DeletionStatus::Pending { .. }
@@ -179,6 +185,7 @@ fn a_failed_rename_leaves_compaction_undone_and_retryable() {
         .any(|f| f.to_string_lossy().ends_with(".tmp")));
     assert!(store.read_session(1, "a").unwrap().is_none());
     assert!(store.read_session(1, "b").unwrap().is_some());
+    plan.clear();
     let r = store.compact().unwrap();
     assert!(r.failed_jobs.is_empty());
     assert!(matches!(

@@ -12,6 +12,7 @@
 //! A pending deletion is retired once no segment holds a block it covers.
 
 mod output;
+mod regroup;
 
 use output::Output;
 
@@ -53,6 +54,16 @@ pub struct CompactionReport {
 }
 
 impl CompactionReport {
+    fn absorb(&mut self, job: &CompactionReport) {
+        self.segments_rewritten += job.segments_rewritten;
+        self.segments_removed += job.segments_removed;
+        self.segments_written += job.segments_written;
+        self.bytes_read += job.bytes_read;
+        self.bytes_written += job.bytes_written;
+        self.blocks_dropped += job.blocks_dropped;
+        self.bytes_dropped += job.bytes_dropped;
+    }
+
     /// Rewrite throughput: MB of new segments written (and fsynced) per second of the pass.
     pub fn rewrite_mb_s(&self) -> f64 {
         self.bytes_written as f64 / 1e6 / (self.elapsed_ms / 1e3).max(1e-9)
@@ -172,6 +183,14 @@ pub(super) struct Progress {
     segments: HashSet<u64>,
 }
 
+impl Progress {
+    fn absorb(&mut self, other: Progress) {
+        self.sessions.extend(other.sessions);
+        self.bytes += other.bytes;
+        self.segments.extend(other.segments);
+    }
+}
+
 impl Inner {
     /// Is a compaction pass worth running now? Yes when a deletion waited half of
     /// `purge_within`, or when there are small or mostly expired segments.
@@ -184,6 +203,7 @@ impl Inner {
             .iter()
             .any(|t| now_ms - t.at_ms >= half);
         overdue
+            || !self.regroup_jobs(now_ms).is_empty()
             || self
                 .plan(&Doomed::new(&[]), now_ms)
                 .map(|jobs| !jobs.is_empty())
@@ -202,14 +222,47 @@ impl Inner {
         self.seal_actives_holding(&pending)?;
 
         let mut report = CompactionReport::default();
-        let mut sieve = Sieve::new(&doomed, now);
-        for job in self.plan(&doomed, now)? {
-            // A job that fails (a corrupt block, a full disk) leaves its sources as they were;
-            // the others go on, and the deletions it covers stay pending.
-            if let Err(e) = self.rewrite(&job, &mut sieve, &mut report) {
-                let ids: Vec<u64> = job.iter().map(|s| s.id).collect();
-                log::error!("compaction of segments {ids:?} failed: {e}");
-                report.failed_jobs.push(format!("segments {ids:?}: {e}"));
+        let mut progress: HashMap<u64, Progress> = HashMap::new();
+        // Idle data first: regrouping also drops deleted and expired blocks. Each job has its
+        // own sieve (duplicates are found within a job); its counts join the pass's only if the
+        // job commits, and its byte figures only then join the report.
+        let regroups = self.regroup_jobs(now).into_iter().map(|j| (true, j));
+        let jobs: Vec<(bool, Vec<Arc<Segment>>)> = regroups.collect();
+        for (is_regroup, job) in jobs
+            .into_iter()
+            .chain(self.plan(&doomed, now)?.into_iter().map(|j| (false, j)))
+        {
+            // A job's sources may be gone already (regrouped earlier in this pass).
+            let live = self
+                .segments
+                .read()
+                .iter()
+                .filter(|s| job.iter().any(|j| j.id == s.id))
+                .count();
+            if live != job.len() {
+                continue;
+            }
+            let mut sieve = Sieve::new(&doomed, now);
+            let mut job_report = CompactionReport::default();
+            let result = if is_regroup {
+                self.regroup(&job, &mut sieve, &mut job_report)
+            } else {
+                self.rewrite(&job, &mut sieve, &mut job_report)
+            };
+            match result {
+                Ok(()) => {
+                    report.absorb(&job_report);
+                    for (id, p) in sieve.progress {
+                        progress.entry(id).or_default().absorb(p);
+                    }
+                }
+                // A job that fails (a corrupt block, a full disk) leaves its sources as they
+                // were; the others go on, and the deletions it covers stay pending.
+                Err(e) => {
+                    let ids: Vec<u64> = job.iter().map(|s| s.id).collect();
+                    log::error!("compaction of segments {ids:?} failed: {e}");
+                    report.failed_jobs.push(format!("segments {ids:?}: {e}"));
+                }
             }
         }
 
@@ -222,7 +275,7 @@ impl Inner {
                 still |= Doomed::touches(s, t)?;
             }
             if !still {
-                let p = sieve.progress.remove(&t.id).unwrap_or_default();
+                let p = progress.remove(&t.id).unwrap_or_default();
                 let purged = Purged {
                     sessions_removed: p.sessions.len() as u64,
                     bytes_removed: p.bytes,

@@ -1,0 +1,167 @@
+//! Regrouping: the cold copy of idle data. Within a job (sealed segments of one lane whose data
+//! is older than `regroup_idle`), all surviving blocks of a session become one block (more if
+//! past 64 MiB) compressed at `regroup_level`, optionally after a payload transform (posthog-js
+//! in-event gzip inflated). The hot path stays at a fast level with one block per session per
+//! flush; this is where the bytes per session drop.
+//!
+//! Chunks keep their boundaries, windows and timestamps, and their order: they are sorted by
+//! (first_ts, seq, position) as reads sort them, and the new block takes the highest seq of the
+//! blocks it replaces.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::chunk::Chunk;
+use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
+use crate::error::Result;
+use crate::format::block::{BLOCK_NORMALIZED, BLOCK_REGROUPED};
+use crate::format::footer::SEGMENT_REGROUPED;
+use crate::format::{BlockRef, BlockWriter};
+use crate::segment::Segment;
+use crate::store::Inner;
+
+use super::output::Output;
+use super::{CompactionReport, Sieve};
+
+/// Sessions encoded in parallel at a time (bounds the memory of decoded payloads).
+const BATCH: usize = 32;
+
+type SessionKey = (u64, String, String);
+
+impl Inner {
+    /// Jobs: per lane, in id order, sealed segments not yet regrouped whose newest data is
+    /// older than `regroup_idle`, packed up to `regroup_job_bytes`.
+    pub(super) fn regroup_jobs(&self, now: i64) -> Vec<Vec<Arc<Segment>>> {
+        if !self.config.regroup {
+            return Vec::new();
+        }
+        let idle_since = now.saturating_sub(self.config.regroup_idle.as_millis() as i64);
+        let active: Vec<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
+        let mut segs: Vec<Arc<Segment>> = self
+            .segments
+            .read()
+            .iter()
+            .filter(|s| !active.contains(&s.id) && s.is_sealed())
+            .filter(|s| s.totals().flags & SEGMENT_REGROUPED == 0 && s.totals().max_ts < idle_since)
+            .cloned()
+            .collect();
+        segs.sort_by_key(|s| (s.lane_days, s.id));
+        let mut jobs: Vec<Vec<Arc<Segment>>> = Vec::new();
+        let mut bytes = 0;
+        for s in segs {
+            let size = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+            let fits = jobs.last().is_some_and(|j| {
+                j[0].lane_days == s.lane_days && bytes + size <= self.config.regroup_job_bytes
+            });
+            if fits {
+                bytes += size;
+                if let Some(j) = jobs.last_mut() {
+                    j.push(s);
+                }
+            } else {
+                bytes = size;
+                jobs.push(vec![s]);
+            }
+        }
+        jobs
+    }
+
+    /// Regroups one job's sources into one new segment.
+    pub(super) fn regroup(
+        &self,
+        sources: &[Arc<Segment>],
+        sieve: &mut Sieve,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        // 1. The surviving blocks of each session, in order of first appearance.
+        let mut order: Vec<SessionKey> = Vec::new();
+        let mut blocks: HashMap<SessionKey, Vec<(usize, BlockRef)>> = HashMap::new();
+        for (i, src) in sources.iter().enumerate() {
+            src.for_each_block(&mut |offset, bytes, h| {
+                if sieve.keep(src, bytes, h, report) {
+                    let key = (h.team, h.session.clone(), h.person.clone());
+                    let r = BlockRef {
+                        offset,
+                        len: bytes.len() as u32,
+                        chunks: h.chunks.len() as u32,
+                    };
+                    let list = blocks.entry(key.clone()).or_insert_with(|| {
+                        order.push(key);
+                        Vec::new()
+                    });
+                    list.push((i, r));
+                }
+                Ok(())
+            })?;
+        }
+        // 2. One block per session, encoded in parallel batches, written in order.
+        let created = sources.iter().map(|s| s.created_ms).min().unwrap_or(0);
+        let mut out = Output::create(self, sources[0].lane_days, created)?;
+        let level = self.config.regroup_level;
+        for batch in order.chunks(BATCH) {
+            let encoded = parallel_map(
+                batch,
+                self.config.compression_threads,
+                || BlockWriter::new(level),
+                |w, key| {
+                    self.regroup_session(w, sources, &blocks[key])
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                },
+            )
+            .map_err(|e| crate::error::Error::io("regroup sessions", e))?;
+            for (bytes, h) in encoded.iter().flatten() {
+                out.push(bytes, h)?;
+            }
+        }
+        out.commit(sources, SEGMENT_REGROUPED, report)
+    }
+
+    /// Reads a session's blocks and encodes its chunks anew as one block (or a few).
+    fn regroup_session(
+        &self,
+        w: &mut BlockWriter,
+        sources: &[Arc<Segment>],
+        refs: &[(usize, BlockRef)],
+    ) -> Result<Vec<Encoded>> {
+        let mut chunks: Vec<(i64, u64, usize, Chunk)> = Vec::new();
+        let mut max_seq = 0;
+        let mut normalized = false;
+        for &(i, r) in refs {
+            let (h, payloads) = sources[i].read_block(r)?;
+            max_seq = max_seq.max(h.seq);
+            normalized |= h.flags & BLOCK_NORMALIZED != 0;
+            for (k, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
+                let chunk = Chunk {
+                    team: h.team,
+                    session_id: h.session.clone(),
+                    person: h.person.clone(),
+                    window_id: c.window.and_then(|x| h.windows.get(x as usize).cloned()),
+                    first_ts_ms: c.first_ts,
+                    last_ts_ms: c.last_ts,
+                    payload,
+                };
+                chunks.push((c.first_ts, h.seq, k, chunk));
+            }
+        }
+        chunks.sort_by_key(|(ts, seq, k, _)| (*ts, *seq, *k));
+        let mut chunks: Vec<Chunk> = chunks.into_iter().map(|(_, _, _, c)| c).collect();
+        if let Some(t) = self
+            .config
+            .transform
+            .as_ref()
+            .filter(|_| !self.config.transform_at_ingest)
+        {
+            let changed;
+            (chunks, changed) = transform_chunks(t.as_ref(), chunks);
+            normalized |= changed;
+        }
+        let flags = BLOCK_REGROUPED | if normalized { BLOCK_NORMALIZED } else { 0 };
+        split_groups(vec![chunks])
+            .iter()
+            .map(|g| {
+                encode(w, max_seq, flags, g)
+                    .map_err(|e| crate::error::Error::io("encode regrouped block", e))
+            })
+            .collect()
+    }
+}
