@@ -205,11 +205,14 @@ impl System for V1Gzip {
     }
 }
 
+type BlockAt = (PathBuf, u64, usize);
+
 /// PostHog v2 style: one batch file per flush holding one snappy block per session, synced once.
 pub struct V2Snappy {
     dir: PathBuf,
     windows: Vec<Mutex<Window>>,
-    index: Mutex<HashMap<(u64, String), Vec<(PathBuf, u64, usize)>>>,
+    /// Where each session's blocks are: (batch file, offset, length).
+    index: Mutex<HashMap<(u64, String), Vec<BlockAt>>>,
     counter: std::sync::atomic::AtomicU64,
 }
 
