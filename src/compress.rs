@@ -57,23 +57,30 @@ pub(crate) fn compress_all(
         .transform
         .as_ref()
         .filter(|_| config.transform_at_ingest);
-    parallel_map(
-        groups,
+    // Biggest groups first, so that no thread is left compressing one big session alone at
+    // the end of the round (longest-processing-time-first scheduling).
+    let size = |g: &Vec<Chunk>| g.iter().map(|c| c.payload.len()).sum::<usize>();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size(&groups[i])));
+    let encoded = parallel_map(
+        &order,
         config.compression_threads,
         || BlockWriter::new(config.compression_level),
-        |w, g| match transform {
-            None => encode(w, seq, 0, g),
+        |w, &i| match transform {
+            None => encode(w, seq, 0, &groups[i]),
             Some(t) => {
-                let (chunks, changed) = transform_chunks(t.as_ref(), g.to_vec());
-                encode(
-                    w,
-                    seq,
-                    if changed { block::BLOCK_NORMALIZED } else { 0 },
-                    &chunks,
-                )
+                let (chunks, changed) = transform_chunks(t.as_ref(), groups[i].to_vec());
+                let flags = if changed { block::BLOCK_NORMALIZED } else { 0 };
+                encode(w, seq, flags, &chunks)
             }
         },
-    )
+    )?;
+    // Back in the groups' order.
+    let mut slots: Vec<Option<Encoded>> = (0..groups.len()).map(|_| None).collect();
+    for (i, e) in order.into_iter().zip(encoded) {
+        slots[i] = Some(e);
+    }
+    Ok(slots.into_iter().flatten().collect())
 }
 
 /// Applies a payload transform to each chunk; says whether any payload changed.

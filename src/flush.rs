@@ -23,26 +23,31 @@ impl Inner {
     pub(crate) fn run_round(&self) -> Result<()> {
         self.counters.flush_rounds.fetch_add(1, Ordering::Relaxed);
         let now = self.config.clock.now_ms();
+        // Stage 1, compress: no lock held but the group's "compressing" flag.
+        let groups = split_groups(self.buffer.drain_groups());
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let encoded = match groups.is_empty() {
+            true => Ok(Vec::new()),
+            false => compress_all(&groups, seq, &self.config),
+        };
+        // Stage 2, write: in round order. Taking the writers lock before letting the next round
+        // compress keeps rounds in order, so a round that succeeds has also written every block
+        // an earlier failed round left in the retry queue.
         let mut writers = self.writers.lock();
+        let blocks = match encoded {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                self.buffer.requeue(groups);
+                self.end_compress_stage();
+                return Err(Error::io("compress blocks", e));
+            }
+        };
+        self.end_compress_stage();
         let mut by_lane: BTreeMap<u16, Vec<Encoded>> = BTreeMap::new();
         for (lane, block) in self.take_retries() {
             by_lane.entry(lane).or_default().push(block);
         }
-        let groups = split_groups(self.buffer.drain_groups());
         if !groups.is_empty() {
-            let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
-            let blocks = match compress_all(&groups, seq, &self.config) {
-                Ok(blocks) => blocks,
-                Err(e) => {
-                    self.buffer.requeue(groups);
-                    self.add_retries(
-                        by_lane
-                            .into_iter()
-                            .flat_map(|(l, bs)| bs.into_iter().map(move |b| (l, b))),
-                    );
-                    return Err(Error::io("compress blocks", e));
-                }
-            };
             let segments = self.segments.read().clone();
             for (g, block) in groups.iter().zip(blocks) {
                 let lane = lane_for(&self.config, &segments, &g[0]);

@@ -34,10 +34,12 @@ pub struct Store {
 }
 
 #[derive(Default)]
-struct GroupState {
+pub(crate) struct GroupState {
     started: u64,
     completed: u64,
-    running: bool,
+    /// A round is draining and compressing. At most one does at a time; another round may be
+    /// writing and fsyncing meanwhile (compression of round N+1 overlaps the fsync of round N).
+    compressing: bool,
     /// Recent failed rounds and why (bounded).
     failures: Vec<(u64, String)>,
 }
@@ -69,7 +71,7 @@ pub(crate) struct Inner {
     pub retry_bytes: AtomicUsize,
     pub next_segment_id: AtomicU64,
     pub next_seq: AtomicU64,
-    group: Mutex<GroupState>,
+    pub group: Mutex<GroupState>,
     group_cv: Condvar,
     /// Wakes the background flusher (buffer full, or closing).
     pub flush_signal: Signal,
@@ -262,18 +264,18 @@ impl Inner {
                     None => Ok(()),
                 };
             }
-            if g.running {
+            if g.compressing || g.started >= needed {
                 self.group_cv.wait(&mut g);
                 continue;
             }
-            g.running = true;
+            g.compressing = true;
             g.started += 1;
             let round = g.started;
             drop(g);
             let result = self.run_round();
             g = self.group.lock();
-            g.running = false;
-            g.completed = round;
+            // Rounds finish in order: each takes the writers lock before the next may compress.
+            g.completed = g.completed.max(round);
             if let Err(e) = &result {
                 g.failures.push((round, e.to_string()));
                 let n = g.failures.len();
@@ -286,5 +288,11 @@ impl Inner {
                 return result;
             }
         }
+    }
+
+    /// Called by a round once it holds the writers lock: the next round may start compressing.
+    pub(crate) fn end_compress_stage(&self) {
+        self.group.lock().compressing = false;
+        self.group_cv.notify_all();
     }
 }

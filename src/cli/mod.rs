@@ -205,6 +205,9 @@ enum Command {
         /// Skip the slow PostHog v1 layout (a gzip file per session flush).
         #[arg(long)]
         no_v1: bool,
+        /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
+        #[arg(long)]
+        normalize: bool,
     },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
@@ -306,6 +309,7 @@ pub fn run() -> Result<i32> {
             dir,
             flush_mb,
             no_v1,
+            normalize,
         } => bench::run(bench::Args {
             sessions,
             threads,
@@ -316,6 +320,7 @@ pub fn run() -> Result<i32> {
             dir,
             flush_mb,
             skip_v1: no_v1,
+            normalize,
         }),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {

@@ -25,6 +25,8 @@ pub struct Args {
     pub dir: Option<PathBuf>,
     pub flush_mb: usize,
     pub skip_v1: bool,
+    /// Regroup with the posthog-js normalization (inflate in-event gzip).
+    pub normalize: bool,
 }
 
 /// One system's figures.
@@ -53,6 +55,8 @@ struct Report {
     threads: usize,
     flush_every_bytes: usize,
     level: i32,
+    regroup_level: i32,
+    normalize: bool,
     systems: Vec<Row>,
     store_extra: StoreExtra,
 }
@@ -63,6 +67,10 @@ struct StoreExtra {
     compaction_bytes_written: u64,
     seq_write_fsync_mb_s: f64,
     bytes_per_session_after_compaction: f64,
+    regroup_mb_s: f64,
+    bytes_per_session_after_regroup: f64,
+    regrouped_read_p50_ms: f64,
+    regrouped_read_p99_ms: f64,
     cold_read_p50_ms: Option<f64>,
     cold_read_p99_ms: Option<f64>,
 }
@@ -245,14 +253,20 @@ pub fn run(args: Args) -> Result<i32> {
 
     // This store.
     let store_dir = root.join("replaystore");
-    let config = || {
-        Config::default()
+    // Regrouping is measured on its own after the deletion compaction (which copies verbatim).
+    let config = |regroup: bool| {
+        let c = Config::default()
             .with_compression_level(args.level)
             .with_maintenance_interval(None)
             .with_default_retention_days(3650)
+            .with_regroup(regroup);
+        match args.normalize {
+            true => c.with_transform(std::sync::Arc::new(replaystore::posthog::Normalize), false),
+            false => c,
+        }
     };
     let sys = ReplayStore {
-        store: Store::open(&store_dir, config())?,
+        store: Store::open(&store_dir, config(false))?,
     };
     let mut rows =
         vec![measure(&sys, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?];
@@ -262,7 +276,7 @@ pub fn run(args: Args) -> Result<i32> {
     drop(sys);
     evict(&store_dir);
     let sys = ReplayStore {
-        store: Store::open(&store_dir, config())?,
+        store: Store::open(&store_dir, config(false))?,
     };
     if let Some((p50, p99, _)) = read_all(&sys, &sessions).map_err(io)? {
         (extra.cold_read_p50_ms, extra.cold_read_p99_ms) = (Some(p50), Some(p99));
@@ -278,10 +292,18 @@ pub fn run(args: Args) -> Result<i32> {
     let r = sys.store.compact()?;
     extra.compaction_mb_s = r.rewrite_mb_s();
     extra.compaction_bytes_written = r.bytes_written;
-    let kept = sys.store.list_sessions(1, &Default::default())?.len()
-        + sys.store.list_sessions(2, &Default::default())?.len();
-    extra.bytes_per_session_after_compaction = sys.disk_bytes() as f64 / kept.max(1) as f64;
+    let kept = sys.store.stats()?.sessions.max(1) as f64;
+    extra.bytes_per_session_after_compaction = sys.disk_bytes() as f64 / kept;
     let store_disk = sys.disk_bytes();
+    drop(sys);
+    // The cold copy: regroup every (idle) session into one block at the regroup level.
+    let sys = ReplayStore { store: Store::open(&store_dir, config(true))? };
+    let r = sys.store.compact()?;
+    extra.regroup_mb_s = mb(r.bytes_read) / (r.elapsed_ms / 1e3).max(1e-9);
+    extra.bytes_per_session_after_regroup = sys.disk_bytes() as f64 / kept;
+    if let Some((p50, p99, _)) = read_all(&sys, &sessions).map_err(io)? {
+        (extra.regrouped_read_p50_ms, extra.regrouped_read_p99_ms) = (p50, p99);
+    }
     drop(sys);
 
     // The limit, and the disk's sequential write + fsync of as many bytes.
@@ -324,6 +346,8 @@ pub fn run(args: Args) -> Result<i32> {
         threads,
         flush_every_bytes: flush_every,
         level: args.level,
+        regroup_level: Config::default().regroup_level,
+        normalize: args.normalize,
         systems: rows,
         store_extra: extra,
     };
@@ -387,5 +411,6 @@ fn print_table(r: &Report) {
     }
     let x = &r.store_extra;
     println!("replaystore: cold read p50 {} ms, p99 {} ms; bytes/session after deleting 10% of persons and compacting {:.0}", f(x.cold_read_p50_ms), f(x.cold_read_p99_ms), x.bytes_per_session_after_compaction);
+    println!("regroup (cold copy, level {}{}): {:.0} MB/s read; bytes/session {:.0} ({:.2}x the v2-style batch); read p50 {:.2} ms, p99 {:.2} ms", r.regroup_level, if r.normalize { ", normalized" } else { "" }, x.regroup_mb_s, x.bytes_per_session_after_regroup, x.bytes_per_session_after_regroup / r.systems.iter().find(|s| s.name.contains("v2")).map_or(f64::NAN, |s| s.bytes_per_session), x.regrouped_read_p50_ms, x.regrouped_read_p99_ms);
     println!("compaction rewrite {:.0} MB/s ({:.1} MB written) vs sequential write + fdatasync {:.0} MB/s: {:.2}x", x.compaction_mb_s, mb(x.compaction_bytes_written), x.seq_write_fsync_mb_s, x.compaction_mb_s / x.seq_write_fsync_mb_s.max(1e-9));
 }
