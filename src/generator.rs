@@ -232,28 +232,41 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
 
     let mut events = EventSink::new(team, &session_id, &person, &window_id, start);
     let mut ts = start;
-    let mut next_id = 1u64;
+    // The site: a dozen pages whose DOM depends only on (seed, team, page), so a page a
+    // session comes back to (or another session visits) has the same full snapshot, as real
+    // sites do. A session browses a few of them, revisiting some.
+    let site_pages = 12;
     while events.total < target {
-        // A page load: Meta + FullSnapshot (50 KB - 1.2 MB, skewed small), then activity.
-        let page = rng.below(40);
-        let href = format!("https://app.example.com/{}/{}", rng.pick(WORDS), page);
+        let page = if rng.chance(70) {
+            rng.below(4)
+        } else {
+            rng.below(site_pages)
+        };
+        let href = format!(
+            "https://app{team}.example.com/{}/{page}",
+            WORDS[page as usize % WORDS.len()]
+        );
         events.push(ts, format!(r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#));
+        let mut page_rng = Rng::new(
+            w.seed ^ team.wrapping_mul(0x51_7C_C1_B7) ^ page.wrapping_mul(0x2545_F491_4F6C_DD1D),
+        );
         let dom_bytes =
-            (60_000.0 * (0.9 * rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
-        let first_id = next_id;
-        let snapshot = full_snapshot(&mut rng, dom_bytes, &mut next_id);
+            (60_000.0 * (0.9 * page_rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
+        // rrweb numbers the nodes of each page load from 1.
+        let mut next_id = 1u64;
+        let snapshot = full_snapshot(&mut page_rng, dom_bytes, &mut next_id);
         ts += rng.range(5, 40);
         events.push(
             ts,
             format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#),
         );
-        let nodes = next_id - first_id;
+        let nodes = next_id - 1;
         // Activity on this page: tens of seconds of incremental events.
         let page_ms = rng.range(5_000, 90_000);
         let page_end = ts + page_ms;
         while ts < page_end && events.total < target {
             ts += rng.range(15, 400);
-            let node = first_id + rng.below(nodes.max(1));
+            let node = 1 + rng.below(nodes.max(1));
             let e = incremental(&mut rng, ts, node, &mut next_id);
             events.push(ts, e);
         }

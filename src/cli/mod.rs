@@ -208,6 +208,9 @@ enum Command {
         /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
         #[arg(long)]
         normalize: bool,
+        /// zstd level of regrouped blocks.
+        #[arg(long, default_value_t = replaystore::Config::default().regroup_level)]
+        regroup_level: i32,
     },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
@@ -310,6 +313,7 @@ pub fn run() -> Result<i32> {
             flush_mb,
             no_v1,
             normalize,
+            regroup_level,
         } => bench::run(bench::Args {
             sessions,
             threads,
@@ -321,6 +325,7 @@ pub fn run() -> Result<i32> {
             flush_mb,
             skip_v1: no_v1,
             normalize,
+            regroup_level,
         }),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {

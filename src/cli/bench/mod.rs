@@ -27,6 +27,7 @@ pub struct Args {
     pub skip_v1: bool,
     /// Regroup with the posthog-js normalization (inflate in-event gzip).
     pub normalize: bool,
+    pub regroup_level: i32,
 }
 
 /// One system's figures.
@@ -259,7 +260,8 @@ pub fn run(args: Args) -> Result<i32> {
             .with_compression_level(args.level)
             .with_maintenance_interval(None)
             .with_default_retention_days(3650)
-            .with_regroup(regroup);
+            .with_regroup(regroup)
+            .with_regroup_level(args.regroup_level);
         match args.normalize {
             true => c.with_transform(std::sync::Arc::new(replaystore::posthog::Normalize), false),
             false => c,
@@ -297,7 +299,9 @@ pub fn run(args: Args) -> Result<i32> {
     let store_disk = sys.disk_bytes();
     drop(sys);
     // The cold copy: regroup every (idle) session into one block at the regroup level.
-    let sys = ReplayStore { store: Store::open(&store_dir, config(true))? };
+    let sys = ReplayStore {
+        store: Store::open(&store_dir, config(true))?,
+    };
     let r = sys.store.compact()?;
     extra.regroup_mb_s = mb(r.bytes_read) / (r.elapsed_ms / 1e3).max(1e-9);
     extra.bytes_per_session_after_regroup = sys.disk_bytes() as f64 / kept;
@@ -346,7 +350,7 @@ pub fn run(args: Args) -> Result<i32> {
         threads,
         flush_every_bytes: flush_every,
         level: args.level,
-        regroup_level: Config::default().regroup_level,
+        regroup_level: args.regroup_level,
         normalize: args.normalize,
         systems: rows,
         store_extra: extra,
