@@ -1,7 +1,8 @@
-//! Ingest throughput of the store (durable flushes) beside its limit, zstd alone on the same
-//! per-session groups, in one run on the same bytes. `cargo bench --bench ingest`.
+//! Criterion benches: ingest (append + durable flushes) beside zstd alone on the same groups,
+//! read_session from the page cache, and compaction (verbatim, and with regrouping).
+//! `cargo bench --bench ingest`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use replaystore::generator::{interleaved, Workload};
 use replaystore::{Config, Store};
 
@@ -99,5 +100,46 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, read);
+fn compaction(c: &mut Criterion) {
+    let chunks = workload();
+    let raw: u64 = chunks.iter().map(|c| c.payload.len() as u64).sum();
+    let build = |regroup: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default()
+            .with_background_flush(false)
+            .with_maintenance_interval(None)
+            .with_default_retention_days(3650)
+            .with_regroup(regroup);
+        let store = Store::open(dir.path(), cfg).unwrap();
+        for c in &chunks {
+            store.append(c.clone()).unwrap();
+        }
+        store.flush().unwrap();
+        store.seal_active().unwrap();
+        store
+            .delete_person(chunks[0].team, &chunks[0].person)
+            .unwrap();
+        (dir, store)
+    };
+    let mut g = c.benchmark_group("compaction");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(raw));
+    g.bench_function("delete a person, compact (verbatim copy)", |b| {
+        b.iter_batched(
+            || build(false),
+            |(_d, s)| s.compact().unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("delete a person, compact with regroup (level 9)", |b| {
+        b.iter_batched(
+            || build(true),
+            |(_d, s)| s.compact().unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, read, compaction);
 criterion_main!(benches);

@@ -264,3 +264,42 @@ fn expire_and_compact_report_what_they_did() {
     let stats = ok(cmd("stats", store.path()).arg("--json"));
     assert!(stats.contains("\"sessions\":0"), "{stats}");
 }
+
+#[test]
+fn cost_projects_storage_from_a_store_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    ok(cmd("ingest", &store)
+        .args(["--team", "1"])
+        .arg(data().join("snapshot-batches.jsonl")));
+    let html = dir.path().join("cost.html");
+    let out = ok(bin()
+        .args([
+            "cost",
+            "--sessions-per-day",
+            "1000",
+            "--retention-days",
+            "90",
+            "--dir",
+        ])
+        .arg(&store)
+        .arg("--html")
+        .arg(&html));
+    let field = |name: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{out}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let per_session = field("stored bytes per session");
+    assert!(per_session > 1000.0 && per_session < 226_629.0, "{out}");
+    let per_day = field("stored GB per day");
+    assert!((per_day - per_session * 1000.0 / 1e9).abs() < 0.01, "{out}");
+    assert!(
+        (field("stored GB at steady state") - per_day * 90.0).abs() < 0.1,
+        "{out}"
+    );
+    let report = std::fs::read_to_string(&html).unwrap();
+    assert!(report.contains("<svg") && report.contains("<polyline"));
+}

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod cost;
 mod demo;
 mod ingest;
 mod measure;
@@ -212,6 +213,26 @@ enum Command {
         #[arg(long, default_value_t = replaystore::Config::default().regroup_level)]
         regroup_level: i32,
     },
+    /// What replay storage costs: bytes per session measured on a store (or on generated
+    /// sessions), projected for a traffic and a retention.
+    Cost {
+        /// Measure this store (default: generate sessions, ingest and compact them).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Generated sessions to measure on (when no --dir).
+        #[arg(long)]
+        generate: Option<usize>,
+        #[arg(long, default_value_t = 1_000_000.0)]
+        sessions_per_day: f64,
+        /// Share of sessions recorded.
+        #[arg(long, default_value_t = 1.0)]
+        sample_rate: f64,
+        #[arg(long, default_value_t = 30)]
+        retention_days: u32,
+        /// Also write a one-page HTML report with a chart.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
     IndexCost {
@@ -326,6 +347,21 @@ pub fn run() -> Result<i32> {
             skip_v1: no_v1,
             normalize,
             regroup_level,
+        }),
+        Command::Cost {
+            dir,
+            generate,
+            sessions_per_day,
+            sample_rate,
+            retention_days,
+            html,
+        } => cost::run(cost::Args {
+            dir,
+            generate,
+            sessions_per_day,
+            sample_rate,
+            retention_days,
+            html,
         }),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {
