@@ -66,12 +66,16 @@ pub(crate) fn compress_all(
         &order,
         config.compression_threads,
         || BlockWriter::new(config.compression_level),
-        |w, &i| match transform {
-            None => encode(w, seq, 0, &groups[i]),
-            Some(t) => {
-                let (chunks, changed) = transform_chunks(t.as_ref(), groups[i].to_vec());
-                let flags = if changed { block::BLOCK_NORMALIZED } else { 0 };
-                encode(w, seq, flags, &chunks)
+        |w, &i| {
+            // The summary is computed on the chunks as sent, before any transform.
+            let summary = config.analyzer.as_ref().map(|a| a.analyze(&groups[i]));
+            match transform {
+                None => encode(w, seq, 0, summary.as_ref(), &groups[i]),
+                Some(t) => {
+                    let (chunks, changed) = transform_chunks(t.as_ref(), groups[i].to_vec());
+                    let flags = if changed { block::BLOCK_NORMALIZED } else { 0 };
+                    encode(w, seq, flags, summary.as_ref(), &chunks)
+                }
             }
         },
     )?;
@@ -104,10 +108,11 @@ pub(crate) fn encode(
     w: &mut BlockWriter,
     seq: u64,
     flags: u8,
+    summary: Option<&crate::summary::Summary>,
     chunks: &[Chunk],
 ) -> std::io::Result<Encoded> {
     let mut out = Vec::new();
-    w.encode_with_flags(seq, flags, chunks, &mut out)?;
+    w.encode_full(seq, flags, summary, chunks, &mut out)?;
     let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
     Ok((out, h))
 }

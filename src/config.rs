@@ -117,6 +117,9 @@ pub struct Config {
     /// Apply `transform` on the flush path instead of when regrouping. Default false: the hot
     /// path stays fast and only the cold copy pays for it.
     pub transform_at_ingest: bool,
+    /// Computes each block's session summary on the flush path (clicks, console errors, active
+    /// time...). Default: `RrwebAnalyzer`; `None` stores opaque payloads with empty summaries.
+    pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
     /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
     pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
 }
@@ -147,6 +150,7 @@ impl Default for Config {
             regroup_job_bytes: 512 << 20,
             transform: None,
             transform_at_ingest: false,
+            analyzer: Some(Arc::new(crate::rrweb::RrwebAnalyzer)),
         }
     }
 }
@@ -215,6 +219,10 @@ impl Config {
     pub fn with_transform(mut self, t: Arc<dyn PayloadTransform>, at_ingest: bool) -> Self {
         self.transform = Some(t);
         self.transform_at_ingest = at_ingest;
+        self
+    }
+    pub fn with_analyzer(mut self, a: Option<Arc<dyn crate::summary::Analyzer>>) -> Self {
+        self.analyzer = a;
         self
     }
     pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {

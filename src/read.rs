@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
+use crate::filter::{Page, SessionFilter};
 use crate::retention::cutoff;
+use crate::summary::Summary;
 use crate::segment::{corrupt, Segment};
 use crate::store::Store;
 
@@ -29,6 +31,14 @@ pub struct SessionSummary {
     pub raw_bytes: u64,
     /// Bytes its blocks take on disk (headers, compressed payloads, checksums).
     pub stored_bytes: u64,
+    /// last_ts_ms - first_ts_ms.
+    pub duration_ms: i64,
+    /// PostHog's `size`: the recording's bytes as sent (raw_bytes).
+    pub size: u64,
+    pub first_url: Option<String>,
+    /// What happened in it (clicks, console errors, active time, URLs...).
+    #[serde(flatten)]
+    pub activity: Summary,
 }
 
 impl SessionSummary {
@@ -42,7 +52,19 @@ impl SessionSummary {
             chunk_count: 0,
             raw_bytes: 0,
             stored_bytes: 0,
+            duration_ms: 0,
+            size: 0,
+            first_url: None,
+            activity: Summary::default(),
         }
+    }
+
+    /// Fills the derived fields once the parts are merged.
+    fn finish(&mut self, parts: Vec<(i64, Summary)>) {
+        self.activity = Summary::merge_in_order(parts);
+        self.duration_ms = self.last_ts_ms - self.first_ts_ms;
+        self.size = self.raw_bytes;
+        self.first_url = self.activity.first_url().map(String::from);
     }
 
     fn empty(team: u64, session_id: &str, h: &BlockHeader) -> Self {
@@ -55,6 +77,10 @@ impl SessionSummary {
             chunk_count: 0,
             raw_bytes: 0,
             stored_bytes: 0,
+            duration_ms: 0,
+            size: 0,
+            first_url: None,
+            activity: Summary::default(),
         }
     }
 
@@ -111,16 +137,6 @@ pub struct SessionData {
     pub chunks: Vec<StoredChunk>,
 }
 
-/// Which sessions `list_sessions` returns: those of `person` (if set) whose time range overlaps
-/// `[from_ts_ms, to_ts_ms]`, oldest first, at most `limit`.
-#[derive(Debug, Clone, Default)]
-pub struct SessionFilter {
-    pub person: Option<String>,
-    pub from_ts_ms: Option<i64>,
-    pub to_ts_ms: Option<i64>,
-    pub limit: Option<usize>,
-}
-
 /// Store-wide figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
@@ -158,6 +174,7 @@ impl Store {
         }
         let now = self.inner.config.clock.now_ms();
         let mut summary: Option<SessionSummary> = None;
+        let mut parts: Vec<(i64, Summary)> = Vec::new();
         // (first_ts, block seq, index in block, chunk): sorted, this is timestamp order with
         // append order for ties.
         let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
@@ -190,12 +207,16 @@ impl Store {
                     let s =
                         summary.get_or_insert_with(|| SessionSummary::empty(team, session_id, &h));
                     s.add_block(&h, r.len as u64, &chunks[before..]);
+                    if let Some(a) = h.summary {
+                        parts.push((h.first_ts, a));
+                    }
                 }
             }
         }
-        let Some(summary) = summary else {
+        let Some(mut summary) = summary else {
             return Ok(None);
         };
+        summary.finish(parts);
         chunks.sort_by_key(|(ts, seq, i, _)| (*ts, *seq, *i));
         Ok(Some(SessionData {
             summary,
@@ -203,14 +224,21 @@ impl Store {
         }))
     }
 
-    /// Lists the sessions of a team. Reads footers (session tables) and active indexes only,
-    /// never payloads: cost is proportional to the team's session records across segments.
+    /// Lists the sessions of a team that match `filter` (see `list_page`).
+    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        Ok(self.list_page(team, filter)?.sessions)
+    }
+
+    /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
+    /// next page. Reads only session tables (footers through the mmap, active indexes), never
+    /// payloads: the cost is one pass over the team's session records in every segment (a
+    /// binary search finds the team's range, a person filter compares hashes before decoding).
     /// Deleted data and data past retention are left out (per segment record: a record of a
     /// deleted person that started before the deletion is hidden whole).
-    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+    pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
         let tombstones = self.inner.tombstones.read();
         let now = self.inner.config.clock.now_ms();
-        let mut by_id: HashMap<String, SessionSummary> = HashMap::new();
+        let mut by_id: HashMap<String, (SessionSummary, Vec<(i64, Summary)>)> = HashMap::new();
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
             if seg.totals().max_ts < cut {
@@ -225,26 +253,21 @@ impl Store {
                 if hidden {
                     return;
                 }
-                match by_id.get_mut(&e.session) {
-                    Some(s) => s.merge(&e),
-                    None => {
-                        let mut s = SessionSummary::from_entry(&e);
-                        s.merge(&e);
-                        by_id.insert(e.session.clone(), s);
-                    }
-                }
+                let (s, parts) = by_id
+                    .entry(e.session.clone())
+                    .or_insert_with(|| (SessionSummary::from_entry(&e), Vec::new()));
+                s.merge(&e);
+                parts.push((e.first_ts, e.summary));
             })?;
         }
-        let mut out: Vec<SessionSummary> = by_id
+        let all = by_id
             .into_values()
-            .filter(|s| filter.from_ts_ms.is_none_or(|f| s.last_ts_ms >= f))
-            .filter(|s| filter.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t))
+            .map(|(mut s, parts)| {
+                s.finish(parts);
+                s
+            })
             .collect();
-        out.sort_by(|a, b| (a.first_ts_ms, &a.session_id).cmp(&(b.first_ts_ms, &b.session_id)));
-        if let Some(limit) = filter.limit {
-            out.truncate(limit);
-        }
-        Ok(out)
+        Ok(filter.page(all))
     }
 
     /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all

@@ -65,11 +65,15 @@ impl MemIndex {
                     raw_bytes: 0,
                     stored_bytes: 0,
                     blocks: Vec::new(),
+                    summary: Default::default(),
                 });
                 entries.len() - 1
             }
         };
         let e = &mut entries[at];
+        if let Some(s) = &h.summary {
+            e.summary.merge(s);
+        }
         e.first_ts = e.first_ts.min(h.first_ts);
         e.last_ts = e.last_ts.max(h.last_ts);
         e.chunk_count += h.chunks.len() as u32;

@@ -297,7 +297,7 @@ fn cost_projects_storage_from_a_store_and_writes_a_report() {
     let per_day = field("stored GB per day");
     assert!((per_day - per_session * 1000.0 / 1e9).abs() < 0.01, "{out}");
     assert!(
-        (field("stored GB at steady state") - per_day * 90.0).abs() < 0.1,
+        (field("stored GB at steady state") - per_session * 1000.0 * 90.0 / 1e9).abs() < 0.06,
         "{out}"
     );
     let report = std::fs::read_to_string(&html).unwrap();

@@ -104,16 +104,8 @@ enum Command {
         store: StoreArgs,
         #[arg(long)]
         team: u64,
-        #[arg(long)]
-        person: Option<String>,
-        /// Only sessions active at or after this time (ms since epoch).
-        #[arg(long)]
-        from_ms: Option<i64>,
-        /// Only sessions active at or before this time (ms since epoch).
-        #[arg(long)]
-        to_ms: Option<i64>,
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        filter: query::ListArgs,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -291,20 +283,9 @@ pub fn run() -> Result<i32> {
         Command::Ls {
             store,
             team,
-            person,
-            from_ms,
-            to_ms,
-            limit,
+            filter,
             json,
-        } => {
-            let filter = replaystore::SessionFilter {
-                person,
-                from_ts_ms: from_ms,
-                to_ts_ms: to_ms,
-                limit,
-            };
-            query::ls(&store.open()?, team, &filter, json)
-        }
+        } => query::ls(&store.open()?, team, &filter.into_filter(), json),
         Command::Stats { store, json } => query::stats(&store.open()?, json),
         Command::DeletePerson {
             store,

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use replaystore::posthog::payload_events;
-use replaystore::{Error, Result, SessionFilter, Store};
+use replaystore::{Error, Result, SessionFilter, SortBy, Store};
 
 use super::mb;
 
@@ -38,8 +38,73 @@ pub fn export(store: &Store, team: u64, session: &str) -> Result<i32> {
     Ok(if bad > 0 { 1 } else { 0 })
 }
 
+/// The filters of `replaystore ls`.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    person: Option<String>,
+    /// Only sessions active at or after this time (ms since epoch).
+    #[arg(long)]
+    from_ms: Option<i64>,
+    /// Only sessions active at or before this time (ms since epoch).
+    #[arg(long)]
+    to_ms: Option<i64>,
+    /// Sessions at least this long (seconds).
+    #[arg(long)]
+    min_duration_s: Option<f64>,
+    #[arg(long)]
+    max_duration_s: Option<f64>,
+    /// At least this much active time (seconds).
+    #[arg(long)]
+    min_active_s: Option<f64>,
+    /// Only sessions with console errors.
+    #[arg(long)]
+    errors: bool,
+    /// Only sessions with rage clicks.
+    #[arg(long)]
+    rage: bool,
+    #[arg(long)]
+    min_clicks: Option<u32>,
+    /// A visited URL contains this.
+    #[arg(long)]
+    url: Option<String>,
+    /// Sort by `start` or `duration`.
+    #[arg(long, default_value = "start")]
+    sort: String,
+    #[arg(long)]
+    desc: bool,
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The cursor printed at the end of the previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+impl ListArgs {
+    pub fn into_filter(self) -> SessionFilter {
+        let ms = |s: f64| (s * 1000.0) as i64;
+        SessionFilter {
+            person: self.person,
+            from_ts_ms: self.from_ms,
+            to_ts_ms: self.to_ms,
+            min_duration_ms: self.min_duration_s.map(ms),
+            max_duration_ms: self.max_duration_s.map(ms),
+            min_active_ms: self.min_active_s.map(|s| ms(s) as u64),
+            has_console_errors: self.errors,
+            has_rage_clicks: self.rage,
+            min_clicks: self.min_clicks,
+            url_contains: self.url,
+            sort: if self.sort == "duration" { SortBy::Duration } else { SortBy::StartTime },
+            descending: self.desc,
+            limit: self.limit,
+            cursor: self.cursor,
+        }
+    }
+}
+
 pub fn ls(store: &Store, team: u64, filter: &SessionFilter, json: bool) -> Result<i32> {
-    let sessions = store.list_sessions(team, filter)?;
+    let page = store.list_page(team, filter)?;
+    let sessions = page.sessions;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !json {
         writeln!(
@@ -72,6 +137,9 @@ pub fn ls(store: &Store, team: u64, filter: &SessionFilter, json: bool) -> Resul
         }
     }
     out.flush().map_err(stdout_err)?;
+    if let Some(c) = page.next_cursor {
+        eprintln!("more: --cursor {c}");
+    }
     Ok(0)
 }
 

@@ -124,11 +124,15 @@ impl Inner {
         refs: &[(usize, BlockRef)],
     ) -> Result<Vec<Encoded>> {
         let mut chunks: Vec<(i64, u64, usize, Chunk)> = Vec::new();
+        let mut summaries: Vec<(i64, crate::summary::Summary)> = Vec::new();
         let mut max_seq = 0;
         let mut normalized = false;
         for &(i, r) in refs {
             let (h, payloads) = sources[i].read_block(r)?;
             max_seq = max_seq.max(h.seq);
+            if let Some(s) = &h.summary {
+                summaries.push((h.first_ts, s.clone()));
+            }
             normalized |= h.flags & BLOCK_NORMALIZED != 0;
             for (k, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
                 let chunk = Chunk {
@@ -156,10 +160,14 @@ impl Inner {
             normalized |= changed;
         }
         let flags = BLOCK_REGROUPED | if normalized { BLOCK_NORMALIZED } else { 0 };
+        // The regrouped block's summary is its parts' summaries merged in time order.
+        let summary = (!summaries.is_empty()).then(|| crate::summary::Summary::merge_in_order(summaries));
         split_groups(vec![chunks])
             .iter()
-            .map(|g| {
-                encode(w, max_seq, flags, g)
+            .enumerate()
+            // A session too big for one block: the first carries the summary of all.
+            .map(|(k, g)| {
+                encode(w, max_seq, flags, summary.as_ref().filter(|_| k == 0), g)
                     .map_err(|e| crate::error::Error::io("encode regrouped block", e))
             })
             .collect()

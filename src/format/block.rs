@@ -20,6 +20,8 @@ pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
 pub const BLOCK_REGROUPED: u8 = 1;
 /// Block flag: its payloads were normalized (posthog-js in-event gzip inflated).
 pub const BLOCK_NORMALIZED: u8 = 2;
+/// Block flag: the header ends with the block's session summary (u32 length, then bytes).
+pub const BLOCK_HAS_SUMMARY: u8 = 4;
 pub const BLOCK_FIXED_LEN: usize = 64;
 /// Upper bound on header_len (identifiers, windows and the chunk table).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
@@ -72,6 +74,8 @@ pub struct BlockHeader {
     /// The block's checksum: with `seq`, what identifies a block rewritten after a failed
     /// flush (the same bytes may then sit in two files).
     pub crc: u32,
+    /// What happened in the block's chunks (`BLOCK_HAS_SUMMARY`).
+    pub summary: Option<crate::summary::Summary>,
 }
 
 impl BlockHeader {
@@ -197,6 +201,15 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
             last_ts: c_last,
         });
     }
+    let summary = if flags & BLOCK_HAS_SUMMARY != 0 {
+        let n = b.u32()? as usize;
+        if n > crate::summary::MAX_ENCODED {
+            return Err(DecodeError::new(format!("summary of {n} bytes out of bounds")));
+        }
+        Some(crate::summary::Summary::decode(b.take(n)?)?)
+    } else {
+        None
+    };
     if b.pos() != header_len as usize {
         return Err(DecodeError::new(
             "header_len does not match header contents",
@@ -221,6 +234,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         chunks,
         header_len,
         crc: 0,
+        summary,
     })
 }
 
@@ -303,6 +317,23 @@ impl BlockWriter {
         chunks: &[Chunk],
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
+        self.encode_full(seq, flags, None, chunks, out)
+    }
+
+    /// `encode` with block flags and the block's session summary.
+    pub fn encode_full(
+        &mut self,
+        seq: u64,
+        mut flags: u8,
+        summary: Option<&crate::summary::Summary>,
+        chunks: &[Chunk],
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let mut summary_bytes = Vec::new();
+        if let Some(s) = summary {
+            s.encode(&mut summary_bytes);
+            flags |= BLOCK_HAS_SUMMARY;
+        }
         let first = &chunks[0];
         self.raw.clear();
         let mut windows: Vec<&str> = Vec::new();
@@ -337,7 +368,8 @@ impl BlockWriter {
         let var_len = first.session_id.len()
             + first.person.len()
             + windows.iter().map(|w| 1 + w.len()).sum::<usize>()
-            + table.len();
+            + table.len()
+            + if summary_bytes.is_empty() { 0 } else { 4 + summary_bytes.len() };
         let header_len = BLOCK_FIXED_LEN + var_len;
         let start = out.len();
         out.reserve(header_len + stored.len() + 4);
@@ -364,6 +396,10 @@ impl BlockWriter {
             out.extend_from_slice(w.as_bytes());
         }
         out.extend_from_slice(&table);
+        if !summary_bytes.is_empty() {
+            put_u32(out, summary_bytes.len() as u32);
+            out.extend_from_slice(&summary_bytes);
+        }
         out.extend_from_slice(stored);
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);

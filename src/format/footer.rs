@@ -4,7 +4,8 @@
 //! fixed (96 B): 0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
 //!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
 //!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
-//!   80 flags u32 (bit 0: every session in it was regrouped) | 84..96 reserved (zero)
+//!   80 flags u32 (bit 0: every session in it was regrouped) | 84 summaries_len u32
+//!   88..96 reserved (zero)
 //! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
 //! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
 //! sessions: session_count x 80 B, sorted by (team, session_hash, session bytes):
@@ -14,6 +15,8 @@
 //!   74 person_len u16 | 76 crc32 of (bytes 0..76, its block refs, its two strings)
 //! block_refs: block_ref_count x 16 B: offset u64 | len u32 | chunk_count u32 (file order)
 //! heap: session id and person bytes, back to back
+//! summaries (summaries_len bytes): session_count x u32 offsets into the records, then per
+//!   session entry a record: len u32 | crc32 u32 of the bytes | encoded `Summary`
 //! ```
 //! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
 //! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
@@ -46,6 +49,8 @@ pub struct SessionEntry {
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub blocks: Vec<BlockRef>,
+    /// What happened in these blocks (merged in block order).
+    pub summary: crate::summary::Summary,
 }
 
 /// Segment-wide totals stored in the footer.
@@ -89,6 +94,18 @@ pub fn encode_footer(
         sessions.len(),
     );
 
+    // Summaries: offsets, then records.
+    let mut records = Vec::new();
+    let mut offsets = Vec::with_capacity(sessions.len() * 4);
+    for s in sessions.iter() {
+        put_u32(&mut offsets, records.len() as u32);
+        let mut enc = Vec::new();
+        s.summary.encode(&mut enc);
+        put_u32(&mut records, enc.len() as u32);
+        put_u32(&mut records, crc32fast::hash(&enc));
+        records.extend_from_slice(&enc);
+    }
+    let summaries_len = (offsets.len() + records.len()) as u32;
     let mut out = Vec::new();
     put_u32(&mut out, sessions.len() as u32);
     put_u32(&mut out, ref_count as u32);
@@ -104,6 +121,7 @@ pub fn encode_footer(
     put_u64(&mut out, totals.block_count);
     put_u64(&mut out, totals.max_seq);
     put_u32(&mut out, totals.flags);
+    put_u32(&mut out, summaries_len);
     out.resize(FOOTER_FIXED_LEN, 0);
     for w in &bloom.words {
         put_u64(&mut out, *w);
@@ -149,6 +167,8 @@ pub fn encode_footer(
     }
     out.extend_from_slice(&refs);
     out.extend_from_slice(&heap);
+    out.extend_from_slice(&offsets);
+    out.extend_from_slice(&records);
     (out, meta_crc)
 }
 
@@ -210,6 +230,8 @@ pub struct FooterView {
     ref_count: u32,
     heap_at: usize,
     heap_len: usize,
+    summaries_at: usize,
+    summaries_len: usize,
 }
 
 impl FooterView {
@@ -237,6 +259,7 @@ impl FooterView {
             max_seq: b.u64()?,
             flags: b.u32()?,
         };
+        let summaries_len = b.u32()? as usize;
         let sizes = [
             FOOTER_FIXED_LEN as u64,
             bloom_words as u64 * 8,
@@ -244,8 +267,15 @@ impl FooterView {
             session_count as u64 * SESSION_ENTRY_LEN as u64,
             ref_count as u64 * BLOCK_REF_LEN as u64,
             heap_len as u64,
+            summaries_len as u64,
         ];
-        if sizes.iter().sum::<u64>() != len as u64 || bloom_words == 0 || k == 0 || k > 32 {
+        let offsets_len = session_count as u64 * 4;
+        if sizes.iter().sum::<u64>() != len as u64
+            || bloom_words == 0
+            || k == 0
+            || k > 32
+            || (summaries_len as u64) < offsets_len
+        {
             return Err(DecodeError::new("footer section sizes do not add up"));
         }
         let meta_len = (sizes[0] + sizes[1] + sizes[2]) as usize;
@@ -275,6 +305,8 @@ impl FooterView {
             ref_count,
             heap_at,
             heap_len,
+            summaries_at: heap_at + heap_len,
+            summaries_len,
         })
     }
 
@@ -344,7 +376,9 @@ impl FooterView {
                 chunks: r.u32()?,
             });
         }
+        let summary = self.summary(file, i)?;
         Ok(SessionEntry {
+            summary,
             team,
             session,
             person,
@@ -355,6 +389,26 @@ impl FooterView {
             stored_bytes,
             blocks,
         })
+    }
+
+    /// Decodes and verifies the summary record of entry `i`.
+    pub fn summary(&self, file: &[u8], i: u32) -> DecodeResult<crate::summary::Summary> {
+        let section = &file[self.summaries_at..self.summaries_at + self.summaries_len];
+        let n = self.session_count as usize;
+        let (offsets, records) = section.split_at(n * 4);
+        let at = i as usize * 4;
+        let off = u32::from_le_bytes(offsets[at..at + 4].try_into().unwrap_or([0; 4])) as usize;
+        let mut b = Bytes::new(records.get(off..).unwrap_or(&[]));
+        let len = b.u32()? as usize;
+        let crc = b.u32()?;
+        if len > crate::summary::MAX_ENCODED {
+            return Err(DecodeError::new("summary record out of bounds"));
+        }
+        let bytes = b.take(len)?;
+        if crc32fast::hash(bytes) != crc {
+            return Err(DecodeError::new("summary record checksum mismatch"));
+        }
+        crate::summary::Summary::decode(bytes)
     }
 
     /// Index of the first entry whose (team, hash) is >= the given key.
@@ -420,6 +474,7 @@ mod tests {
                 len: 5,
                 chunks: 1,
             }],
+            summary: Default::default(),
         }
     }
 

@@ -1,0 +1,102 @@
+//! Finding sessions by what happened in them: the filters, sort orders and paging of
+//! `list_sessions` / `list_page`, applied to summaries read from footers (never payloads).
+
+use crate::read::SessionSummary;
+
+/// How listed sessions are ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortBy {
+    #[default]
+    StartTime,
+    Duration,
+}
+
+/// Which sessions to list. Every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub person: Option<String>,
+    /// Active at or after this time (ms since epoch).
+    pub from_ts_ms: Option<i64>,
+    /// Active at or before this time.
+    pub to_ts_ms: Option<i64>,
+    pub min_duration_ms: Option<i64>,
+    pub max_duration_ms: Option<i64>,
+    pub min_active_ms: Option<u64>,
+    pub has_console_errors: bool,
+    pub has_rage_clicks: bool,
+    pub min_clicks: Option<u32>,
+    /// A visited URL contains this.
+    pub url_contains: Option<String>,
+    pub sort: SortBy,
+    pub descending: bool,
+    pub limit: Option<usize>,
+    /// Continue after this point (the `next_cursor` of the previous page).
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub sessions: Vec<SessionSummary>,
+    /// Pass as `cursor` to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl SessionFilter {
+    pub fn matches(&self, s: &SessionSummary) -> bool {
+        let a = &s.activity;
+        self.from_ts_ms.is_none_or(|f| s.last_ts_ms >= f)
+            && self.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t)
+            && self.min_duration_ms.is_none_or(|d| s.duration_ms >= d)
+            && self.max_duration_ms.is_none_or(|d| s.duration_ms <= d)
+            && self.min_active_ms.is_none_or(|m| a.active_milliseconds >= m)
+            && (!self.has_console_errors || a.console_error_count > 0)
+            && (!self.has_rage_clicks || a.rage_click_count > 0)
+            && self.min_clicks.is_none_or(|m| a.click_count >= m)
+            && self
+                .url_contains
+                .as_deref()
+                .is_none_or(|u| a.urls.iter().any(|x| x.contains(u)))
+    }
+
+    fn key(&self, s: &SessionSummary) -> (i64, String) {
+        let k = match self.sort {
+            SortBy::StartTime => s.first_ts_ms,
+            SortBy::Duration => s.duration_ms,
+        };
+        (k, s.session_id.clone())
+    }
+
+    /// Sorts, skips past the cursor, cuts at the limit.
+    pub(crate) fn page(&self, mut all: Vec<SessionSummary>) -> Page {
+        all.retain(|s| self.matches(s));
+        all.sort_by(|a, b| self.key(a).cmp(&self.key(b)));
+        if self.descending {
+            all.reverse();
+        }
+        if let Some((k, id)) = self.cursor.as_deref().and_then(parse_cursor) {
+            let after = |s: &SessionSummary| {
+                let key = self.key(s);
+                if self.descending {
+                    key < (k, id.clone())
+                } else {
+                    key > (k, id.clone())
+                }
+            };
+            all.retain(after);
+        }
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let more = all.len() > limit;
+        all.truncate(limit);
+        let next_cursor = more.then(|| all.last().map(|s| {
+            let (k, id) = self.key(s);
+            format!("{k}:{id}")
+        })).flatten();
+        Page { sessions: all, next_cursor }
+    }
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (k, id) = c.split_once(':')?;
+    Some((k.parse().ok()?, id.to_string()))
+}
