@@ -49,7 +49,9 @@ impl SessionFilter {
             && self.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t)
             && self.min_duration_ms.is_none_or(|d| s.duration_ms >= d)
             && self.max_duration_ms.is_none_or(|d| s.duration_ms <= d)
-            && self.min_active_ms.is_none_or(|m| a.active_milliseconds >= m)
+            && self
+                .min_active_ms
+                .is_none_or(|m| a.active_milliseconds >= m)
             && (!self.has_console_errors || a.console_error_count > 0)
             && (!self.has_rage_clicks || a.rage_click_count > 0)
             && self.min_clicks.is_none_or(|m| a.click_count >= m)
@@ -70,7 +72,7 @@ impl SessionFilter {
     /// Sorts, skips past the cursor, cuts at the limit.
     pub(crate) fn page(&self, mut all: Vec<SessionSummary>) -> Page {
         all.retain(|s| self.matches(s));
-        all.sort_by(|a, b| self.key(a).cmp(&self.key(b)));
+        all.sort_by_key(|s| self.key(s));
         if self.descending {
             all.reverse();
         }
@@ -88,11 +90,18 @@ impl SessionFilter {
         let limit = self.limit.unwrap_or(usize::MAX);
         let more = all.len() > limit;
         all.truncate(limit);
-        let next_cursor = more.then(|| all.last().map(|s| {
-            let (k, id) = self.key(s);
-            format!("{k}:{id}")
-        })).flatten();
-        Page { sessions: all, next_cursor }
+        let next_cursor = more
+            .then(|| {
+                all.last().map(|s| {
+                    let (k, id) = self.key(s);
+                    format!("{k}:{id}")
+                })
+            })
+            .flatten();
+        Page {
+            sessions: all,
+            next_cursor,
+        }
     }
 }
 

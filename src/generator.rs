@@ -59,6 +59,15 @@ pub struct GeneratedSession {
     pub session_id: String,
     pub person: String,
     pub chunks: Vec<Chunk>,
+    /// Planted: the session has console errors (no other session has any).
+    pub has_console_errors: bool,
+    /// Planted: the session has a rage-click burst (no other session's clicks can form one).
+    pub has_rage_clicks: bool,
+}
+
+/// Which sessions of a workload get console errors and rage clicks.
+pub fn planted(index: usize) -> (bool, bool) {
+    (index % 7 == 3, index % 5 == 2)
 }
 
 impl GeneratedSession {
@@ -236,6 +245,12 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
     // session comes back to (or another session visits) has the same full snapshot, as real
     // sites do. A session browses a few of them, revisiting some.
     let site_pages = 12;
+    let (has_console_errors, has_rage_clicks) = planted(index);
+    let mut plant = Plant {
+        errors: has_console_errors,
+        clicks: 0,
+    };
+    let mut first_page = true;
     while events.total < target {
         let page = if rng.chance(70) {
             rng.below(4)
@@ -261,17 +276,42 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
             format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#),
         );
         let nodes = next_id - 1;
+        if first_page {
+            first_page = false;
+            if has_rage_clicks {
+                // Four clicks on one spot, 120 ms apart.
+                for _ in 0..4 {
+                    ts += 120;
+                    events.push(ts, format!(r#"{{"type":3,"data":{{"source":2,"type":2,"id":3,"x":640,"y":400}},"timestamp":{ts}}}"#));
+                }
+            }
+            if has_console_errors {
+                ts += 50;
+                events.push(ts, format!(r#"{{"type":6,"data":{{"plugin":"rrweb/console@1","payload":{{"level":"error","trace":["at checkout (https://app.example.com/static/app.js:1:1)"],"payload":["\"TypeError: cart is undefined\""]}}}},"timestamp":{ts}}}"#));
+            }
+        }
         // Activity on this page: tens of seconds of incremental events.
         let page_ms = rng.range(5_000, 90_000);
         let page_end = ts + page_ms;
         while ts < page_end && events.total < target {
             ts += rng.range(15, 400);
             let node = 1 + rng.below(nodes.max(1));
-            let e = incremental(&mut rng, ts, node, &mut next_id);
+            let e = incremental(&mut rng, ts, node, &mut next_id, &mut plant);
             events.push(ts, e);
         }
     }
-    events.finish()
+    let mut s = events.finish();
+    (s.has_console_errors, s.has_rage_clicks) = (has_console_errors, has_rage_clicks);
+    s
+}
+
+/// What the random events of a session may contain.
+struct Plant {
+    /// Console errors allowed (planted sessions only).
+    errors: bool,
+    /// Clicks so far: random clicks are placed at least 200 px apart, so they never form a
+    /// rage click by chance.
+    clicks: u64,
 }
 
 /// All chunks of all sessions, ordered by time as an ingestion server receives them.
@@ -347,6 +387,8 @@ impl EventSink {
             session_id: self.proto.session_id,
             person: self.proto.person,
             chunks: self.chunks,
+            has_console_errors: false,
+            has_rage_clicks: false,
         }
     }
 }
@@ -436,7 +478,7 @@ fn text(rng: &mut Rng, s: &mut String, next_id: &mut u64) {
 }
 
 /// One incremental (or plugin) event at `ts` touching `node`.
-fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64) -> String {
+fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64, plant: &mut Plant) -> String {
     let kind = rng.below(100);
     let (x, y) = (rng.below(1280), rng.below(800));
     match kind {
@@ -469,16 +511,28 @@ fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64) -> String {
             r#"{{"type":3,"data":{{"source":3,"id":1,"x":0,"y":{}}},"timestamp":{ts}}}"#,
             rng.below(20_000)
         ),
-        75..=84 => format!(
-            r#"{{"type":3,"data":{{"source":2,"type":{},"id":{node},"x":{x}.5,"y":{y}.25}},"timestamp":{ts}}}"#,
-            rng.below(3)
-        ),
+        75..=84 => {
+            plant.clicks += 1;
+            let (cx, cy) = (
+                40 + (plant.clicks * 211) % 1200,
+                50 + (plant.clicks * 137) % 700,
+            );
+            format!(
+                r#"{{"type":3,"data":{{"source":2,"type":{},"id":{node},"x":{cx}.5,"y":{cy}.25}},"timestamp":{ts}}}"#,
+                rng.below(3)
+            )
+        }
         85..=91 => format!(
             r#"{{"type":3,"data":{{"source":5,"text":"{}","isChecked":false,"id":{node}}},"timestamp":{ts}}}"#,
             "*".repeat(rng.range(1, 12) as usize)
         ),
         92..=96 => {
-            let level = ["log", "log", "warn", "error"][rng.below(4) as usize];
+            let levels = if plant.errors {
+                ["log", "log", "warn", "error"]
+            } else {
+                ["log", "log", "warn", "info"]
+            };
+            let level = levels[rng.below(4) as usize];
             format!(
                 r#"{{"type":6,"data":{{"plugin":"rrweb/console@1","payload":{{"level":"{level}","trace":["at {} (https://app.example.com/static/app.js:{}:{})"],"payload":["\"{} {} {}\""]}}}},"timestamp":{ts}}}"#,
                 rng.pick(WORDS),

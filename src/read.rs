@@ -11,12 +11,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::filter::{Page, SessionFilter};
+use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
-use crate::summary::Summary;
 use crate::segment::{corrupt, Segment};
 use crate::store::Store;
+use crate::summary::Summary;
 
 /// What the store knows of one session without reading its payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

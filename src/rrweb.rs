@@ -90,7 +90,9 @@ impl Walk {
 
     fn click(&mut self, x: f64, y: f64, ts: f64) {
         self.clicks = match self.clicks {
-            Some((n, lx, ly, lts)) if (x - lx).abs() + (y - ly).abs() < RAGE_PX && ts - lts < RAGE_MS => {
+            Some((n, lx, ly, lts))
+                if (x - lx).abs() + (y - ly).abs() < RAGE_PX && ts - lts < RAGE_MS =>
+            {
                 if n + 1 == RAGE_CLICKS {
                     self.s.rage_click_count += 1;
                 }
@@ -112,7 +114,9 @@ impl Walk {
         let Some(data) = e.data else { return };
         match e.kind {
             3 => {
-                let Ok(inc) = serde_json::from_str::<Incremental>(data.get()) else { return };
+                let Ok(inc) = serde_json::from_str::<Incremental>(data.get()) else {
+                    return;
+                };
                 let Some(source) = inc.source else { return };
                 if (1..=7).contains(&source) || source == 12 {
                     self.activity(ts);
@@ -134,7 +138,9 @@ impl Walk {
                 }
             }
             4 => {
-                let Ok(m) = serde_json::from_str::<Meta>(data.get()) else { return };
+                let Ok(m) = serde_json::from_str::<Meta>(data.get()) else {
+                    return;
+                };
                 if self.s.viewport_width == 0 {
                     self.s.viewport_width = m.width.unwrap_or(0.0) as u16;
                     self.s.viewport_height = m.height.unwrap_or(0.0) as u16;
@@ -144,15 +150,22 @@ impl Walk {
                 }
             }
             5 => {
-                let Ok(c) = serde_json::from_str::<Custom>(data.get()) else { return };
+                let Ok(c) = serde_json::from_str::<Custom>(data.get()) else {
+                    return;
+                };
                 if c.tag == Some("$pageview") {
-                    if let Some(h) = c.payload.and_then(|p| serde_json::from_str::<Href>(p.get()).ok()?.href) {
+                    if let Some(h) = c
+                        .payload
+                        .and_then(|p| serde_json::from_str::<Href>(p.get()).ok()?.href)
+                    {
                         self.url(h);
                     }
                 }
             }
             6 => {
-                let Ok(p) = serde_json::from_str::<Plugin>(data.get()) else { return };
+                let Ok(p) = serde_json::from_str::<Plugin>(data.get()) else {
+                    return;
+                };
                 if p.plugin != Some("rrweb/console@1") {
                     return;
                 }
@@ -176,7 +189,9 @@ impl Analyzer for RrwebAnalyzer {
         let mut walk = Walk::default();
         for c in chunks {
             // Not an array of rrweb events: an opaque payload, nothing to count.
-            let Ok(events) = serde_json::from_slice::<Vec<Event>>(&c.payload) else { continue };
+            let Ok(events) = serde_json::from_slice::<Vec<Event>>(&c.payload) else {
+                continue;
+            };
             for e in &events {
                 walk.event(e);
             }

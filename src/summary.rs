@@ -77,7 +77,8 @@ impl Summary {
             self.last_activity_ts = self.last_activity_ts.max(later.last_activity_ts);
         }
         if self.viewport_width == 0 {
-            (self.viewport_width, self.viewport_height) = (later.viewport_width, later.viewport_height);
+            (self.viewport_width, self.viewport_height) =
+                (later.viewport_width, later.viewport_height);
         }
         for u in &later.urls {
             if self.urls.len() < MAX_URLS && !self.urls.contains(u) {
@@ -150,7 +151,10 @@ impl Summary {
         if b.u8()? != VERSION {
             return Err(DecodeError::new("unknown summary version"));
         }
-        let mut s = Summary { event_count: b.u64()?, ..Summary::default() };
+        let mut s = Summary {
+            event_count: b.u64()?,
+            ..Summary::default()
+        };
         for n in [
             &mut s.click_count,
             &mut s.keypress_count,
@@ -210,8 +214,15 @@ mod tests {
         assert!(Summary::decode(&buf[..buf.len() - 1]).is_err());
         let m = Summary::merge_in_order(vec![(13_000, b), (10_000, a)]);
         assert_eq!(m.event_count, 5);
-        assert_eq!(m.active_milliseconds, 1000 + 500 + 2000, "a 2 s gap joins the segments");
+        assert_eq!(
+            m.active_milliseconds,
+            1000 + 500 + 2000,
+            "a 2 s gap joins the segments"
+        );
         assert_eq!(m.urls, vec!["https://a/", "https://b/"]);
-        assert_eq!((m.viewport_width, m.first_activity_ts, m.last_activity_ts), (1280, 10_000, 13_500));
+        assert_eq!(
+            (m.viewport_width, m.first_activity_ts, m.last_activity_ts),
+            (1280, 10_000, 13_500)
+        );
     }
 }

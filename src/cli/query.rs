@@ -94,7 +94,11 @@ impl ListArgs {
             has_rage_clicks: self.rage,
             min_clicks: self.min_clicks,
             url_contains: self.url,
-            sort: if self.sort == "duration" { SortBy::Duration } else { SortBy::StartTime },
+            sort: if self.sort == "duration" {
+                SortBy::Duration
+            } else {
+                SortBy::StartTime
+            },
             descending: self.desc,
             limit: self.limit,
             cursor: self.cursor,

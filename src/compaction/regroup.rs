@@ -161,7 +161,8 @@ impl Inner {
         }
         let flags = BLOCK_REGROUPED | if normalized { BLOCK_NORMALIZED } else { 0 };
         // The regrouped block's summary is its parts' summaries merged in time order.
-        let summary = (!summaries.is_empty()).then(|| crate::summary::Summary::merge_in_order(summaries));
+        let summary =
+            (!summaries.is_empty()).then(|| crate::summary::Summary::merge_in_order(summaries));
         split_groups(vec![chunks])
             .iter()
             .enumerate()

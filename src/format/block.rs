@@ -204,7 +204,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let summary = if flags & BLOCK_HAS_SUMMARY != 0 {
         let n = b.u32()? as usize;
         if n > crate::summary::MAX_ENCODED {
-            return Err(DecodeError::new(format!("summary of {n} bytes out of bounds")));
+            return Err(DecodeError::new(format!(
+                "summary of {n} bytes out of bounds"
+            )));
         }
         Some(crate::summary::Summary::decode(b.take(n)?)?)
     } else {
@@ -369,7 +371,11 @@ impl BlockWriter {
             + first.person.len()
             + windows.iter().map(|w| 1 + w.len()).sum::<usize>()
             + table.len()
-            + if summary_bytes.is_empty() { 0 } else { 4 + summary_bytes.len() };
+            + if summary_bytes.is_empty() {
+                0
+            } else {
+                4 + summary_bytes.len()
+            };
         let header_len = BLOCK_FIXED_LEN + var_len;
         let start = out.len();
         out.reserve(header_len + stored.len() + 4);
