@@ -46,7 +46,7 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
                 first_ts_ms: 1_795_000_000_000 + i as i64,
                 last_ts_ms: 1_795_000_000_000 + i as i64 + 1000,
                 payload: format!(
-                    r#"[{{"type":4,"data":{{"href":"https://x/{i}"}},"timestamp":{i}}}]"#
+                    r#"[{{"type":4,"data":{{"href":"https://x/{i}","width":1280,"height":800}},"timestamp":{i}}}]"#
                 )
                 .into_bytes(),
             })?;
@@ -91,6 +91,25 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
     println!(
         "point read of one session  {:.3} ms (found: {found})",
         t.elapsed().as_secs_f64() * 1e3
+    );
+    // Listing: 100 matches of a filter among the team's quarter of the sessions.
+    let filter = replaystore::SessionFilter {
+        url_contains: Some("/99".into()),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut matched = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        matched = store.list_page(1, &filter)?.sessions.len();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "list 100 of team 1 (url contains /99; {matched} returned): p50 {:.0} ms, p99 {:.0} ms",
+        times[times.len() / 2],
+        times[times.len() - 1]
     );
     Ok(0)
 }
