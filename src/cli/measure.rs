@@ -243,3 +243,32 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
     println!("seeds written to {}", out.display());
     Ok(0)
 }
+
+/// The dictionary lever, measured: a zstd dictionary trained on some sessions of a site, used
+/// on other sessions of the same site, per chunk and per whole session.
+pub fn dict_gain(sessions: usize) -> Result<i32> {
+    use replaystore::generator::{session, Workload};
+    let w = Workload { sessions: sessions * 2, teams: 1, median_session_bytes: 400_000, ..Default::default() };
+    let train: Vec<Vec<u8>> = (0..sessions).flat_map(|i| session(&w, i).chunks).map(|c| c.payload).collect();
+    let test: Vec<Vec<Chunk>> = (sessions..2 * sessions).map(|i| session(&w, i).chunks).collect();
+    let z = |e: std::io::Error| Error::Io { context: "zstd".into(), source: e };
+    println!("{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}", "dict KiB", "raw", "chunk", "chunk+dict", "session", "session+dict");
+    for kib in [64usize, 110] {
+        let dict = zstd::dict::from_samples(&train, kib << 10).map_err(z)?;
+        let mut plain = zstd::bulk::Compressor::new(3).map_err(z)?;
+        let mut with = zstd::bulk::Compressor::with_dictionary(3, &dict).map_err(z)?;
+        let (mut raw, mut c0, mut c1, mut s0, mut s1) = (0, 0, 0, 0, 0);
+        for s in &test {
+            let whole: Vec<u8> = s.iter().flat_map(|c| c.payload.clone()).collect();
+            raw += whole.len();
+            s0 += plain.compress(&whole).map_err(z)?.len();
+            s1 += with.compress(&whole).map_err(z)?.len();
+            for c in s {
+                c0 += plain.compress(&c.payload).map_err(z)?.len();
+                c1 += with.compress(&c.payload).map_err(z)?.len();
+            }
+        }
+        println!("{kib:<10} {raw:>14} {c0:>14} {c1:>14} {s0:>14} {s1:>14}");
+    }
+    Ok(0)
+}

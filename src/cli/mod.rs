@@ -248,6 +248,12 @@ enum Command {
         #[arg(long)]
         log: PathBuf,
     },
+    /// Measure what a per-site zstd dictionary would save, per chunk and per session.
+    #[command(hide = true)]
+    DictGain {
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+    },
     /// Write the fuzz targets' seed corpus.
     #[command(hide = true)]
     FuzzSeeds {
@@ -352,6 +358,7 @@ pub fn run() -> Result<i32> {
             log,
         } => torture::run(&dir, seed, start_ms, &log),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
+        Command::DictGain { sessions } => measure::dict_gain(sessions),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
 }
