@@ -61,31 +61,31 @@ impl SessionFilter {
                 .is_none_or(|u| a.urls.iter().any(|x| x.contains(u)))
     }
 
-    fn key(&self, s: &SessionSummary) -> (i64, String) {
+    fn key<'a>(&self, s: &'a SessionSummary) -> (i64, &'a str) {
         let k = match self.sort {
             SortBy::StartTime => s.first_ts_ms,
             SortBy::Duration => s.duration_ms,
         };
-        (k, s.session_id.clone())
+        (k, s.session_id.as_str())
     }
 
     /// Sorts, skips past the cursor, cuts at the limit.
     pub(crate) fn page(&self, mut all: Vec<SessionSummary>) -> Page {
         all.retain(|s| self.matches(s));
-        all.sort_by_key(|s| self.key(s));
+        all.sort_unstable_by(|a, b| self.key(a).cmp(&self.key(b)));
         if self.descending {
             all.reverse();
         }
         if let Some((k, id)) = self.cursor.as_deref().and_then(parse_cursor) {
-            let after = |s: &SessionSummary| {
+            let cursor = (k, id.as_str());
+            all.retain(|s| {
                 let key = self.key(s);
                 if self.descending {
-                    key < (k, id.clone())
+                    key < cursor
                 } else {
-                    key > (k, id.clone())
+                    key > cursor
                 }
-            };
-            all.retain(after);
+            });
         }
         let limit = self.limit.unwrap_or(usize::MAX);
         let more = all.len() > limit;

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::error::{Error, Result};
 use crate::filter::{Page, SessionFilter};
@@ -238,7 +239,9 @@ impl Store {
     pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
         let tombstones = self.inner.tombstones.read();
         let now = self.inner.config.clock.now_ms();
-        let mut by_id: HashMap<String, (SessionSummary, Vec<(i64, Summary)>)> = HashMap::new();
+        // xxh3 rather than SipHash: the map sees every record of the team.
+        let mut by_id: HashMap<String, (SessionSummary, Vec<(i64, Summary)>), Xxh3Builder> =
+            HashMap::with_hasher(Xxh3Builder::new());
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
             if seg.totals().max_ts < cut {
@@ -253,11 +256,14 @@ impl Store {
                 if hidden {
                     return;
                 }
-                let (s, parts) = by_id
-                    .entry(e.session.clone())
-                    .or_insert_with(|| (SessionSummary::from_entry(&e), Vec::new()));
-                s.merge(&e);
-                parts.push((e.first_ts, e.summary));
+                if !by_id.contains_key(&e.session) {
+                    let fresh = (SessionSummary::from_entry(&e), Vec::new());
+                    by_id.insert(e.session.clone(), fresh);
+                }
+                if let Some((s, parts)) = by_id.get_mut(&e.session) {
+                    s.merge(&e);
+                    parts.push((e.first_ts, e.summary));
+                }
             })?;
         }
         let all = by_id
