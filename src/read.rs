@@ -138,6 +138,9 @@ pub struct SessionData {
     pub chunks: Vec<StoredChunk>,
 }
 
+/// A session being listed: its summary so far, and its parts' activity summaries.
+type Listed = (SessionSummary, Vec<(i64, Summary)>);
+
 /// Store-wide figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
@@ -240,7 +243,7 @@ impl Store {
         let tombstones = self.inner.tombstones.read();
         let now = self.inner.config.clock.now_ms();
         // xxh3 rather than SipHash: the map sees every record of the team.
-        let mut by_id: HashMap<String, (SessionSummary, Vec<(i64, Summary)>), Xxh3Builder> =
+        let mut by_id: HashMap<String, Listed, Xxh3Builder> =
             HashMap::with_hasher(Xxh3Builder::new());
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);

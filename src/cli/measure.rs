@@ -248,11 +248,27 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
 /// on other sessions of the same site, per chunk and per whole session.
 pub fn dict_gain(sessions: usize) -> Result<i32> {
     use replaystore::generator::{session, Workload};
-    let w = Workload { sessions: sessions * 2, teams: 1, median_session_bytes: 400_000, ..Default::default() };
-    let train: Vec<Vec<u8>> = (0..sessions).flat_map(|i| session(&w, i).chunks).map(|c| c.payload).collect();
-    let test: Vec<Vec<Chunk>> = (sessions..2 * sessions).map(|i| session(&w, i).chunks).collect();
-    let z = |e: std::io::Error| Error::Io { context: "zstd".into(), source: e };
-    println!("{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}", "dict KiB", "raw", "chunk", "chunk+dict", "session", "session+dict");
+    let w = Workload {
+        sessions: sessions * 2,
+        teams: 1,
+        median_session_bytes: 400_000,
+        ..Default::default()
+    };
+    let train: Vec<Vec<u8>> = (0..sessions)
+        .flat_map(|i| session(&w, i).chunks)
+        .map(|c| c.payload)
+        .collect();
+    let test: Vec<Vec<Chunk>> = (sessions..2 * sessions)
+        .map(|i| session(&w, i).chunks)
+        .collect();
+    let z = |e: std::io::Error| Error::Io {
+        context: "zstd".into(),
+        source: e,
+    };
+    println!(
+        "{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "dict KiB", "raw", "chunk", "chunk+dict", "session", "session+dict"
+    );
     for kib in [64usize, 110] {
         let dict = zstd::dict::from_samples(&train, kib << 10).map_err(z)?;
         let mut plain = zstd::bulk::Compressor::new(3).map_err(z)?;
