@@ -64,6 +64,9 @@ struct WireProps<'a> {
     distinct_id: Option<serde_json::Value>,
     #[serde(rename = "$snapshot_data", borrow, default)]
     snapshot_data: Option<&'a RawValue>,
+    /// The project API key, which an ingestion server maps to a team.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +115,15 @@ pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
 
 /// Turns one `$snapshot` event into a chunk; `Ok(None)` for other events.
 pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError> {
+    Ok(parse_event(json)?.map(|(_, mut c)| {
+        c.team = team;
+        c
+    }))
+}
+
+/// One `$snapshot` event: its project token (if any) and its chunk (team 0, for the caller to
+/// set from the token). `Ok(None)` for other events.
+pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireError> {
     let ev: WireEvent =
         serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
     if ev.event.as_deref() != Some("$snapshot") {
@@ -144,15 +156,88 @@ pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError>
     let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) else {
         return err("$snapshot_data holds no timestamped rrweb event");
     };
-    Ok(Some(Chunk {
-        team,
-        session_id,
-        person,
-        window_id: props.window_id,
-        first_ts_ms: first,
-        last_ts_ms: last,
-        payload: data.get().as_bytes().to_vec(),
-    }))
+    Ok(Some((
+        props.token,
+        Chunk {
+            team: 0,
+            session_id,
+            person,
+            window_id: props.window_id,
+            first_ts_ms: first,
+            last_ts_ms: last,
+            payload: data.get().as_bytes().to_vec(),
+        },
+    )))
+}
+
+/// Decodes a request body as posthog-js sends it to `/s/`: gzip (by its magic bytes, with or
+/// without `?compression=gzip-js`), a `data=<base64>` form (`compression=base64`, or lz64 in it
+/// with `compression=lz64`), or plain JSON. Returns the JSON bytes.
+pub fn decode_request(body: &[u8], compression: Option<&str>) -> Result<Vec<u8>, WireError> {
+    use base64::Engine;
+    if body.starts_with(&[0x1f, 0x8b]) {
+        return decode_body(body).map(|b| b.into_owned());
+    }
+    let form = body.starts_with(b"data=").then(|| &body[5..]);
+    let raw = match form {
+        None => body.to_vec(),
+        Some(v) => {
+            let v = v.split(|&b| b == b'&').next().unwrap_or(&[]);
+            percent_decode(v)
+        }
+    };
+    match compression {
+        Some("lz64") => {
+            let s = std::str::from_utf8(&raw).or_else(|_| err("lz64 data is not text"))?;
+            let chars = lz_str::decompress_from_base64(s)
+                .ok_or_else(|| WireError("invalid lz64 data".into()))?;
+            String::from_utf16(&chars)
+                .map(String::into_bytes)
+                .or_else(|_| err("lz64 data is not UTF-16"))
+        }
+        _ if form.is_some() || compression == Some("base64") => {
+            let text: Vec<u8> = raw
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .or_else(|e| err(format!("invalid base64: {e}")))?;
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                decode_body(&bytes).map(|b| b.into_owned())
+            } else {
+                Ok(bytes)
+            }
+        }
+        _ => Ok(raw),
+    }
+}
+
+/// Decodes `%XX` and `+` in a form value.
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < v.len() => {
+                let hex = std::str::from_utf8(&v[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The rrweb events of a stored chunk payload (a JSON array), each as its exact JSON text.

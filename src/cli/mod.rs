@@ -7,6 +7,7 @@ mod demo;
 mod ingest;
 mod measure;
 mod query;
+mod serve;
 mod torture;
 
 use std::path::PathBuf;
@@ -37,6 +38,14 @@ pub struct StoreArgs {
     /// Retention of one team, as TEAM=DAYS (repeatable).
     #[arg(long, value_parser = parse_team_days)]
     team_retention: Vec<(u64, u16)>,
+}
+
+fn parse_token(s: &str) -> std::result::Result<(String, u64), String> {
+    let (t, team) = s.split_once('=').ok_or("expected TOKEN=TEAM")?;
+    Ok((
+        t.to_string(),
+        team.parse().map_err(|e| format!("team: {e}"))?,
+    ))
 }
 
 fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
@@ -171,6 +180,26 @@ enum Command {
         store: StoreArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve posthog-js recordings (`/s/`) into the store, acknowledging once durable.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on (port 0 picks a free one, printed on the first line).
+        #[arg(long, default_value = "127.0.0.1:8010")]
+        listen: std::net::SocketAddr,
+        /// Project token -> team, as TOKEN=TEAM (repeatable).
+        #[arg(long, value_parser = parse_token)]
+        token: Vec<(String, u64)>,
+        /// Largest accepted request body.
+        #[arg(long, default_value_t = 20 << 20)]
+        max_body_bytes: usize,
+        /// Requests processed at once; beyond, 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        max_inflight: usize,
+        /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
+        #[arg(long)]
+        normalize: bool,
     },
     /// Measure this store beside the zstd-only limit and peer systems on the same data.
     Bench {
@@ -349,6 +378,24 @@ pub fn run() -> Result<i32> {
             sample_rate,
             retention_days,
             html,
+        }),
+        Command::Serve {
+            store,
+            listen,
+            token,
+            max_body_bytes,
+            max_inflight,
+            normalize,
+        } => serve::run(serve::Args {
+            dir: store.dir.clone(),
+            listen,
+            tokens: token.into_iter().collect(),
+            max_body_bytes,
+            max_inflight,
+            normalize,
+            config: store
+                .config()
+                .with_maintenance_interval(Some(std::time::Duration::from_secs(600))),
         }),
         Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
         Command::CrashWriter {

@@ -1,0 +1,264 @@
+//! `replaystore serve` over real HTTP: the posthog-js wire bodies are stored durably and
+//! exported back; bad requests are refused whole; CORS, configuration and metrics endpoints.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const TOKEN: &str = "phc_realclient_harness_token";
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--retention-days",
+                "3650",
+                "--token",
+            ])
+            .arg(format!("{TOKEN}=1"))
+            .args(extra)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .expect("address line")
+            .to_string();
+        Server { child, addr }
+    }
+
+    /// SIGTERM, then wait: a graceful shutdown flushes and closes the store.
+    fn stop(mut self) -> String {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "server exit: {status:?}: {err}");
+        err
+    }
+}
+
+/// A minimal HTTP/1.1 client: (status, lower-cased headers, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&resp[..split]).to_lowercase();
+    let mut body = resp[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 2 + n + 2..];
+        }
+        body = out;
+    }
+    let status = head[9..12].parse().unwrap();
+    (status, head, body)
+}
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/posthog-js")
+}
+
+fn open_store(dir: &Path) -> replaystore::Store {
+    replaystore::Store::open(
+        dir,
+        replaystore::Config::default()
+            .with_default_retention_days(3650)
+            .with_maintenance_interval(None),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_sdks_wire_bodies_are_stored_durably_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut wire: Vec<PathBuf> = std::fs::read_dir(data().join("wire"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    wire.sort();
+    for f in &wire {
+        let body = std::fs::read(f).unwrap();
+        let (status, _, resp) = http(
+            &server.addr,
+            "POST",
+            "/s/",
+            &[("Content-Type", "text/plain")],
+            &body,
+        );
+        assert_eq!(
+            status,
+            200,
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    let (_, _, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("replaystore_requests_total 16"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("replaystore_chunks_total 24"), "{metrics}");
+    assert!(
+        metrics.contains("replaystore_flush_seconds_count 16"),
+        "{metrics}"
+    );
+    let err = server.stop();
+    assert!(err.contains("shut down cleanly"), "{err}");
+
+    let store = open_store(dir.path());
+    let sessions = store.list_sessions(1, &Default::default()).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].chunk_count, 24);
+    assert_eq!(sessions[0].person, "realclient-user-1-20261126033322");
+    assert!(sessions[0].activity.click_count > 0);
+}
+
+#[test]
+fn bad_requests_are_refused_whole_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-body-bytes", "100000"]);
+    let good = std::fs::read_to_string(data().join("snapshot-batches.jsonl")).unwrap();
+    let first_line = good.lines().nth(1).unwrap(); // a small request of the fixture
+    let a = &server.addr;
+    // Unknown token.
+    let other = first_line.replace(TOKEN, "phc_unknown");
+    assert_eq!(http(a, "POST", "/s/", &[], other.as_bytes()).0, 401);
+    // Invalid gzip, invalid JSON, an event without $session_id, a body over the limit.
+    assert_eq!(
+        http(a, "POST", "/s/", &[], &[0x1f, 0x8b, 8, 0, 1, 2]).0,
+        400
+    );
+    assert_eq!(http(a, "POST", "/s/", &[], b"[{not json").0, 400);
+    let no_session = first_line.replace("$session_id", "$nope");
+    let (status, _, body) = http(a, "POST", "/s/", &[], no_session.as_bytes());
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("$session_id"));
+    assert_eq!(http(a, "POST", "/s/", &[], &vec![b' '; 200_000]).0, 413);
+    // Other encodings posthog-js uses: base64 forms and lz64.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(first_line.as_bytes());
+    let form = format!(
+        "data={}",
+        b64.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    let ct = ("Content-Type", "application/x-www-form-urlencoded");
+    assert_eq!(
+        http(a, "POST", "/s/?compression=base64", &[ct], form.as_bytes()).0,
+        200
+    );
+    let lz = lz_str::compress_to_base64(first_line);
+    let form = format!(
+        "data={}",
+        lz.replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D")
+    );
+    assert_eq!(
+        http(a, "POST", "/s?compression=lz64", &[ct], form.as_bytes()).0,
+        200
+    );
+    server.stop();
+    let store = open_store(dir.path());
+    let s = &store.list_sessions(1, &Default::default()).unwrap()[0];
+    assert_eq!(s.chunk_count, 2, "only the two good requests were stored");
+}
+
+#[test]
+fn cors_configuration_and_analytics_endpoints_answer_the_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let a = &server.addr;
+    let origin = ("Origin", "http://shop.example.test");
+    let (status, head, _) = http(
+        a,
+        "OPTIONS",
+        "/s/",
+        &[
+            origin,
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("access-control-allow-origin: http://shop.example.test"),
+        "{head}"
+    );
+    for path in ["/flags/?v=2", "/decide/?v=3", "/array/phc_x/config"] {
+        let (status, _, body) = http(a, "POST", path, &[origin], b"{}");
+        assert_eq!(status, 200, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["sessionRecording"]["endpoint"], "/s/", "{path}");
+    }
+    let (status, _, js) = http(a, "GET", "/array/phc_x/config.js", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&js).contains("_POSTHOG_REMOTE_CONFIG[\"phc_x\"]"));
+    for path in ["/e/", "/i/v0/e/", "/batch"] {
+        assert_eq!(
+            http(a, "POST", path, &[], b"[{\"event\":\"$pageview\"}]").0,
+            200,
+            "{path}"
+        );
+    }
+    server.stop();
+}
