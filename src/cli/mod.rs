@@ -200,6 +200,9 @@ enum Command {
         /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
         #[arg(long)]
         normalize: bool,
+        /// Turn on the read API and replay pages, requiring this token.
+        #[arg(long)]
+        read_token: Option<String>,
     },
     /// Measure this store beside the zstd-only limit and peer systems on the same data.
     Bench {
@@ -386,6 +389,7 @@ pub fn run() -> Result<i32> {
             max_body_bytes,
             max_inflight,
             normalize,
+            read_token,
         } => serve::run(serve::Args {
             dir: store.dir.clone(),
             listen,
@@ -393,6 +397,7 @@ pub fn run() -> Result<i32> {
             max_body_bytes,
             max_inflight,
             normalize,
+            read_token,
             config: store
                 .config()
                 .with_maintenance_interval(Some(std::time::Duration::from_secs(600))),

@@ -4,6 +4,7 @@
 //! Retry-After beyond it), CORS for browser SDKs, Prometheus metrics and graceful shutdown.
 
 mod metrics;
+mod pages;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,12 +34,15 @@ pub struct Args {
     /// Requests being processed at once; more get 503.
     pub max_inflight: usize,
     pub normalize: bool,
+    /// Turns the read API and pages on, and is required by them.
+    pub read_token: Option<String>,
     pub config: Config,
 }
 
 struct App {
     store: Store,
     tokens: HashMap<String, u64>,
+    read_token: Option<String>,
     inflight: Semaphore,
     metrics: Metrics,
 }
@@ -54,6 +58,7 @@ pub fn run(args: Args) -> Result<i32> {
     let app = Arc::new(App {
         store,
         tokens: args.tokens.clone(),
+        read_token: args.read_token.clone(),
         inflight: Semaphore::new(args.max_inflight.max(1)),
         metrics: Metrics::default(),
     });
@@ -119,6 +124,14 @@ fn router(app: Shared, max_body: usize) -> Router {
         .route("/batch", any(drop_events))
         .route("/batch/", any(drop_events))
         .route("/metrics", get(metrics))
+        .route("/", get(pages::index))
+        .route("/api/sessions", get(pages::api_sessions))
+        .route(
+            "/api/sessions/{team}/{session}/events",
+            get(pages::api_events),
+        )
+        .route("/replay/{team}/{session}", get(pages::replay))
+        .route("/assets/rrweb-player/{file}", get(pages::asset))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(app)
