@@ -36,7 +36,7 @@ fn authorize(
     let given = bearer.or(q.get("token").map(String::as_str));
     match given {
         Some(t) if t == want => Ok(t.to_string()),
-        _ => Err((StatusCode::UNAUTHORIZED, "missing or wrong read token").into_response()),
+        _ => Err((StatusCode::UNAUTHORIZED, "missing or wrong read token")),
     }
 }
 
@@ -53,7 +53,7 @@ pub async fn api_sessions(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = authorize(&app, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     let Some(team) = q.get("team").and_then(|t| t.parse::<u64>().ok()) else {
         return (StatusCode::BAD_REQUEST, "team=<number> is required").into_response();
@@ -82,7 +82,7 @@ pub async fn api_events(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = authorize(&app, &headers, &q) {
-        return r;
+        return r.into_response();
     }
     let app2 = app.clone();
     let read = tokio::task::spawn_blocking(move || app2.store.read_session(team, &session)).await;
@@ -114,7 +114,7 @@ pub async fn index(
 ) -> Response {
     let token = match authorize(&app, &headers, &q) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let team: u64 = q
         .get("team")
@@ -165,7 +165,7 @@ pub async fn replay(
 ) -> Response {
     let token = match authorize(&app, &headers, &q) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !player_dir().join("index.js").exists() {
         return Html(format!(
