@@ -16,18 +16,17 @@ use replaystore::SessionFilter;
 
 use super::Shared;
 
-/// Checks the read token; `Err` is the response to send.
+/// Checks the read token; `Err` is the status and reason to answer with.
 fn authorize(
     app: &super::App,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
-) -> Result<String, Response> {
+) -> Result<String, (StatusCode, &'static str)> {
     let Some(want) = &app.read_token else {
         return Err((
             StatusCode::NOT_FOUND,
             "the read API is off (start the server with --read-token)",
-        )
-            .into_response());
+        ));
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
