@@ -83,10 +83,10 @@ pub fn run(args: Args) -> Result<i32> {
             .await
             .map_err(io)
     })?;
-    // Stopped accepting; everything acknowledged is durable already. Flush the rest and close.
-    let app = Arc::try_unwrap(app)
-        .map_err(|_| Error::FlushFailed("server state still shared at shutdown".into()))?;
-    app.store.close()?;
+    // Stopped accepting; everything acknowledged is durable already. Flush the rest; the store
+    // closes when the last request task lets go of it (at the latest, as the process exits).
+    app.store.flush()?;
+    drop(app);
     eprintln!("shut down cleanly");
     Ok(0)
 }
