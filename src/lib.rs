@@ -35,6 +35,7 @@ pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generator;
+mod jsonscan;
 pub mod posthog;
 mod read;
 mod recovery;

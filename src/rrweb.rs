@@ -1,11 +1,10 @@
 //! The rrweb analyzer: computes a session's `Summary` from its rrweb events (as posthog-js
 //! sends them or normalized), as PostHog's session_replay_events defines the fields. It reads
-//! only what it needs from each event; full snapshots are skipped over, not parsed.
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
+//! only the fields it needs with a scanner (`jsonscan`) that steps over full snapshots and
+//! mutations without parsing them: the analyzer runs on the flush path.
 
 use crate::chunk::Chunk;
+use crate::jsonscan::{each_element, members, number, string};
 use crate::summary::{Analyzer, Summary, ACTIVITY_GAP_MS, MAX_URLS};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
@@ -15,56 +14,6 @@ const RAGE_PX: f64 = 30.0;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RrwebAnalyzer;
-
-#[derive(Deserialize)]
-struct Event<'a> {
-    #[serde(rename = "type")]
-    kind: i64,
-    #[serde(default)]
-    timestamp: f64,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Incremental {
-    source: Option<i64>,
-    #[serde(rename = "type")]
-    interaction: Option<i64>,
-    x: Option<f64>,
-    y: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct Meta {
-    href: Option<String>,
-    width: Option<f64>,
-    height: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct Plugin<'a> {
-    plugin: Option<&'a str>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ConsolePayload {
-    level: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Custom<'a> {
-    tag: Option<&'a str>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Href {
-    href: Option<String>,
-}
 
 /// State carried through a session's events.
 #[derive(Default)]
@@ -108,16 +57,21 @@ impl Walk {
         }
     }
 
-    fn event(&mut self, e: &Event) {
+    /// One event: its type, timestamp and data (a slice of the payload, not parsed yet).
+    fn event(&mut self, kind: i64, timestamp: f64, data: &[u8]) {
         self.s.event_count += 1;
-        let ts = e.timestamp as i64;
-        let Some(data) = e.data else { return };
-        match e.kind {
+        let ts = timestamp as i64;
+        match kind {
             3 => {
-                let Ok(inc) = serde_json::from_str::<Incremental>(data.get()) else {
-                    return;
-                };
-                let Some(source) = inc.source else { return };
+                let (mut source, mut interaction, mut x, mut y) = (None, None, None, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"source" => source = number(v).map(|n| n as i64),
+                    b"type" => interaction = number(v).map(|n| n as i64),
+                    b"x" => x = number(v),
+                    b"y" => y = number(v),
+                    _ => {}
+                });
+                let Some(source) = source else { return };
                 if (1..=7).contains(&source) || source == 12 {
                     self.activity(ts);
                 }
@@ -126,10 +80,10 @@ impl Walk {
                     2 => {
                         self.s.mouse_activity_count += 1;
                         // Click, ContextMenu, DblClick, TouchEnd.
-                        if matches!(inc.interaction, Some(2 | 3 | 4 | 9)) {
+                        if matches!(interaction, Some(2 | 3 | 4 | 9)) {
                             self.s.click_count += 1;
-                            if let (Some(2), Some(x), Some(y)) = (inc.interaction, inc.x, inc.y) {
-                                self.click(x, y, e.timestamp);
+                            if let (Some(2), Some(x), Some(y)) = (interaction, x, y) {
+                                self.click(x, y, timestamp);
                             }
                         }
                     }
@@ -138,44 +92,60 @@ impl Walk {
                 }
             }
             4 => {
-                let Ok(m) = serde_json::from_str::<Meta>(data.get()) else {
-                    return;
-                };
+                let (mut href, mut width, mut height) = (None, 0.0, 0.0);
+                members(data, 0, &mut |k, v| match k {
+                    b"href" => href = string(v),
+                    b"width" => width = number(v).unwrap_or(0.0),
+                    b"height" => height = number(v).unwrap_or(0.0),
+                    _ => {}
+                });
                 if self.s.viewport_width == 0 {
-                    self.s.viewport_width = m.width.unwrap_or(0.0) as u16;
-                    self.s.viewport_height = m.height.unwrap_or(0.0) as u16;
+                    (self.s.viewport_width, self.s.viewport_height) = (width as u16, height as u16);
                 }
-                if let Some(h) = m.href {
+                if let Some(h) = href {
                     self.url(h);
                 }
             }
             5 => {
-                let Ok(c) = serde_json::from_str::<Custom>(data.get()) else {
-                    return;
-                };
-                if c.tag == Some("$pageview") {
-                    if let Some(h) = c
-                        .payload
-                        .and_then(|p| serde_json::from_str::<Href>(p.get()).ok()?.href)
-                    {
+                let (mut pageview, mut payload) = (false, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"tag" => pageview = v == b"\"$pageview\"",
+                    b"payload" => payload = Some(v),
+                    _ => {}
+                });
+                if let (true, Some(p)) = (pageview, payload) {
+                    let mut href = None;
+                    members(p, 0, &mut |k, v| {
+                        if k == b"href" {
+                            href = string(v);
+                        }
+                    });
+                    if let Some(h) = href {
                         self.url(h);
                     }
                 }
             }
             6 => {
-                let Ok(p) = serde_json::from_str::<Plugin>(data.get()) else {
-                    return;
-                };
-                if p.plugin != Some("rrweb/console@1") {
+                let (mut console, mut payload) = (false, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"plugin" => console = v == b"\"rrweb/console@1\"",
+                    b"payload" => payload = Some(v),
+                    _ => {}
+                });
+                if !console {
                     return;
                 }
-                let level = p
-                    .payload
-                    .and_then(|p| serde_json::from_str::<ConsolePayload>(p.get()).ok()?.level)
-                    .unwrap_or_default();
-                match level.as_str() {
-                    "warn" | "countReset" => self.s.console_warn_count += 1,
-                    "error" | "assert" => self.s.console_error_count += 1,
+                let mut level = Vec::new();
+                if let Some(p) = payload {
+                    members(p, 0, &mut |k, v| {
+                        if k == b"level" {
+                            level = v.to_vec();
+                        }
+                    });
+                }
+                match level.as_slice() {
+                    b"\"warn\"" | b"\"countReset\"" => self.s.console_warn_count += 1,
+                    b"\"error\"" | b"\"assert\"" => self.s.console_error_count += 1,
                     _ => self.s.console_log_count += 1,
                 }
             }
@@ -188,13 +158,21 @@ impl Analyzer for RrwebAnalyzer {
     fn analyze(&self, chunks: &[Chunk]) -> Summary {
         let mut walk = Walk::default();
         for c in chunks {
-            // Not an array of rrweb events: an opaque payload, nothing to count.
-            let Ok(events) = serde_json::from_slice::<Vec<Event>>(&c.payload) else {
-                continue;
-            };
-            for e in &events {
-                walk.event(e);
-            }
+            // Each element of the payload array is an event; anything else is not counted.
+            let payload = &c.payload;
+            each_element(payload, 0, &mut |at| {
+                let (mut kind, mut ts, mut data) = (None, 0.0, &b"{}"[..]);
+                let end = members(payload, at, &mut |k, v| match k {
+                    b"type" => kind = number(v).map(|n| n as i64),
+                    b"timestamp" => ts = number(v).unwrap_or(0.0),
+                    b"data" => data = v,
+                    _ => {}
+                })?;
+                if let Some(kind) = kind {
+                    walk.event(kind, ts, data);
+                }
+                Some(end)
+            });
         }
         walk.s.add_windows(chunks);
         walk.s

@@ -214,7 +214,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// zstd level (this store and the limit).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = replaystore::Config::default().compression_level)]
         level: i32,
         /// Real posthog-js batches (snapshot-batches.jsonl), copied to about --target-mb.
         #[arg(long)]
@@ -236,6 +236,9 @@ enum Command {
         /// zstd level of regrouped blocks.
         #[arg(long, default_value_t = replaystore::Config::default().regroup_level)]
         regroup_level: i32,
+        /// No session summaries on the flush path (measures what the analyzer costs).
+        #[arg(long)]
+        no_analyzer: bool,
     },
     /// What replay storage costs: bytes per session measured on a store (or on generated
     /// sessions), projected for a traffic and a retention.
@@ -354,6 +357,7 @@ pub fn run() -> Result<i32> {
             no_v1,
             normalize,
             regroup_level,
+            no_analyzer,
         } => bench::run(bench::Args {
             sessions,
             threads,
@@ -366,6 +370,7 @@ pub fn run() -> Result<i32> {
             skip_v1: no_v1,
             normalize,
             regroup_level,
+            no_analyzer,
         }),
         Command::Cost {
             dir,

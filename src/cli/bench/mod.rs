@@ -28,6 +28,8 @@ pub struct Args {
     /// Regroup with the posthog-js normalization (inflate in-event gzip).
     pub normalize: bool,
     pub regroup_level: i32,
+    /// Store opaque payloads: no session summaries on the flush path.
+    pub no_analyzer: bool,
 }
 
 /// One system's figures.
@@ -261,6 +263,11 @@ pub fn run(args: Args) -> Result<i32> {
             .with_maintenance_interval(None)
             .with_default_retention_days(3650)
             .with_regroup(regroup)
+            .with_analyzer(if args.no_analyzer {
+                None
+            } else {
+                Config::default().analyzer
+            })
             .with_regroup_level(args.regroup_level);
         match args.normalize {
             true => c.with_transform(std::sync::Arc::new(replaystore::posthog::Normalize), false),
