@@ -114,6 +114,33 @@ pub fn string(v: &[u8]) -> Option<String> {
     serde_json::from_slice(v).ok()
 }
 
+/// Calls `f(i)` with the position of each element of the array starting at `i`; `f` returns
+/// the position after the element (it parses it), or `None` to stop. Each element is scanned
+/// once, by `f`, not skipped first.
+pub fn each_element(
+    b: &[u8],
+    i: usize,
+    f: &mut dyn FnMut(usize) -> Option<usize>,
+) -> Option<usize> {
+    let mut i = skip_ws(b, i);
+    if *b.get(i)? != b'[' {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(b, i);
+        match *b.get(i)? {
+            b']' => return Some(i + 1),
+            b',' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        i = f(i)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,32 +169,5 @@ mod tests {
         });
         assert_eq!((n, end), (3, Some(arr.len())));
         assert!(members(b"{\"a\":", 0, &mut |_, _| {}).is_none());
-    }
-}
-
-/// Calls `f(i)` with the position of each element of the array starting at `i`; `f` returns
-/// the position after the element (it parses it), or `None` to stop. Each element is scanned
-/// once, by `f`, not skipped first.
-pub fn each_element(
-    b: &[u8],
-    i: usize,
-    f: &mut dyn FnMut(usize) -> Option<usize>,
-) -> Option<usize> {
-    let mut i = skip_ws(b, i);
-    if *b.get(i)? != b'[' {
-        return None;
-    }
-    i += 1;
-    loop {
-        i = skip_ws(b, i);
-        match *b.get(i)? {
-            b']' => return Some(i + 1),
-            b',' => {
-                i += 1;
-                continue;
-            }
-            _ => {}
-        }
-        i = f(i)?;
     }
 }
