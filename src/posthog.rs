@@ -69,12 +69,6 @@ struct WireProps<'a> {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct EventTimestamp {
-    #[serde(default)]
-    timestamp: Option<f64>,
-}
-
 /// One parsed input item: where it was (1-based line; 0 for a whole-body array) and its chunk,
 /// or `None` for a non-`$snapshot` event, which is skipped without error.
 pub type Parsed = (usize, Result<Option<Chunk>, WireError>);
@@ -143,16 +137,21 @@ pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireEr
     let Some(data) = props.snapshot_data else {
         return err("event has no $snapshot_data");
     };
-    let stamps: Vec<EventTimestamp> = serde_json::from_str(data.get()).or_else(|e| {
-        err(format!(
-            "$snapshot_data is not an array of rrweb events: {e}"
-        ))
-    })?;
-    let ts: Vec<i64> = stamps
-        .iter()
-        .filter_map(|e| e.timestamp)
-        .map(|t| t as i64)
-        .collect();
+    // Only the events' timestamps are needed: read with the scanner, not a full parse.
+    let mut ts: Vec<i64> = Vec::new();
+    let bytes = data.get().as_bytes();
+    let scanned = crate::jsonscan::each_element(bytes, 0, &mut |at| {
+        crate::jsonscan::members(bytes, at, &mut |k, v| {
+            if k == b"timestamp" {
+                if let Some(t) = crate::jsonscan::number(v) {
+                    ts.push(t as i64);
+                }
+            }
+        })
+    });
+    if scanned.is_none() {
+        return err("$snapshot_data is not an array of rrweb events");
+    }
     let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) else {
         return err("$snapshot_data holds no timestamped rrweb event");
     };

@@ -5,6 +5,7 @@ mod bench;
 mod cost;
 mod demo;
 mod ingest;
+mod load;
 mod measure;
 mod query;
 mod serve;
@@ -289,6 +290,17 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         sessions: usize,
     },
+    /// Load-test `serve` on loopback with posthog-js bodies from many connections.
+    #[command(hide = true)]
+    Load {
+        /// Directory of gzip request bodies (default: the real posthog-js captures).
+        #[arg(long, default_value = "tests/data/posthog-js/wire")]
+        bodies: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// Write the fuzz targets' seed corpus.
     #[command(hide = true)]
     FuzzSeeds {
@@ -415,6 +427,11 @@ pub fn run() -> Result<i32> {
             log,
         } => torture::run(&dir, seed, start_ms, &log),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
+        Command::Load {
+            bodies,
+            connections,
+            rounds,
+        } => load::run(&bodies, connections, rounds),
         Command::DictGain { sessions } => measure::dict_gain(sessions),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }
