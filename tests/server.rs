@@ -15,7 +15,12 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 "--listen",
@@ -261,4 +266,40 @@ fn cors_configuration_and_analytics_endpoints_answer_the_sdk() {
         );
     }
     server.stop();
+}
+
+#[test]
+fn past_the_in_flight_bound_requests_get_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each request holds its place for 600 ms; one place.
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--max-inflight", "1"],
+        &[("REPLAYSTORE_CAPTURE_DELAY_MS", "600")],
+    );
+    let body = std::fs::read(data().join("wire/s-002.gz")).unwrap();
+    let addr = server.addr.clone();
+    let first = std::thread::spawn({
+        let body = body.clone();
+        move || http(&addr, "POST", "/s/", &[], &body).0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (status, head, _) = http(&server.addr, "POST", "/s/", &[], &body);
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert_eq!(
+        first.join().unwrap(),
+        200,
+        "the request holding the place succeeds"
+    );
+    let (_, _, metrics) = http(&server.addr, "GET", "/metrics", &[], b"");
+    assert!(String::from_utf8_lossy(&metrics)
+        .contains("replaystore_rejected_total{reason=\"overloaded\"} 1"));
+    server.stop();
+    let store = open_store(dir.path());
+    assert_eq!(
+        store.list_sessions(1, &Default::default()).unwrap()[0].chunk_count,
+        1,
+        "the refused one stored nothing"
+    );
 }

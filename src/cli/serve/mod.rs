@@ -164,6 +164,10 @@ async fn capture(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return r;
     };
+    if let Some(ms) = capture_delay() {
+        // Test hook (like the crash points): hold the permit a while, to observe overload.
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let chunks = match decode_chunks(&app, &body, q.get("compression").map(String::as_str)) {
         Ok(c) => c,
         Err((status, why)) => {
@@ -210,6 +214,17 @@ async fn capture(
         }
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// `REPLAYSTORE_CAPTURE_DELAY_MS`: tests make requests slow to fill the in-flight bound.
+fn capture_delay() -> Option<u64> {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("REPLAYSTORE_CAPTURE_DELAY_MS")
+            .ok()?
+            .parse()
+            .ok()
+    })
 }
 
 /// The request's chunks, each with its team, or why the whole request is refused. Nothing is
