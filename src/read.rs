@@ -44,12 +44,21 @@ pub struct SessionSummary {
 
 impl SessionSummary {
     fn from_entry(e: &SessionEntry) -> Self {
+        Self::new(e.team, &e.session, &e.person, e.first_ts, e.last_ts)
+    }
+
+    /// Starts an empty summary before the blocks of a read are added.
+    fn empty(team: u64, session_id: &str, h: &BlockHeader) -> Self {
+        Self::new(team, session_id, &h.person, i64::MAX, i64::MIN)
+    }
+
+    fn new(team: u64, session_id: &str, person: &str, first_ts_ms: i64, last_ts_ms: i64) -> Self {
         SessionSummary {
-            team: e.team,
-            session_id: e.session.clone(),
-            person: e.person.clone(),
-            first_ts_ms: e.first_ts,
-            last_ts_ms: e.last_ts,
+            team,
+            session_id: session_id.to_string(),
+            person: person.to_string(),
+            first_ts_ms,
+            last_ts_ms,
             chunk_count: 0,
             raw_bytes: 0,
             stored_bytes: 0,
@@ -66,23 +75,6 @@ impl SessionSummary {
         self.duration_ms = self.last_ts_ms - self.first_ts_ms;
         self.size = self.raw_bytes;
         self.first_url = self.activity.first_url().map(String::from);
-    }
-
-    fn empty(team: u64, session_id: &str, h: &BlockHeader) -> Self {
-        SessionSummary {
-            team,
-            session_id: session_id.to_string(),
-            person: h.person.clone(),
-            first_ts_ms: i64::MAX,
-            last_ts_ms: i64::MIN,
-            chunk_count: 0,
-            raw_bytes: 0,
-            stored_bytes: 0,
-            duration_ms: 0,
-            size: 0,
-            first_url: None,
-            activity: Summary::default(),
-        }
     }
 
     /// Adds one block's visible chunks. The session's person is the one it started under.

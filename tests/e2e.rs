@@ -8,9 +8,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use common::server::Server;
 
 use replaystore::PayloadTransform;
 
@@ -36,41 +37,19 @@ fn posthog_js_in_chromium_records_and_the_replay_page_plays_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--retention-days",
-            "3650",
-        ])
-        .args([
-            "--token",
-            "phc_e2e_token=7",
-            "--read-token",
-            "rt-e2e-123",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env("REPLAYSTORE_WEB", &web)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
-
+    let web_dir = web.to_string_lossy().to_string();
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--token", "phc_e2e_token=7", "--read-token", "rt-e2e-123"],
+        &[("REPLAYSTORE_WEB", web_dir.as_str())],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
     let out = Command::new("node")
         .arg(web.join("e2e.mjs"))
         .args([&port, "rt-e2e-123"])
         .output()
         .unwrap();
-    unsafe {
-        libc::kill(server.id() as i32, libc::SIGTERM);
-    }
-    assert!(server.wait().unwrap().success());
+    server.stop();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,117 +1,13 @@
 //! `replaystore serve` over real HTTP: the posthog-js wire bodies are stored durably and
 //! exported back; bad requests are refused whole; CORS, configuration and metrics endpoints.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-const TOKEN: &str = "phc_realclient_harness_token";
+use common::server::{http, Server};
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        Self::start_with_env(dir, extra, &[])
-    }
-
-    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-            .envs(env.iter().copied())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--retention-days",
-                "3650",
-                "--token",
-            ])
-            .arg(format!("{TOKEN}=1"))
-            .args(extra)
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .expect("address line")
-            .to_string();
-        Server { child, addr }
-    }
-
-    /// SIGTERM, then wait: a graceful shutdown flushes and closes the store.
-    fn stop(mut self) -> String {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(status.success(), "server exit: {status:?}: {err}");
-        err
-    }
-}
-
-/// A minimal HTTP/1.1 client: (status, lower-cased headers, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&resp[..split]).to_lowercase();
-    let mut body = resp[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
-                .unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
-            rest = &rest[eol + 2 + n + 2..];
-        }
-        body = out;
-    }
-    let status = head[9..12].parse().unwrap();
-    (status, head, body)
-}
+use common::server::TOKEN;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/posthog-js")

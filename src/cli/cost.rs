@@ -7,12 +7,23 @@ use std::path::{Path, PathBuf};
 use replaystore::generator::{interleaved, Workload};
 use replaystore::{Config, Error, Result, Store};
 
+#[derive(clap::Args)]
 pub struct Args {
+    /// Measure this store (default: generate sessions, ingest and compact them).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Generated sessions to measure on (when no --dir).
+    #[arg(long)]
     pub generate: Option<usize>,
+    #[arg(long, default_value_t = 1_000_000.0)]
     pub sessions_per_day: f64,
+    /// Share of sessions recorded.
+    #[arg(long, default_value_t = 1.0)]
     pub sample_rate: f64,
+    #[arg(long, default_value_t = 30)]
     pub retention_days: u32,
+    /// Also write a one-page HTML report with a chart.
+    #[arg(long)]
     pub html: Option<PathBuf>,
 }
 

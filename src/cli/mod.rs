@@ -206,61 +206,10 @@ enum Command {
         read_token: Option<String>,
     },
     /// Measure this store beside the zstd-only limit and peer systems on the same data.
-    Bench {
-        /// Generated sessions (ignored with --fixture).
-        #[arg(long, default_value_t = 200)]
-        sessions: usize,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long)]
-        json: bool,
-        /// zstd level (this store and the limit).
-        #[arg(long, default_value_t = replaystore::Config::default().compression_level)]
-        level: i32,
-        /// Real posthog-js batches (snapshot-batches.jsonl), copied to about --target-mb.
-        #[arg(long)]
-        fixture: Option<PathBuf>,
-        #[arg(long, default_value_t = 500)]
-        target_mb: usize,
-        /// Where the systems write (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Each thread makes its appends durable every this many MiB.
-        #[arg(long, default_value_t = 8)]
-        flush_mb: usize,
-        /// Skip the slow PostHog v1 layout (a gzip file per session flush).
-        #[arg(long)]
-        no_v1: bool,
-        /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
-        #[arg(long)]
-        normalize: bool,
-        /// zstd level of regrouped blocks.
-        #[arg(long, default_value_t = replaystore::Config::default().regroup_level)]
-        regroup_level: i32,
-        /// No session summaries on the flush path (measures what the analyzer costs).
-        #[arg(long)]
-        no_analyzer: bool,
-    },
+    Bench(bench::Args),
     /// What replay storage costs: bytes per session measured on a store (or on generated
     /// sessions), projected for a traffic and a retention.
-    Cost {
-        /// Measure this store (default: generate sessions, ingest and compact them).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Generated sessions to measure on (when no --dir).
-        #[arg(long)]
-        generate: Option<usize>,
-        #[arg(long, default_value_t = 1_000_000.0)]
-        sessions_per_day: f64,
-        /// Share of sessions recorded.
-        #[arg(long, default_value_t = 1.0)]
-        sample_rate: f64,
-        #[arg(long, default_value_t = 30)]
-        retention_days: u32,
-        /// Also write a one-page HTML report with a chart.
-        #[arg(long)]
-        html: Option<PathBuf>,
-    },
+    Cost(cost::Args),
     /// Measure open time and index RAM per session for a store of many small sessions.
     #[command(hide = true)]
     IndexCost {
@@ -357,48 +306,8 @@ pub fn run() -> Result<i32> {
         Command::Compact { store } => admin::compact(&store.open()?),
         Command::Expire { store, now } => admin::expire(&store.open()?, now),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
-        Command::Bench {
-            sessions,
-            threads,
-            json,
-            level,
-            fixture,
-            target_mb,
-            dir,
-            flush_mb,
-            no_v1,
-            normalize,
-            regroup_level,
-            no_analyzer,
-        } => bench::run(bench::Args {
-            sessions,
-            threads,
-            json,
-            level,
-            fixture,
-            target_mb,
-            dir,
-            flush_mb,
-            skip_v1: no_v1,
-            normalize,
-            regroup_level,
-            no_analyzer,
-        }),
-        Command::Cost {
-            dir,
-            generate,
-            sessions_per_day,
-            sample_rate,
-            retention_days,
-            html,
-        } => cost::run(cost::Args {
-            dir,
-            generate,
-            sessions_per_day,
-            sample_rate,
-            retention_days,
-            html,
-        }),
+        Command::Bench(args) => bench::run(args),
+        Command::Cost(args) => cost::run(args),
         Command::Serve {
             store,
             listen,

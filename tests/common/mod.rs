@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use replaystore::{Chunk, Config, Store};

@@ -14,21 +14,40 @@ use serde::Serialize;
 
 use systems::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
 
+#[derive(clap::Args)]
 pub struct Args {
+    /// Generated sessions (ignored with --fixture).
+    #[arg(long, default_value_t = 200)]
     pub sessions: usize,
+    #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    #[arg(long)]
     pub json: bool,
+    /// zstd level (this store and the limit).
+    #[arg(long, default_value_t = Config::default().compression_level)]
     pub level: i32,
-    /// Real posthog-js batches (snapshot-batches.jsonl), amplified to `target_mb`.
+    /// Real posthog-js batches (snapshot-batches.jsonl), copied to about --target-mb.
+    #[arg(long)]
     pub fixture: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
     pub target_mb: usize,
+    /// Where the systems write (default: a temporary directory).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Each thread makes its appends durable every this many MiB.
+    #[arg(long, default_value_t = 8)]
     pub flush_mb: usize,
+    /// Skip the slow PostHog v1 layout (a gzip file per session flush).
+    #[arg(long = "no-v1")]
     pub skip_v1: bool,
-    /// Regroup with the posthog-js normalization (inflate in-event gzip).
+    /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
+    #[arg(long)]
     pub normalize: bool,
+    /// zstd level of regrouped blocks.
+    #[arg(long, default_value_t = Config::default().regroup_level)]
     pub regroup_level: i32,
-    /// Store opaque payloads: no session summaries on the flush path.
+    /// No session summaries on the flush path (measures what the analyzer costs).
+    #[arg(long)]
     pub no_analyzer: bool,
 }
 
