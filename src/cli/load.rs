@@ -1,6 +1,6 @@
 //! `replaystore load` (hidden): a bounded load test of `replaystore serve` on loopback. Starts
 //! the server (a child process), replays posthog-js request bodies from many concurrent
-//! connections, and reports requests/s, MB/s, p50/p99 latency of the durable 200 and fsyncs per
+//! kept-alive connections, and reports requests/s, MB/s, p50/p99 latency of the durable 200 and fsyncs per
 //! second; then measures, in the same run, the engine's own ingest rate on the same chunks with
 //! the same durability points, and prints the ratio.
 
@@ -19,18 +19,36 @@ fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// One POST, connection closed after; returns the status.
-fn post(addr: &str, body: &[u8]) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect(addr)?;
-    let head = format!("POST /s/ HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
-    let line = String::from_utf8_lossy(&resp[..resp.len().min(16)]).to_string();
-    line.get(9..12)
+/// One POST on a kept-alive connection (browsers keep theirs open too); returns the status.
+fn post(conn: &mut BufReader<TcpStream>, addr: &str, body: &[u8]) -> std::io::Result<u16> {
+    let head = format!(
+        "POST /s/ HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // One write: header and body apart would meet Nagle's algorithm and delayed ACKs.
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    conn.get_mut().write_all(&request)?;
+    let mut status_line = String::new();
+    conn.read_line(&mut status_line)?;
+    let status = status_line
+        .get(9..12)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad response"))
+        .ok_or_else(|| std::io::Error::other("bad response"))?;
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body)?;
+    Ok(status)
 }
 
 pub fn run(bodies_dir: &Path, connections: usize, rounds: usize) -> Result<i32> {
@@ -104,10 +122,13 @@ pub fn run(bodies_dir: &Path, connections: usize, rounds: usize) -> Result<i32> 
                 let addr = &addr;
                 s.spawn(move || -> std::io::Result<Vec<f64>> {
                     let mut lat = Vec::new();
+                    let stream = TcpStream::connect(addr)?;
+                    stream.set_nodelay(true)?;
+                    let mut conn = BufReader::new(stream);
                     for _ in 0..rounds {
                         for b in mine {
                             let t = Instant::now();
-                            let status = post(addr, b)?;
+                            let status = post(&mut conn, addr, b)?;
                             if status != 200 {
                                 return Err(std::io::Error::other(format!("status {status}")));
                             }

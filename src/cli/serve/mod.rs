@@ -78,6 +78,11 @@ pub fn run(args: Args) -> Result<i32> {
         // The first line on stdout says where to connect (port 0 picks a free one).
         println!("listening on http://{addr}");
         let router = router(app.clone(), args.max_body_bytes);
+        // Answers go out at once: no Nagle delay on a kept-alive connection.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await
