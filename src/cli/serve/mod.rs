@@ -173,34 +173,27 @@ async fn capture(
         // Test hook (like the crash points): hold the permit a while, to observe overload.
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let chunks = match decode_chunks(&app, &body, q.get("compression").map(String::as_str)) {
-        Ok(c) => c,
-        Err((status, why)) => {
-            let counter = if status == StatusCode::UNAUTHORIZED {
-                &m.rejected_unauthorized
-            } else {
-                &m.rejected_bad_request
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            return reply(status, &why);
-        }
-    };
     let app2 = app.clone();
+    let compression = q.get("compression").cloned();
     let started = Instant::now();
-    // The store's calls block (group commit waits on an fsync): off the async workers.
-    let stored = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
-        let (mut stored, mut refused) = (0, 0);
-        for c in chunks {
-            match app2.store.append(c) {
-                Ok(()) => stored += 1,
-                Err(Error::Deleted { .. }) => refused += 1,
-                Err(e) => return Err(e),
+    // Decoding (gunzip, JSON) and the store's calls (group commit waits on an fsync) run on a
+    // blocking thread, off the async workers that serve connections.
+    let stored =
+        tokio::task::spawn_blocking(move || -> std::result::Result<(u64, u64), Refusal> {
+            let chunks =
+                decode_chunks(&app2, &body, compression.as_deref()).map_err(Refusal::Request)?;
+            let (mut stored, mut refused) = (0, 0);
+            for c in chunks {
+                match app2.store.append(c) {
+                    Ok(()) => stored += 1,
+                    Err(Error::Deleted { .. }) => refused += 1,
+                    Err(e) => return Err(Refusal::Store(e)),
+                }
             }
-        }
-        app2.store.flush()?;
-        Ok((stored, refused))
-    })
-    .await;
+            app2.store.flush().map_err(Refusal::Store)?;
+            Ok((stored, refused))
+        })
+        .await;
     match stored {
         Ok(Ok((stored, refused))) => {
             m.observe_flush(started.elapsed().as_secs_f64());
@@ -209,16 +202,31 @@ async fn capture(
                 .fetch_add(refused, Ordering::Relaxed);
             reply(StatusCode::OK, "")
         }
-        Ok(Err(e @ Error::InvalidChunk { .. })) => {
+        Ok(Err(Refusal::Request((status, why)))) => {
+            let counter = if status == StatusCode::UNAUTHORIZED {
+                &m.rejected_unauthorized
+            } else {
+                &m.rejected_bad_request
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            reply(status, &why)
+        }
+        Ok(Err(Refusal::Store(e @ Error::InvalidChunk { .. }))) => {
             m.rejected_bad_request.fetch_add(1, Ordering::Relaxed);
             reply(StatusCode::BAD_REQUEST, &e.to_string())
         }
-        Ok(Err(e)) => {
+        Ok(Err(Refusal::Store(e))) => {
             log::error!("storing a request failed: {e}");
             reply(StatusCode::SERVICE_UNAVAILABLE, "not stored, retry later")
         }
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// Why a request was not stored: the request itself (status and reason), or the store.
+enum Refusal {
+    Request((StatusCode, String)),
+    Store(Error),
 }
 
 /// `REPLAYSTORE_CAPTURE_DELAY_MS`: tests make requests slow to fill the in-flight bound.
