@@ -9,8 +9,8 @@ pub fn skip_value(b: &[u8], i: usize) -> Option<usize> {
     match *b.get(i)? {
         b'"' => skip_string(b, i),
         b'{' | b'[' => {
-            // Jump from one structural byte to the next (SIMD search): strings are skipped
-            // whole, brackets counted.
+            // Count brackets of this kind byte by byte (dense structure: a plain loop beats a
+            // search call per token); strings are skipped whole.
             let (open, close) = if b[i] == b'{' {
                 (b'{', b'}')
             } else {
@@ -18,23 +18,23 @@ pub fn skip_value(b: &[u8], i: usize) -> Option<usize> {
             };
             let mut depth = 0usize;
             let mut j = i;
-            loop {
-                j += memchr::memchr3(b'"', open, close, &b[j..])?;
-                match b[j] {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
-                    }
-                    c if c == open => depth += 1,
-                    _ => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
+            while j < b.len() {
+                let c = b[j];
+                if c == b'"' {
+                    j = skip_string(b, j)?;
+                    continue;
+                }
+                if c == open {
+                    depth += 1;
+                } else if c == close {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(j + 1);
                     }
                 }
                 j += 1;
             }
+            None
         }
         _ => {
             // A number, true, false or null: up to the next delimiter.
@@ -49,10 +49,18 @@ pub fn skip_value(b: &[u8], i: usize) -> Option<usize> {
 }
 
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
-    // Jump from quote to quote (SIMD search); a quote preceded by an odd run of backslashes is
-    // escaped. posthog-js's in-event gzip strings are full of `\uXXXX` escapes, so stopping at
-    // every backslash would be slow.
+    // Short strings (class names, words) end within a few bytes: look there first. Longer ones
+    // jump from quote to quote (SIMD search); a quote preceded by an odd run of backslashes is
+    // escaped (posthog-js's in-event gzip strings are full of `\uXXXX` escapes).
     let mut j = i + 1;
+    let short_end = (j + 24).min(b.len());
+    while j < short_end {
+        match b[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
+    }
     loop {
         let k = j + memchr::memchr(b'"', b.get(j..)?)?;
         let backslashes = b[..k].iter().rev().take_while(|&&c| c == b'\\').count();
