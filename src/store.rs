@@ -4,7 +4,9 @@
 //! whichever `flush` caller, or the background flusher, becomes leader) drains the buffer,
 //! compresses one block per session on `compression_threads` threads with no lock held, writes
 //! each lane's blocks with one write and one fdatasync, then publishes them to readers. Callers
-//! that arrive while a round runs wait for the next one and share its fsync.
+//! that arrive while a round runs wait for the next one and share its fsync. Rounds overlap by
+//! one stage: the next round may drain and compress while the previous one writes and fsyncs;
+//! they still finish in order (see `flush.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
