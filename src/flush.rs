@@ -20,7 +20,7 @@ impl Inner {
     /// Blocks that a failed round could not make durable are retried first by the next round,
     /// byte for byte as encoded (same seq and checksum): if a copy did reach the suspect file
     /// after all, readers recognise it as the same block and return it once.
-    pub(crate) fn run_round(&self) -> Result<()> {
+    pub(crate) fn run_round(&self, round: u64) -> Result<()> {
         self.counters.flush_rounds.fetch_add(1, Ordering::Relaxed);
         let now = self.config.clock.now_ms();
         // Stage 1, compress: no lock held but the group's "compressing" flag.
@@ -39,7 +39,9 @@ impl Inner {
             Err(e) => {
                 self.buffer.requeue(groups);
                 self.end_compress_stage();
-                return Err(Error::io("compress blocks", e));
+                let result = Err(Error::io("compress blocks", e));
+                self.finish_round(round, &result);
+                return result;
             }
         };
         self.end_compress_stage();
@@ -72,10 +74,13 @@ impl Inner {
                 first_err.get_or_insert(e);
             }
         }
-        match first_err {
+        let result = match first_err {
             Some(e) => Err(e),
             None => Ok(()),
-        }
+        };
+        self.finish_round(round, &result);
+        drop(writers);
+        result
     }
 
     fn take_retries(&self) -> Vec<(u16, Encoded)> {

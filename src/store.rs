@@ -274,22 +274,30 @@ impl Inner {
             g.started += 1;
             let round = g.started;
             drop(g);
-            let result = self.run_round();
+            // The round records its own completion (`finish_round`) while it still holds the
+            // writers lock, so completions are recorded in round order.
+            let result = self.run_round(round);
             g = self.group.lock();
-            // Rounds finish in order: each takes the writers lock before the next may compress.
-            g.completed = g.completed.max(round);
-            if let Err(e) = &result {
-                g.failures.push((round, e.to_string()));
-                let n = g.failures.len();
-                if n > 64 {
-                    g.failures.drain(..n - 64);
-                }
-            }
-            self.group_cv.notify_all();
             if round >= needed {
                 return result;
             }
         }
+    }
+
+    /// Records that `round` finished, and how. Called with the writers lock held, so that a
+    /// waiter never sees round N+1 complete before N's outcome is known.
+    pub(crate) fn finish_round(&self, round: u64, result: &Result<()>) {
+        let mut g = self.group.lock();
+        g.completed = g.completed.max(round);
+        if let Err(e) = result {
+            g.failures.push((round, e.to_string()));
+            let n = g.failures.len();
+            if n > 64 {
+                g.failures.drain(..n - 64);
+            }
+        }
+        drop(g);
+        self.group_cv.notify_all();
     }
 
     /// Called by a round once it holds the writers lock: the next round may start compressing.
