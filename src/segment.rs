@@ -229,6 +229,36 @@ impl Segment {
         Ok(())
     }
 
+    /// Calls `f` with every session record of `team` whose person hash is in `person_hashes`:
+    /// one pass over the team's records, decoding only the candidates (deletion planning).
+    pub fn for_each_session_of(
+        &self,
+        team: u64,
+        person_hashes: &std::collections::HashSet<u64>,
+        f: &mut dyn FnMut(SessionEntry),
+    ) -> Result<()> {
+        match (&self.index, &self.data) {
+            (Index::Footer(ft), Data::Mapped(map)) => {
+                for i in ft.team_range(map, team) {
+                    if person_hashes.contains(&ft.person_hash(map, i)) {
+                        f(ft.entry(map, i).map_err(|e| self.corrupt(0, e))?);
+                    }
+                }
+            }
+            (Index::Memory(m), _) => {
+                for e in m.read().sessions.values().flatten() {
+                    if e.team == team
+                        && person_hashes.contains(&crate::format::key_hash(team, &e.person))
+                    {
+                        f(e.clone());
+                    }
+                }
+            }
+            (Index::Footer(_), Data::File(_)) => {}
+        }
+        Ok(())
+    }
+
     /// Every (team, session hash) key in sorted order; used to count distinct sessions across
     /// segments. Sealed segments stream them from the footer without allocating.
     pub fn sorted_keys(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {

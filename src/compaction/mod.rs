@@ -74,6 +74,8 @@ impl CompactionReport {
 struct Doomed {
     sessions: HashMap<(u64, String), u64>,
     persons: HashMap<(u64, String), Vec<(u64, i64)>>,
+    /// Person hashes per team, to find their records in one pass over a segment's team range.
+    person_hashes: HashMap<u64, HashSet<u64>>,
 }
 
 impl Doomed {
@@ -81,20 +83,50 @@ impl Doomed {
         let mut d = Doomed {
             sessions: HashMap::new(),
             persons: HashMap::new(),
+            person_hashes: HashMap::new(),
         };
         for t in pending {
             match &t.target {
                 Target::Session(s) => {
                     d.sessions.insert((t.team, s.clone()), t.id);
                 }
-                Target::Person(p) => d
-                    .persons
-                    .entry((t.team, p.clone()))
-                    .or_default()
-                    .push((t.id, t.at_ms)),
+                Target::Person(p) => {
+                    d.persons
+                        .entry((t.team, p.clone()))
+                        .or_default()
+                        .push((t.id, t.at_ms));
+                    d.person_hashes
+                        .entry(t.team)
+                        .or_default()
+                        .insert(crate::format::key_hash(t.team, p));
+                }
             }
         }
         d
+    }
+
+    /// The requests with blocks still in `seg` (index only, no block read): a bloom-filtered
+    /// lookup per deleted session, and one pass per team over the segment's records for the
+    /// deleted persons, however many there are.
+    fn hits(&self, seg: &Segment) -> Result<HashSet<u64>> {
+        let mut ids = HashSet::new();
+        for ((team, session), id) in &self.sessions {
+            if seg.contains(*team, session)? {
+                ids.insert(*id);
+            }
+        }
+        for (team, hashes) in &self.person_hashes {
+            seg.for_each_session_of(*team, hashes, &mut |e| {
+                if let Some(reqs) = self.persons.get(&(e.team, e.person.clone())) {
+                    ids.extend(
+                        reqs.iter()
+                            .filter(|(_, at)| e.first_ts <= *at)
+                            .map(|(id, _)| *id),
+                    );
+                }
+            })?;
+        }
+        Ok(ids)
     }
 
     /// The request ids that cover a block, by its header fields.
@@ -111,18 +143,6 @@ impl Doomed {
             );
         }
         ids
-    }
-
-    /// Does the segment hold any block covered by request `t`? (Index only, no block read.)
-    fn touches(seg: &Segment, t: &Tombstone) -> Result<bool> {
-        match &t.target {
-            Target::Session(s) => seg.contains(t.team, s),
-            Target::Person(p) => {
-                let mut hit = false;
-                seg.for_each_session(t.team, Some(p), &mut |e| hit |= e.first_ts <= t.at_ms)?;
-                Ok(hit)
-            }
-        }
     }
 }
 
@@ -219,7 +239,7 @@ impl Inner {
         let now = self.config.clock.now_ms();
         let pending: Vec<Tombstone> = self.tombstones.read().pending().to_vec();
         let doomed = Doomed::new(&pending);
-        self.seal_actives_holding(&pending)?;
+        self.seal_actives_holding(&doomed)?;
 
         let mut report = CompactionReport::default();
         let mut progress: HashMap<u64, Progress> = HashMap::new();
@@ -268,13 +288,13 @@ impl Inner {
 
         // Retire what no segment holds any more.
         let segs = self.segments.read().clone();
+        let mut still: HashSet<u64> = HashSet::new();
+        for s in &segs {
+            still.extend(doomed.hits(s)?);
+        }
         let mut done = Vec::new();
         for t in &pending {
-            let mut still = false;
-            for s in &segs {
-                still |= Doomed::touches(s, t)?;
-            }
-            if !still {
+            if !still.contains(&t.id) {
                 let p = progress.remove(&t.id).unwrap_or_default();
                 let purged = Purged {
                     sessions_removed: p.sessions.len() as u64,
@@ -296,18 +316,12 @@ impl Inner {
 
     /// Seals the active segments that hold blocks of pending deletions, so compaction can
     /// rewrite them like any sealed segment.
-    fn seal_actives_holding(&self, pending: &[Tombstone]) -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
+    fn seal_actives_holding(&self, doomed: &Doomed) -> Result<()> {
         let mut writers = self.writers.lock();
         let mut lanes = Vec::new();
         for (lane, w) in writers.iter() {
-            for t in pending {
-                if Doomed::touches(&w.segment, t)? {
-                    lanes.push(*lane);
-                    break;
-                }
+            if !doomed.hits(&w.segment)?.is_empty() {
+                lanes.push(*lane);
             }
         }
         for lane in lanes {
@@ -360,18 +374,8 @@ impl Inner {
     }
 
     fn needs_rewrite(&self, s: &Segment, doomed: &Doomed, now: i64) -> Result<bool> {
-        for (team, session) in doomed.sessions.keys() {
-            if s.contains(*team, session)? {
-                return Ok(true);
-            }
-        }
-        for ((team, person), reqs) in &doomed.persons {
-            let latest = reqs.iter().map(|(_, at)| *at).max().unwrap_or(i64::MIN);
-            let mut hit = false;
-            s.for_each_session(*team, Some(person), &mut |e| hit |= e.first_ts <= latest)?;
-            if hit {
-                return Ok(true);
-            }
+        if !doomed.hits(s)?.is_empty() {
+            return Ok(true);
         }
         let t = s.totals();
         let cut = cutoff(s.lane_days, now);
