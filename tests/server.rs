@@ -199,3 +199,57 @@ fn past_the_in_flight_bound_requests_get_503_with_retry_after() {
         "the refused one stored nothing"
     );
 }
+
+#[test]
+fn the_read_api_is_off_without_a_read_token_and_requires_it_when_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = Server::start(dir.path(), &[]);
+    assert_eq!(
+        http(&off.addr, "GET", "/api/sessions?team=1", &[], b"").0,
+        404
+    );
+    assert_eq!(http(&off.addr, "GET", "/", &[], b"").0, 404);
+    let body = std::fs::read(data().join("wire/s-001.gz")).unwrap();
+    assert_eq!(http(&off.addr, "POST", "/s/", &[], &body).0, 200);
+    off.stop();
+
+    let on = Server::start(dir.path(), &["--read-token", "sekrit"]);
+    let a = &on.addr;
+    assert_eq!(http(a, "GET", "/api/sessions?team=1", &[], b"").0, 401);
+    assert_eq!(
+        http(a, "GET", "/api/sessions?team=1&token=wrong", &[], b"").0,
+        401
+    );
+    let (status, _, list) = http(
+        a,
+        "GET",
+        "/api/sessions?team=1",
+        &[("Authorization", "Bearer sekrit")],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    let sid = list[0]["session_id"].as_str().unwrap().to_string();
+    let (status, _, events) = http(
+        a,
+        "GET",
+        &format!("/api/sessions/1/{sid}/events?token=sekrit"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let lines: Vec<serde_json::Value> = String::from_utf8(events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|e| e["type"] == 2),
+        "a full snapshot, inflated to plain rrweb JSON"
+    );
+    assert!(lines.iter().all(|e| e.get("cv").is_none()));
+    let (status, _, page) = http(a, "GET", "/?team=1&token=sekrit", &[], b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains(&sid));
+    on.stop();
+}
