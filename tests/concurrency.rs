@@ -96,3 +96,10 @@ fn background_flusher_makes_data_durable_without_flush_calls() {
     );
     assert!(store.stats().unwrap().fsyncs >= 1);
 }
+
+#[test]
+fn a_store_is_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<replaystore::Store>();
+    shareable::<std::sync::Arc<replaystore::Store>>();
+}
