@@ -333,17 +333,17 @@ fn inflate_field(v: &serde_json::Value) -> Option<serde_json::Value> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     const EV: &str = r#"{"event":"$snapshot","properties":{"$session_id":"s1","$window_id":"w1","distinct_id":"p1","$snapshot_data":[{"type":4,"data":{},"timestamp":20},{"type":3,"data":{},"timestamp":10}]}}"#;
 
     #[test]
-    fn parses_arrays_lines_and_gzip() {
-        let c = event_to_chunk(3, EV).unwrap().unwrap();
+    fn parses_arrays_lines_and_gzip() -> TestResult {
+        let c = event_to_chunk(3, EV)?.ok_or("not a snapshot event")?;
         assert_eq!((c.team, c.first_ts_ms, c.last_ts_ms), (3, 10, 20));
         assert_eq!(c.session_id, "s1");
         assert_eq!(c.window_id.as_deref(), Some("w1"));
-        assert!(std::str::from_utf8(&c.payload)
-            .unwrap()
-            .starts_with(r#"[{"type":4"#));
+        assert!(std::str::from_utf8(&c.payload)?.starts_with(r#"[{"type":4"#));
 
         let arr = format!("[{EV},{EV}]");
         assert_eq!(parse_body(1, arr.as_bytes()).len(), 2);
@@ -354,19 +354,20 @@ mod tests {
         assert!(parsed[3].1.is_err());
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, arr.as_bytes()).unwrap();
-        let gz = gz.finish().unwrap();
+        std::io::Write::write_all(&mut gz, arr.as_bytes())?;
+        let gz = gz.finish()?;
         assert_eq!(&*decode_body(&gz).unwrap(), arr.as_bytes());
         assert!(decode_body(&gz[..gz.len() / 2]).is_err());
+        Ok(())
     }
 
     #[test]
-    fn normalize_inflates_cv_fields_and_leaves_other_events_exact() {
+    fn normalize_inflates_cv_fields_and_leaves_other_events_exact() -> TestResult {
         use crate::config::PayloadTransform;
         let plain_snapshot =
             r#"{"node":{"type":0,"childNodes":[],"id":1},"initialOffset":{"left":0,"top":0}}"#;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut gz, plain_snapshot.as_bytes()).unwrap();
+        std::io::Write::write_all(&mut gz, plain_snapshot.as_bytes())?;
         let latin1: String = gz.finish().unwrap().iter().map(|&b| b as char).collect();
         let compressed =
             serde_json::json!({"type": 2, "data": latin1, "timestamp": 5, "cv": "2024-10"});
@@ -374,26 +375,25 @@ mod tests {
             r#"{"type":3,"data":{"source":1,"positions":[{"x":1.50,"y":2}]},"timestamp":6}"#;
         let payload = format!("[{compressed},{untouched}]");
         let out = Normalize.transform(payload.as_bytes()).expect("changed");
-        let events: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&out)?;
         assert_eq!(
             events[0]["data"],
-            serde_json::from_str::<serde_json::Value>(plain_snapshot).unwrap()
+            serde_json::from_str::<serde_json::Value>(plain_snapshot)?
         );
         assert!(events[0].get("cv").is_none());
         assert!(
-            String::from_utf8(out)
-                .unwrap()
-                .ends_with(&format!("{untouched}]")),
+            String::from_utf8(out)?.ends_with(&format!("{untouched}]")),
             "byte-exact"
         );
         assert!(Normalize
             .transform(format!("[{untouched}]").as_bytes())
             .is_none());
         assert!(Normalize.transform(b"not json").is_none());
+        Ok(())
     }
 
     #[test]
-    fn refuses_what_it_cannot_store() {
+    fn refuses_what_it_cannot_store() -> TestResult {
         let no_session = EV.replace("$session_id", "x");
         assert!(event_to_chunk(1, &no_session)
             .unwrap_err()
@@ -405,5 +405,6 @@ mod tests {
         assert!(event_to_chunk(1, &no_ts).is_err());
         let other = EV.replace("$snapshot", "$pageview");
         assert_eq!(event_to_chunk(1, &other).unwrap(), None);
+        Ok(())
     }
 }

@@ -492,14 +492,14 @@ fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn requests_survive_reopen_and_retirement_forgets_identifiers() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
-        let a = t
-            .add(1, Target::Person("alice@example.com".into()), 1000)
-            .unwrap();
-        let b = t.add(1, Target::Session("sess-9".into()), 2000).unwrap();
+    fn requests_survive_reopen_and_retirement_forgets_identifiers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut t = Tombstones::open(dir.path(), &Fs::default())?;
+        let a = t.add(1, Target::Person("alice@example.com".into()), 1000)?;
+        let b = t.add(1, Target::Session("sess-9".into()), 2000)?;
         assert!(t.refuses(1, "x", "alice@example.com", 1000).is_some());
         assert!(
             t.refuses(1, "x", "alice@example.com", 1001).is_none(),
@@ -511,7 +511,7 @@ mod tests {
         );
         assert!(t.refuses(1, "sess-9", "bob", 5000).is_some());
         drop(t);
-        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
+        let mut t = Tombstones::open(dir.path(), &Fs::default())?;
         assert_eq!(t.pending().len(), 2);
         assert_eq!(
             t.status(a.id),
@@ -522,12 +522,12 @@ mod tests {
             bytes_removed: 100,
             segments_rewritten: 1,
         };
-        t.retire(&[(a.id, purged)], 3000).unwrap();
-        let log = std::fs::read(dir.path().join("tombstones.log")).unwrap();
+        t.retire(&[(a.id, purged)], 3000)?;
+        let log = std::fs::read(dir.path().join("tombstones.log"))?;
         assert!(!log.windows(17).any(|w| w == b"alice@example.com"));
         assert!(log.windows(6).any(|w| w == b"sess-9"), "still pending");
         drop(t);
-        let t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
+        let t = Tombstones::open(dir.path(), &Fs::default())?;
         assert_eq!(
             t.status(a.id),
             DeletionStatus::Done {
@@ -548,24 +548,24 @@ mod tests {
         let c = Tombstones::open(dir.path(), &Fs::default())
             .map(|mut t| t.add(1, Target::Person("z".into()), 1).unwrap().id);
         assert_eq!(c.unwrap(), 3, "ids keep growing");
+        Ok(())
     }
 
     #[test]
-    fn torn_tail_of_the_log_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
-        t.add(1, Target::Person("p".into()), 1).unwrap();
-        t.add(1, Target::Person("q".into()), 2).unwrap();
+    fn torn_tail_of_the_log_is_cut() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut t = Tombstones::open(dir.path(), &Fs::default())?;
+        t.add(1, Target::Person("p".into()), 1)?;
+        t.add(1, Target::Person("q".into()), 2)?;
         drop(t);
         let path = dir.path().join("tombstones.log");
         let len = std::fs::metadata(&path).unwrap().len();
         OpenOptions::new()
             .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
-        let t = Tombstones::open(dir.path(), &Fs::default()).unwrap();
+            .open(&path)?
+            .set_len(len - 3)?;
+        let t = Tombstones::open(dir.path(), &Fs::default())?;
         assert_eq!(t.pending().len(), 1);
+        Ok(())
     }
 }

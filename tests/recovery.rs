@@ -10,7 +10,7 @@ use common::{chunk, open, segment_files};
 use replaystore::{Error, Store};
 
 fn copy_dir(from: &Path, to: &Path) {
-    for e in walk(from) {
+    for e in common::files_under(from) {
         let rel = e.strip_prefix(from).unwrap();
         let dst = to.join(rel);
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
@@ -18,19 +18,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&e, &dst).unwrap();
         }
     }
-}
-
-fn walk(p: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(p).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// A store holding sessions s0..s{n} of one chunk each (`size` bytes), flushed after each chunk
