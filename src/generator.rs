@@ -559,7 +559,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deterministic_valid_json_and_posthog_shaped_chunks() {
+    fn deterministic_valid_json_and_posthog_shaped_chunks() -> Result<(), Box<dyn std::error::Error>>
+    {
         let w = Workload {
             sessions: 3,
             median_session_bytes: 300_000,
@@ -570,15 +571,16 @@ mod tests {
         assert_eq!(a.chunks, b.chunks);
         assert_ne!(session(&w, 2).session_id, a.session_id);
         for c in &a.chunks {
-            let v: serde_json::Value = serde_json::from_slice(&c.payload).expect("valid JSON");
-            let events = v.as_array().expect("array of events");
+            let v: serde_json::Value = serde_json::from_slice(&c.payload)?;
+            let events = v.as_array().ok_or("array of events")?;
             assert!(!events.is_empty());
             assert!(c.payload.len() <= 1_300_000);
             assert!(c.first_ts_ms <= c.last_ts_ms);
-            c.validate(16 << 20).unwrap();
+            c.validate(16 << 20)?;
         }
         assert!(a.raw_bytes() >= 50_000);
         let ts: Vec<i64> = a.chunks.iter().map(|c| c.first_ts_ms).collect();
         assert!(ts.windows(2).all(|p| p[0] <= p[1]));
+        Ok(())
     }
 }

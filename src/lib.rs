@@ -13,8 +13,10 @@
 //!     payload: br#"[{"type":4,"data":{},"timestamp":1700000000000}]"#.to_vec(),
 //! })?;
 //! store.flush()?; // durable from here on
-//! let session = store.read_session(1, "0192d3c0-...")?.expect("stored");
-//! assert_eq!(session.chunks.len(), 1);
+//! // `None` means never stored, expired by retention, or erased by a deletion.
+//! if let Some(session) = store.read_session(1, "0192d3c0-...")? {
+//!     assert_eq!(session.chunks.len(), 1);
+//! }
 //! # Ok::<(), replaystore::Error>(())
 //! ```
 //!

@@ -187,7 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodes_and_merges() {
+    fn encodes_and_merges() -> Result<(), Box<dyn std::error::Error>> {
         let a = Summary {
             event_count: 3,
             click_count: 1,
@@ -210,7 +210,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         b.encode(&mut buf);
-        assert_eq!(Summary::decode(&buf).unwrap(), b);
+        assert_eq!(Summary::decode(&buf)?, b);
         assert!(Summary::decode(&buf[..buf.len() - 1]).is_err());
         let m = Summary::merge_in_order(vec![(13_000, b), (10_000, a)]);
         assert_eq!(m.event_count, 5);
@@ -224,5 +224,6 @@ mod tests {
             (m.viewport_width, m.first_activity_ts, m.last_activity_ts),
             (1280, 10_000, 13_500)
         );
+        Ok(())
     }
 }

@@ -545,9 +545,9 @@ mod tests {
             DeletionStatus::Pending { requested_ms: 2000 }
         );
         assert_eq!(t.status(99), DeletionStatus::Unknown);
-        let c = Tombstones::open(dir.path(), &Fs::default())
-            .map(|mut t| t.add(1, Target::Person("z".into()), 1).unwrap().id);
-        assert_eq!(c.unwrap(), 3, "ids keep growing");
+        let mut reopened = Tombstones::open(dir.path(), &Fs::default())?;
+        let c = reopened.add(1, Target::Person("z".into()), 1)?;
+        assert_eq!(c.id, 3, "ids keep growing");
         Ok(())
     }
 
@@ -559,7 +559,7 @@ mod tests {
         t.add(1, Target::Person("q".into()), 2)?;
         drop(t);
         let path = dir.path().join("tombstones.log");
-        let len = std::fs::metadata(&path).unwrap().len();
+        let len = std::fs::metadata(&path)?.len();
         OpenOptions::new()
             .write(true)
             .open(&path)?

@@ -430,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_bit_flips() {
+    fn round_trip_and_bit_flips() -> Result<(), Box<dyn std::error::Error>> {
         let chunks = vec![
             chunk(&b"hello ".repeat(100), Some("w1"), 10),
             chunk(b"", None, 20),
@@ -438,16 +438,13 @@ mod tests {
             chunk(b"y", Some("w1"), 30),
         ];
         let mut out = Vec::new();
-        BlockWriter::new(3)
-            .unwrap()
-            .encode(42, &chunks, &mut out)
-            .unwrap();
-        let h = parse_block(&out).unwrap();
+        BlockWriter::new(3)?.encode(42, &chunks, &mut out)?;
+        let h = parse_block(&out)?;
         assert_eq!(h.total_len() as usize, out.len());
         assert_eq!((h.team, h.seq, h.first_ts, h.last_ts), (7, 42, 5, 35));
         assert_eq!(h.codec, Codec::Zstd);
         assert_eq!(h.windows, vec!["w1", "w2"]);
-        let payloads = decode_payloads(&h, &out).unwrap();
+        let payloads = decode_payloads(&h, &out)?;
         for (c, p) in chunks.iter().zip(&payloads) {
             assert_eq!(&c.payload, p);
         }
@@ -459,5 +456,6 @@ mod tests {
         for n in 0..out.len() {
             assert!(parse_block(&out[..n]).is_err());
         }
+        Ok(())
     }
 }

@@ -479,31 +479,29 @@ mod tests {
     }
 
     #[test]
-    fn lookups_and_corruption() {
+    fn lookups_and_corruption() -> Result<(), Box<dyn std::error::Error>> {
         let mut es: Vec<_> = (0..500u64)
             .map(|i| entry(i % 3, &format!("s{i}"), &format!("p{}", i % 7), i))
             .collect();
         let (bytes, crc) = encode_footer(&mut es, FooterTotals::default(), &[4, 5]);
         let mut file = vec![0u8; 10];
         file.extend_from_slice(&bytes);
-        let f = FooterView::parse(&file, 10, bytes.len() as u32, crc).unwrap();
+        let f = FooterView::parse(&file, 10, bytes.len() as u32, crc)?;
         assert_eq!(f.replaces, vec![4, 5]);
         for i in 0..500u64 {
-            let e = f.find(&file, i % 3, &format!("s{i}")).unwrap().remove(0);
+            let e = f.find(&file, i % 3, &format!("s{i}"))?.remove(0);
             assert_eq!(e.blocks[0].offset, i);
             assert_eq!(e.person, format!("p{}", i % 7));
-            assert!(f
-                .find(&file, (i % 3) + 1, &format!("s{i}"))
-                .unwrap()
-                .is_empty());
+            assert!(f.find(&file, (i % 3) + 1, &format!("s{i}"))?.is_empty());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);
-        assert!(f.find(&file, 0, "nope").unwrap().is_empty());
+        assert!(f.find(&file, 0, "nope")?.is_empty());
         assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1).is_err());
         // A flipped bit in an entry's strings is caught when the entry is read.
         let last = file.len() - 1;
         file[last] ^= 0x20;
         let bad = (0..500).filter(|&i| f.entry(&file, i).is_err()).count();
         assert_eq!(bad, 1);
+        Ok(())
     }
 }

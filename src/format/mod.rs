@@ -35,6 +35,14 @@ impl DecodeError {
     }
 }
 
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
 pub type DecodeResult<T> = std::result::Result<T, DecodeError>;
 
 /// Bounds-checked little-endian reads from a byte slice.

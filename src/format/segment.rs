@@ -125,22 +125,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_and_trailer_round_trip() {
+    fn header_and_trailer_round_trip() -> Result<(), Box<dyn std::error::Error>> {
         let h = SegmentHeader {
             lane_days: 90,
             segment_id: 12,
             created_ms: 1_700_000_000_000,
         };
-        assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
+        assert_eq!(SegmentHeader::decode(&h.encode())?, h);
         let t = Trailer {
             footer_offset: 100,
             footer_len: 50,
             footer_crc: 9,
         };
-        assert_eq!(Trailer::decode(&t.encode(), 182).unwrap(), t);
+        assert_eq!(Trailer::decode(&t.encode(), 182)?, t);
         assert!(Trailer::decode(&t.encode(), 183).is_err());
         let mut bad = t.encode();
         bad[3] ^= 1;
         assert!(Trailer::decode(&bad, 182).is_err());
+        Ok(())
     }
 }
