@@ -1,9 +1,12 @@
 //! Criterion benches: ingest (append + durable flushes) beside zstd alone on the same groups,
-//! read_session from the page cache, and compaction (verbatim, and with regrouping).
+//! read_session from the page cache, compaction (verbatim, and with regrouping), and the rrweb
+//! summary analyzer that runs on the flush path.
 //! `cargo bench --bench ingest`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use replaystore::generator::{interleaved, Workload};
+use replaystore::generator::{interleaved, session, Workload};
+use replaystore::rrweb::RrwebAnalyzer;
+use replaystore::Analyzer;
 use replaystore::{Config, Store};
 
 fn workload() -> Vec<replaystore::Chunk> {
@@ -141,5 +144,27 @@ fn compaction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, read, compaction);
+/// The analyzer scans every payload byte once per flush; compare its rate with zstd's.
+fn analyze(c: &mut Criterion) {
+    let w = Workload {
+        sessions: 12,
+        ..Workload::default()
+    };
+    let sessions: Vec<_> = (0..w.sessions).map(|i| session(&w, i)).collect();
+    let raw: usize = sessions.iter().map(|s| s.raw_bytes()).sum();
+    let mut g = c.benchmark_group("analyze");
+    g.throughput(Throughput::Bytes(raw as u64));
+    g.sample_size(10);
+    g.bench_function("rrweb summary, whole sessions", |b| {
+        b.iter(|| {
+            sessions
+                .iter()
+                .map(|s| RrwebAnalyzer.analyze(&s.chunks).event_count)
+                .sum::<u64>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, read, compaction, analyze);
 criterion_main!(benches);
