@@ -1,6 +1,6 @@
 //! The store's background threads: the flusher (time- and size-triggered flush rounds, which also
 //! seal old segments) and maintenance (retention, and compaction when deletions wait or small
-//! segments pile up). Both stop when the store closes.
+//! segments pile up; and the remote tier's uploads). Both stop when the store closes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,6 +85,13 @@ fn maintenance_loop(inner: &Inner, every: Duration) {
         let now = inner.config.clock.now_ms();
         if let Err(e) = inner.enforce_retention(now) {
             log::error!("retention failed: {e}");
+        }
+        if inner.remote().is_some() {
+            match inner.remote_sync() {
+                Ok(r) if !r.errors.is_empty() => log::error!("remote sync: {:?}", r.errors),
+                Ok(_) => {}
+                Err(e) => log::error!("remote sync failed: {e}"),
+            }
         }
         if kicked || inner.compaction_due(now) {
             match inner.compact() {

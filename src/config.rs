@@ -122,6 +122,8 @@ pub struct Config {
     pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
     /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
     pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
+    /// The remote tier: sealed segments copied to object storage. Default none.
+    pub remote: Option<crate::remote::RemoteConfig>,
 }
 
 impl Default for Config {
@@ -144,6 +146,7 @@ impl Default for Config {
             team_retention_days: HashMap::new(),
             clock: Arc::new(SystemClock),
             faults: None,
+            remote: None,
             regroup: true,
             regroup_idle: Duration::from_secs(30 * 60),
             regroup_level: 9,
@@ -227,6 +230,11 @@ impl Config {
     }
     pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {
         self.faults = Some(faults);
+        self
+    }
+    /// Copies sealed segments to object storage (see `RemoteConfig`, docs/scale-out.md).
+    pub fn with_remote(mut self, remote: crate::remote::RemoteConfig) -> Self {
+        self.remote = Some(remote);
         self
     }
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {

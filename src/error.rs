@@ -46,6 +46,14 @@ pub enum Error {
     #[error("chunk refused: {reason}")]
     Deleted { reason: String },
 
+    /// A request to the object store (remote tier) failed; `context` says which and on what key.
+    #[error("object store: {context}: {source}")]
+    Remote {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The store is shutting down or a previous fatal error closed it.
     #[error("store is closed")]
     Closed,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Page, SessionFilter};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
-use crate::segment::{corrupt, Segment};
+use crate::segment::{corrupt, RemoteRead, Segment};
 use crate::store::Store;
 use crate::summary::Summary;
 
@@ -143,10 +143,15 @@ pub struct Stats {
     /// raw_bytes / stored_bytes.
     pub ratio: f64,
     /// bytes_on_disk / sessions: what one session costs, footers and headers included.
+    /// Stored bytes (local and remote) per distinct session.
     pub bytes_per_session: f64,
     pub segments: u64,
     pub sealed_segments: u64,
+    /// Bytes of local segment files.
     pub bytes_on_disk: u64,
+    /// Segments held only in object storage, and their bytes there.
+    pub remote_segments: u64,
+    pub bytes_remote: u64,
     pub buffered_bytes: u64,
     /// Heap bytes the index keeps in RAM (bloom filters of sealed segments, maps of active ones).
     pub index_heap_bytes: u64,
@@ -164,9 +169,21 @@ impl Store {
     /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
     /// are unaffected. The summary describes exactly the chunks returned.
     pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
+        Ok(self.read_session_traced(team, session_id)?.0)
+    }
+
+    /// `read_session`, also reporting what it cost in object-store requests: the number of
+    /// range GETs (a session's blocks in one remote segment are coalesced into few) and the
+    /// bytes they fetched. All zero when every block was local.
+    pub fn read_session_traced(
+        &self,
+        team: u64,
+        session_id: &str,
+    ) -> Result<(Option<SessionData>, RemoteRead)> {
+        let mut remote = RemoteRead::default();
         let tombstones = self.inner.tombstones.read();
         if tombstones.session_deleted(team, session_id) {
-            return Ok(None);
+            return Ok((None, remote));
         }
         let now = self.inner.config.clock.now_ms();
         let mut summary: Option<SessionSummary> = None;
@@ -181,43 +198,52 @@ impl Store {
             if seg.totals().max_ts < cut {
                 continue;
             }
+            // Every wanted block of this segment, fetched together (one pass of range GETs
+            // for a remote segment), with the deletion time of the person it was written under.
+            let mut refs = Vec::new();
+            let mut deleted = Vec::new();
             for entry in seg.find(team, session_id)? {
                 if entry.last_ts < cut {
                     continue;
                 }
                 let deleted_at = tombstones.person_deleted_at(team, &entry.person);
-                for r in &entry.blocks {
-                    let before = chunks.len();
-                    let h = read_block_chunks(&seg, *r, team, session_id, &mut chunks)?;
-                    if !seen.insert((h.seq, h.crc)) || deleted_at.is_some_and(|at| h.first_ts <= at)
-                    {
-                        chunks.truncate(before);
-                        continue;
-                    }
-                    // Chunks past retention are dropped one by one.
-                    let tail = chunks.split_off(before);
-                    chunks.extend(tail.into_iter().filter(|c| c.3.last_ts_ms >= cut));
-                    if chunks.len() == before {
-                        continue;
-                    }
-                    let s =
-                        summary.get_or_insert_with(|| SessionSummary::empty(team, session_id, &h));
-                    s.add_block(&h, r.len as u64, &chunks[before..]);
-                    if let Some(a) = h.summary {
-                        parts.push((h.first_ts, a));
-                    }
+                refs.extend(entry.blocks.iter().copied());
+                deleted.extend(entry.blocks.iter().map(|_| deleted_at));
+            }
+            if refs.is_empty() {
+                continue;
+            }
+            let blocks = seg.read_blocks(&refs, &mut remote)?;
+            for ((r, deleted_at), (h, payloads)) in refs.iter().zip(deleted).zip(blocks) {
+                let before = chunks.len();
+                block_chunks(&seg, *r, &h, payloads, team, session_id, &mut chunks)?;
+                if !seen.insert((h.seq, h.crc)) || deleted_at.is_some_and(|at| h.first_ts <= at) {
+                    chunks.truncate(before);
+                    continue;
+                }
+                // Chunks past retention are dropped one by one.
+                let tail = chunks.split_off(before);
+                chunks.extend(tail.into_iter().filter(|c| c.3.last_ts_ms >= cut));
+                if chunks.len() == before {
+                    continue;
+                }
+                let s = summary.get_or_insert_with(|| SessionSummary::empty(team, session_id, &h));
+                s.add_block(&h, r.len as u64, &chunks[before..]);
+                if let Some(a) = h.summary {
+                    parts.push((h.first_ts, a));
                 }
             }
         }
         let Some(mut summary) = summary else {
-            return Ok(None);
+            return Ok((None, remote));
         };
         summary.finish(parts);
         chunks.sort_by_key(|(ts, seq, i, _)| (*ts, *seq, *i));
-        Ok(Some(SessionData {
+        let data = SessionData {
             summary,
             chunks: chunks.into_iter().map(|(_, _, _, c)| c).collect(),
-        }))
+        };
+        Ok((Some(data), remote))
     }
 
     /// Lists the sessions of a team that match `filter` (see `list_page`).
@@ -289,6 +315,11 @@ impl Store {
             st.stored_bytes += t.stored_bytes;
             st.sealed_segments += s.is_sealed() as u64;
             st.index_heap_bytes += s.index_heap_bytes() as u64;
+            if s.is_remote() {
+                st.remote_segments += 1;
+                st.bytes_remote += s.size();
+                continue;
+            }
             st.bytes_on_disk += match std::fs::metadata(&s.path) {
                 Ok(m) => m.len(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -300,21 +331,22 @@ impl Store {
             st.ratio = st.raw_bytes as f64 / st.stored_bytes as f64;
         }
         if st.sessions > 0 {
-            st.bytes_per_session = st.bytes_on_disk as f64 / st.sessions as f64;
+            st.bytes_per_session = (st.bytes_on_disk + st.bytes_remote) as f64 / st.sessions as f64;
         }
         Ok(st)
     }
 }
 
-/// Reads one block of a session and appends its chunks, with their sort keys, to `out`.
-fn read_block_chunks(
+/// Appends the chunks of one decoded block of a session, with their sort keys, to `out`.
+fn block_chunks(
     seg: &Segment,
     r: BlockRef,
+    h: &BlockHeader,
+    payloads: Vec<Vec<u8>>,
     team: u64,
     session_id: &str,
     out: &mut Vec<(i64, u64, usize, StoredChunk)>,
-) -> Result<BlockHeader> {
-    let (h, payloads) = seg.read_block(r)?;
+) -> Result<()> {
     if h.team != team || h.session != session_id {
         let why = DecodeError::new("block belongs to another session");
         return Err(corrupt(seg.id, &seg.path, r.offset, why));
@@ -328,7 +360,7 @@ fn read_block_chunks(
         };
         out.push((c.first_ts, h.seq, i, chunk));
     }
-    Ok(h)
+    Ok(())
 }
 
 /// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.

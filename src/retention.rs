@@ -1,6 +1,6 @@
 //! Retention: a lane keeps data `lane_days` days. Whole sealed segments whose newest data is
 //! older than the cutoff are unlinked (no rewrite); reads hide anything past the cutoff before
-//! that happens.
+//! that happens. With a remote tier, their objects are deleted from the bucket too.
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +21,8 @@ pub(crate) fn cutoff(lane_days: u16, now_ms: i64) -> i64 {
 pub struct RetentionReport {
     pub segments_removed: u64,
     pub bytes_removed: u64,
+    /// Objects deleted from the bucket (remote tier).
+    pub objects_deleted: u64,
 }
 
 impl Inner {
@@ -36,15 +38,26 @@ impl Inner {
             gone
         };
         let mut report = RetentionReport::default();
+        // Objects in the bucket are marked for deletion before the local files go, so that a
+        // crash cannot leave an object nobody deletes.
+        let ids: Vec<u64> = expired.iter().map(|s| s.id).collect();
+        self.doom_remote(&ids, None)?;
         let mut dirs = Vec::new();
         for seg in expired {
-            let len = std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0);
+            let len = seg.size();
+            report.segments_removed += 1;
+            report.bytes_removed += len;
+            if seg.is_remote() {
+                log::info!(
+                    "retention: dropping remote {} ({len} bytes)",
+                    seg.path.display()
+                );
+                continue;
+            }
             self.fs
                 .remove(&seg.path)
                 .ctx(|| format!("remove expired {}", seg.path.display()))?;
             log::info!("retention: removed {} ({len} bytes)", seg.path.display());
-            report.segments_removed += 1;
-            report.bytes_removed += len;
             if let Some(d) = seg.path.parent() {
                 if !dirs.contains(&d.to_path_buf()) {
                     dirs.push(d.to_path_buf());
@@ -53,6 +66,14 @@ impl Inner {
         }
         for d in dirs {
             self.fs.sync_dir_ctx(&d)?;
+        }
+        if let Some(remote) = self.remote() {
+            let mut sync = crate::remote::sync::SyncReport::default();
+            // A failed delete stays doomed in the manifest; the next sync retries it.
+            if let Err(e) = self.delete_doomed(remote, &mut sync) {
+                log::error!("retention: deleting expired objects failed: {e}");
+            }
+            report.objects_deleted = sync.objects_deleted;
         }
         self.counters
             .segments_expired

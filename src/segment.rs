@@ -11,6 +11,8 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use parking_lot::RwLock;
 
+use object_store::path::Path as ObjPath;
+
 use crate::error::{Error, IoContext, Result};
 use crate::format::block::{self, peek_total_len, BLOCK_FIXED_LEN};
 use crate::format::footer::FooterTotals;
@@ -18,6 +20,7 @@ use crate::format::{
     BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, SessionEntry, Trailer,
     SEGMENT_HEADER_LEN, TRAILER_LEN,
 };
+use crate::remote::tier::Tier;
 
 /// The in-memory session index of an active (or footer-less) segment.
 #[derive(Debug, Default)]
@@ -83,12 +86,37 @@ impl MemIndex {
     }
 }
 
+/// What reading remote blocks cost (`Store::read_session_traced`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteRead {
+    /// Remote segments the read touched.
+    pub remote_segments: u64,
+    /// Range GETs made (after coalescing).
+    pub gets: u64,
+    /// Bytes those GETs fetched.
+    pub bytes: u64,
+}
+
 /// What `Segment::for_each_block` calls with each block's offset, bytes and header.
 pub(crate) type BlockVisitor<'a> = dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()> + 'a;
 
 enum Data {
     Mapped(Mmap),
     File(File),
+    /// In object storage only: blocks are fetched by byte range, the footer is cached locally.
+    Remote(RemoteData),
+}
+
+/// A segment whose bytes are in object storage.
+pub(crate) struct RemoteData {
+    pub tier: Arc<Tier>,
+    pub key: ObjPath,
+    /// Size of the object (the sealed segment file).
+    pub size: u64,
+    /// The local footer cache: the segment header, then the footer and trailer.
+    footer: Mmap,
+    /// Where whole-object downloads go (compaction of a remote segment).
+    scratch_dir: PathBuf,
 }
 
 pub(crate) enum Index {
@@ -154,6 +182,87 @@ impl Segment {
         }
     }
 
+    /// A sealed segment held only in object storage: `cache` is its footer cache file
+    /// (segment header, then footer and trailer; see `remote::sync::write_footer_cache`).
+    pub fn open_remote(
+        tier: Arc<Tier>,
+        key: ObjPath,
+        size: u64,
+        cache: &Path,
+        scratch_dir: &Path,
+    ) -> Result<Self> {
+        let file = File::open(cache).ctx(|| format!("open {}", cache.display()))?;
+        // SAFETY: footer cache files are written whole and renamed into place, never modified.
+        let footer = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", cache.display()))?;
+        let header = SegmentHeader::decode(footer.get(..SEGMENT_HEADER_LEN).unwrap_or(&[]))
+            .map_err(|e| corrupt(0, cache, 0, e))?;
+        let id = header.segment_id;
+        let bad = |e| corrupt(id, cache, 0, e);
+        let tail = footer
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .map(|at| &footer[at..])
+            .unwrap_or(&[]);
+        let t = Trailer::decode(tail, size).map_err(bad)?;
+        if footer.len() as u64 != (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64 {
+            return Err(bad(DecodeError::new("footer cache has the wrong length")));
+        }
+        let mut view = FooterView::parse(
+            &footer,
+            SEGMENT_HEADER_LEN as u64,
+            t.footer_len,
+            t.footer_crc,
+        )
+        .map_err(bad)?;
+        view.offset = t.footer_offset;
+        Ok(Segment {
+            id,
+            lane_days: header.lane_days,
+            created_ms: header.created_ms,
+            path: PathBuf::from(format!("{}/{key}", tier.url_root())),
+            data: Data::Remote(RemoteData {
+                tier,
+                key,
+                size,
+                footer,
+                scratch_dir: scratch_dir.to_path_buf(),
+            }),
+            index: Index::Footer(view),
+        })
+    }
+
+    /// The bytes the footer's offsets point into: the whole mapped file, or a remote
+    /// segment's footer cache.
+    fn footer_bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Data::Mapped(m) => Some(m),
+            Data::Remote(r) => Some(&r.footer),
+            Data::File(_) => None,
+        }
+    }
+
+    /// In object storage only (no local copy).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.data, Data::Remote(_))
+    }
+
+    /// The segment's size in bytes (local file or object).
+    pub fn size(&self) -> u64 {
+        match &self.data {
+            Data::Mapped(m) => m.len() as u64,
+            Data::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            Data::Remote(r) => r.size,
+        }
+    }
+
+    /// The whole sealed file's bytes, when mapped locally (upload checksums, footer caches).
+    pub fn mapped_bytes(&self) -> Option<&[u8]> {
+        match &self.data {
+            Data::Mapped(m) => Some(m),
+            _ => None,
+        }
+    }
+
     pub fn is_sealed(&self) -> bool {
         matches!(self.index, Index::Footer(_))
     }
@@ -183,8 +292,8 @@ impl Segment {
 
     /// This segment's records of one session (one per person it was recorded under).
     pub fn find(&self, team: u64, session: &str) -> Result<Vec<SessionEntry>> {
-        match (&self.index, &self.data) {
-            (Index::Footer(f), Data::Mapped(map)) => {
+        match (&self.index, self.footer_bytes()) {
+            (Index::Footer(f), Some(map)) => {
                 f.find(map, team, session).map_err(|e| self.corrupt(0, e))
             }
             (Index::Memory(m), _) => Ok(m
@@ -193,7 +302,7 @@ impl Segment {
                 .get(&(team, session.into()))
                 .cloned()
                 .unwrap_or_default()),
-            (Index::Footer(_), Data::File(_)) => Ok(Vec::new()),
+            (Index::Footer(_), None) => Ok(Vec::new()),
         }
     }
 
@@ -205,8 +314,8 @@ impl Segment {
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
         let person_hash = person.map(|p| crate::format::key_hash(team, p));
-        match (&self.index, &self.data) {
-            (Index::Footer(ft), Data::Mapped(map)) => {
+        match (&self.index, self.footer_bytes()) {
+            (Index::Footer(ft), Some(map)) => {
                 for i in ft.team_range(map, team) {
                     if person_hash.is_some_and(|h| ft.person_hash(map, i) != h) {
                         continue;
@@ -224,7 +333,7 @@ impl Segment {
                     }
                 }
             }
-            (Index::Footer(_), Data::File(_)) => {}
+            (Index::Footer(_), None) => {}
         }
         Ok(())
     }
@@ -237,8 +346,8 @@ impl Segment {
         person_hashes: &std::collections::HashSet<u64>,
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
-        match (&self.index, &self.data) {
-            (Index::Footer(ft), Data::Mapped(map)) => {
+        match (&self.index, self.footer_bytes()) {
+            (Index::Footer(ft), Some(map)) => {
                 for i in ft.team_range(map, team) {
                     if person_hashes.contains(&ft.person_hash(map, i)) {
                         f(ft.entry(map, i).map_err(|e| self.corrupt(0, e))?);
@@ -254,7 +363,7 @@ impl Segment {
                     }
                 }
             }
-            (Index::Footer(_), Data::File(_)) => {}
+            (Index::Footer(_), None) => {}
         }
         Ok(())
     }
@@ -262,8 +371,8 @@ impl Segment {
     /// Every (team, session hash) key in sorted order; used to count distinct sessions across
     /// segments. Sealed segments stream them from the footer without allocating.
     pub fn sorted_keys(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
-        match (&self.index, &self.data) {
-            (Index::Footer(f), Data::Mapped(map)) => {
+        match (&self.index, self.footer_bytes()) {
+            (Index::Footer(f), Some(map)) => {
                 Box::new((0..f.session_count).map(move |i| f.key(map, i)))
             }
             (Index::Memory(m), _) => {
@@ -283,8 +392,8 @@ impl Segment {
     /// Every session record, from the footer (each verified) or the in-memory index; a record
     /// that fails its checks is returned as an error in its place.
     pub fn all_entries(&self) -> Vec<std::result::Result<SessionEntry, String>> {
-        match (&self.index, &self.data) {
-            (Index::Footer(f), Data::Mapped(map)) => (0..f.session_count)
+        match (&self.index, self.footer_bytes()) {
+            (Index::Footer(f), Some(map)) => (0..f.session_count)
                 .map(|i| {
                     f.entry(map, i)
                         .map_err(|e| format!("session entry {i}: {}", e.0))
@@ -331,16 +440,21 @@ impl Segment {
     /// mapping; in-memory-indexed ones (a footer that failed its checks) block by block.
     pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
         match (&self.index, &self.data) {
-            (Index::Footer(footer), Data::Mapped(map)) => {
-                let end = footer.offset as usize;
-                let mut pos = SEGMENT_HEADER_LEN;
-                while pos < end {
-                    let bytes = &map[pos..end];
-                    let h = block::parse_block(bytes).map_err(|e| self.corrupt(pos as u64, e))?;
-                    let len = h.total_len() as usize;
-                    f(pos as u64, &bytes[..len], &h)?;
-                    pos += len;
+            (Index::Footer(footer), Data::Mapped(map)) => self.walk_blocks(map, footer.offset, f),
+            (Index::Footer(footer), Data::Remote(r)) => {
+                // A rewrite needs every block: one streamed GET into a scratch file, mapped.
+                let tmp = tempfile::NamedTempFile::new_in(&r.scratch_dir)
+                    .ctx(|| format!("create a file in {}", r.scratch_dir.display()))?;
+                let n = r.tier.download(&r.key, tmp.path())?;
+                if n != r.size {
+                    let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
+                    return Err(self.corrupt(0, why));
                 }
+                let file =
+                    File::open(tmp.path()).ctx(|| format!("open {}", tmp.path().display()))?;
+                // SAFETY: a private temp file nothing else writes; removed when `tmp` drops.
+                let map = unsafe { Mmap::map(&file) }.ctx(|| "mmap a downloaded segment".into())?;
+                self.walk_blocks(&map, footer.offset, f)
             }
             (Index::Memory(m), _) => {
                 let mut refs: Vec<BlockRef> = m
@@ -356,10 +470,62 @@ impl Segment {
                     let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
                     f(r.offset, &bytes, &h)?;
                 }
+                Ok(())
             }
-            (Index::Footer(_), Data::File(_)) => {}
+            (Index::Footer(_), Data::File(_)) => Ok(()),
+        }
+    }
+
+    /// Walks the blocks of a whole segment's bytes, from the header to `end` (the footer).
+    fn walk_blocks(&self, bytes: &[u8], end: u64, f: &mut BlockVisitor) -> Result<()> {
+        let end = (end as usize).min(bytes.len());
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < end {
+            let b = &bytes[pos..end];
+            let h = block::parse_block(b).map_err(|e| self.corrupt(pos as u64, e))?;
+            let len = h.total_len() as usize;
+            f(pos as u64, &b[..len], &h)?;
+            pos += len;
         }
         Ok(())
+    }
+
+    /// Reads, verifies and decodes several blocks of this segment, in the order given. For a
+    /// remote segment the ranges are coalesced into few GETs; `read` counts them.
+    pub fn read_blocks(
+        &self,
+        refs: &[BlockRef],
+        read: &mut RemoteRead,
+    ) -> Result<Vec<(BlockHeader, Vec<Vec<u8>>)>> {
+        let fetched: Vec<std::borrow::Cow<'_, [u8]>> = match &self.data {
+            Data::Remote(r) => {
+                let ranges: Vec<_> = refs
+                    .iter()
+                    .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
+                    .collect();
+                let (bytes, gets) = r.tier.read_ranges(&r.key, &ranges)?;
+                read.gets += gets;
+                read.bytes += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
+                read.remote_segments += 1;
+                bytes
+                    .into_iter()
+                    .map(|b| std::borrow::Cow::Owned(b.to_vec()))
+                    .collect()
+            }
+            _ => refs
+                .iter()
+                .map(|r| self.block_bytes(*r))
+                .collect::<Result<_>>()?,
+        };
+        refs.iter()
+            .zip(fetched)
+            .map(|(r, bytes)| {
+                let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
+                let p =
+                    block::decode_payloads(&h, &bytes).map_err(|e| self.corrupt(r.offset, e))?;
+                Ok((h, p))
+            })
+            .collect()
     }
 
     /// The raw bytes of one block (not yet verified).
@@ -379,6 +545,12 @@ impl Segment {
                         _ => Error::io(format!("read {}", self.path.display()), e),
                     })?;
                 Ok(std::borrow::Cow::Owned(buf))
+            }
+            Data::Remote(remote) => {
+                let range = r.offset..r.offset.saturating_add(r.len as u64);
+                Ok(std::borrow::Cow::Owned(
+                    remote.tier.get_range(&remote.key, range)?.to_vec(),
+                ))
             }
         }
     }

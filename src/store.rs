@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     pub counters: Counters,
     pub recovery: RecoveryReport,
+    /// The remote tier, when configured.
+    pub remote: Option<crate::remote::sync::Remote>,
 }
 
 impl Store {
@@ -112,7 +114,20 @@ impl Store {
         let now = config.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
         let fs = Fs::new(config.faults.clone());
-        let rec = recover(&dir, &fs, now, max_age)?;
+        let mut rec = recover(&dir, &fs, now, max_age)?;
+        // The remote tier first: on a fresh directory it fetches the tombstone log.
+        let remote = match &config.remote {
+            Some(rc) => {
+                let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone())?;
+                let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments)?;
+                rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
+                for s in &rec.segments {
+                    rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
+                }
+                Some(r)
+            }
+            None => None,
+        };
         let tombstones = Tombstones::open(&dir, &fs)?;
         let inner = Arc::new(Inner {
             buffer: WriteBuffer::new(config.buffer_shards),
@@ -131,6 +146,7 @@ impl Store {
             closed: AtomicBool::new(false),
             counters: Counters::default(),
             recovery: rec.report,
+            remote,
             _lock: lock,
             fs,
             dir,

@@ -286,7 +286,19 @@ impl Inner {
             }
         }
 
-        // Retire what no segment holds any more.
+        // With a remote tier: upload the rewritten segments and delete the objects they
+        // replace now, so that a deletion completes within this pass.
+        if self.remote().is_some() {
+            match self.remote_sync_locked() {
+                Ok(r) if !r.errors.is_empty() => report
+                    .failed_jobs
+                    .extend(r.errors.iter().map(|e| format!("remote: {e}"))),
+                Ok(_) => {}
+                Err(e) => report.failed_jobs.push(format!("remote: {e}")),
+            }
+        }
+        // Retire what no segment holds any more (and no object waiting for deletion may hold).
+        let objects_pending = self.remote_deletes_pending();
         let segs = self.segments.read().clone();
         let mut still: HashSet<u64> = HashSet::new();
         for s in &segs {
@@ -294,7 +306,7 @@ impl Inner {
         }
         let mut done = Vec::new();
         for t in &pending {
-            if !still.contains(&t.id) {
+            if !still.contains(&t.id) && !objects_pending {
                 let p = progress.remove(&t.id).unwrap_or_default();
                 let purged = Purged {
                     sessions_removed: p.sessions.len() as u64,
@@ -308,6 +320,14 @@ impl Inner {
             self.tombstones
                 .write()
                 .retire(&done, self.config.clock.now_ms())?;
+        }
+        // The bucket's copy of the tombstone log must lose the plain ids too.
+        if let (Some(remote), false) = (self.remote(), done.is_empty()) {
+            if let Err(e) = remote.upload_meta(&self.dir) {
+                report
+                    .failed_jobs
+                    .push(format!("remote: tombstone log: {e}"));
+            }
         }
         report.deletions_completed = done.iter().map(|(id, _)| *id).collect();
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -348,9 +368,10 @@ impl Inner {
         let mut jobs = Vec::new();
         let (mut cur, mut cur_bytes, mut cur_needed) = (Vec::<Arc<Segment>>::new(), 0u64, false);
         for s in segs {
-            let size = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+            let size = s.size();
             let needed = self.needs_rewrite(&s, doomed, now)?;
-            let small = size < self.config.segment_bytes / SMALL_FRACTION;
+            // Remote segments are downloaded only when they must be rewritten, never to merge.
+            let small = size < self.config.segment_bytes / SMALL_FRACTION && !s.is_remote();
             if !needed && !small {
                 continue;
             }

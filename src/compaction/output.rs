@@ -101,6 +101,7 @@ impl<'a> Output<'a> {
                 .segments
                 .write()
                 .retain(|s| !source_ids.contains(&s.id));
+            inner.doom_remote(&source_ids, None)?;
             remove_sources(inner, sources, &lane_dir)?;
             report.segments_removed += sources.len() as u64;
             return Ok(());
@@ -138,6 +139,8 @@ impl<'a> Output<'a> {
             segs.sort_by_key(|s| s.id);
         }
         crash_point("compact:before_remove");
+        // Sources in the bucket go once this segment is uploaded and verified there.
+        inner.doom_remote(&source_ids, Some(self.header.segment_id))?;
         remove_sources(inner, sources, &lane_dir)?;
         report.segments_rewritten += sources.len() as u64;
         report.segments_written += 1;
@@ -151,7 +154,7 @@ impl<'a> Output<'a> {
 }
 
 fn remove_sources(inner: &Inner, sources: &[Arc<Segment>], lane_dir: &Path) -> Result<()> {
-    for s in sources {
+    for s in sources.iter().filter(|s| !s.is_remote()) {
         inner
             .fs
             .remove(&s.path)

@@ -41,7 +41,7 @@ impl Inner {
             .segments
             .read()
             .iter()
-            .filter(|s| !active.contains(&s.id) && s.is_sealed())
+            .filter(|s| !active.contains(&s.id) && s.is_sealed() && !s.is_remote())
             .filter(|s| s.totals().flags & SEGMENT_REGROUPED == 0 && s.totals().max_ts < idle_since)
             .cloned()
             .collect();
@@ -49,7 +49,7 @@ impl Inner {
         let mut jobs: Vec<Vec<Arc<Segment>>> = Vec::new();
         let mut bytes = 0;
         for s in segs {
-            let size = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+            let size = s.size();
             let fits = jobs.last().is_some_and(|j| {
                 j[0].lane_days == s.lane_days && bytes + size <= self.config.regroup_job_bytes
             });

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Helpers shared by the integration tests.
 
+pub mod remote;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -89,24 +90,30 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// files with the format's own decoder (blocks from the header to the footer, or to the end of
 /// an unsealed file).
 pub fn all_block_payloads(dir: &Path) -> Vec<Vec<u8>> {
-    use replaystore::format::block::{decode_payloads, parse_block};
-    use replaystore::format::{Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
     let mut out = Vec::new();
     for f in files_under(dir) {
         if f.extension().is_none_or(|e| e != "seg") {
             continue;
         }
-        let bytes = std::fs::read(&f).unwrap();
-        let end = Trailer::decode(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)
-            .map(|t| t.footer_offset as usize)
-            .unwrap_or(bytes.len());
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < end {
-            let h = parse_block(&bytes[pos..end]).expect("every block decodes");
-            let len = h.total_len() as usize;
-            out.extend(decode_payloads(&h, &bytes[pos..pos + len]).unwrap());
-            pos += len;
-        }
+        out.extend(segment_payloads(&std::fs::read(&f).unwrap()));
+    }
+    out
+}
+
+/// The decompressed payloads of every block of one segment's bytes (a file or an object).
+pub fn segment_payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use replaystore::format::block::{decode_payloads, parse_block};
+    use replaystore::format::{Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+    let mut out = Vec::new();
+    let end = Trailer::decode(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)
+        .map(|t| t.footer_offset as usize)
+        .unwrap_or(bytes.len());
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < end {
+        let h = parse_block(&bytes[pos..end]).expect("every block decodes");
+        let len = h.total_len() as usize;
+        out.extend(decode_payloads(&h, &bytes[pos..pos + len]).unwrap());
+        pos += len;
     }
     out
 }

@@ -1,0 +1,521 @@
+//! The remote tier at run time: the state a store keeps (`Remote`), the maintenance step that
+//! uploads sealed segments, verifies them, drops expired local copies and deletes superseded
+//! objects (`Inner::remote_sync`), and open-time reconciliation, including opening a store on
+//! a fresh directory from the bucket alone (`attach`).
+//!
+//! Invariant: the bucket always holds every verified segment or the segment that replaces it.
+//! A replaced or expired object is first marked `Doomed` in the manifest (durable), and deleted
+//! only once its replacement is verified; a crash anywhere leaves a state the next sync finishes.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::manifest::{Entry, Manifest, State};
+use super::tier::{Tier, UploadProgress};
+use super::RemoteConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::format::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+use crate::fs::Fs;
+use crate::segment::Segment;
+use crate::store::Inner;
+
+/// Files of the store directory kept in the bucket too (`<prefix>/meta/`), so that a store can
+/// be opened elsewhere: the tombstone log (deletions must survive the move) and its key.
+const META_FILES: [&str; 2] = ["tombstones.log", "KEY"];
+/// A meta file larger than this is not downloaded.
+const MAX_META_BYTES: u64 = 1 << 30;
+/// First read of a footer: the object's last 64 KiB, enough for most footers in one GET.
+const TAIL_GUESS: u64 = 64 << 10;
+
+pub(crate) struct Remote {
+    pub tier: Arc<Tier>,
+    pub manifest: Mutex<Manifest>,
+    /// Footer caches: `<dir>/remote/footers/<id>.ftr`.
+    pub footers: PathBuf,
+    /// Scratch space for whole-object downloads (compaction of a remote segment).
+    pub scratch: PathBuf,
+    /// CRC-32 of each meta file as last uploaded.
+    meta_uploaded: Mutex<Vec<u32>>,
+}
+
+/// What one `remote_sync` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    pub uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub uploads_resumed: u64,
+    pub verify_failures: u64,
+    pub local_copies_dropped: u64,
+    pub local_bytes_dropped: u64,
+    pub objects_deleted: u64,
+    pub meta_files_uploaded: u64,
+    /// Steps that failed (they are retried at the next sync).
+    pub errors: Vec<String>,
+}
+
+impl Remote {
+    fn footer_path(&self, id: u64) -> PathBuf {
+        self.footers.join(format!("{id:020}.ftr"))
+    }
+
+    /// Opens the remote state of the store in `dir`; with no manifest yet, the bucket is
+    /// listed and every segment in it adopted (a store moved to this machine, or a new one).
+    pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig) -> Result<Remote> {
+        let tier = Arc::new(Tier::open(config)?);
+        let footers = dir.join("remote").join("footers");
+        let scratch = dir.join("remote").join("tmp");
+        for d in [&footers, &scratch] {
+            std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
+        }
+        // Leftovers of downloads cut short by a crash.
+        if let Ok(rd) = std::fs::read_dir(&scratch) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let fresh = !dir.join("REMOTE").exists();
+        let manifest = Manifest::open(dir, fs)?;
+        let remote = Remote {
+            tier,
+            manifest: Mutex::new(manifest),
+            footers,
+            scratch,
+            meta_uploaded: Mutex::new(vec![0; META_FILES.len()]),
+        };
+        if fresh {
+            remote.adopt_bucket(dir)?;
+        }
+        Ok(remote)
+    }
+
+    /// Records every segment object of the bucket as verified and fetches the meta files that
+    /// the directory lacks. The tombstone log in the bucket is the one of the last sync.
+    fn adopt_bucket(&self, dir: &Path) -> Result<()> {
+        let objects = self.tier.list("segments")?;
+        let mut m = self.manifest.lock();
+        for o in &objects {
+            let Some((lane_days, id)) = parse_segment_key(o.location.as_ref()) else {
+                log::warn!("remote: ignoring {}: not a segment name", o.location);
+                continue;
+            };
+            m.entries.insert(
+                id,
+                Entry {
+                    id,
+                    lane_days,
+                    size: o.size,
+                    crc32: 0,
+                    state: State::Verified,
+                },
+            );
+        }
+        for name in META_FILES {
+            let path = dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            if let Some(bytes) = self
+                .tier
+                .get_small(&self.tier.meta_key(name), MAX_META_BYTES)?
+            {
+                std::fs::write(&path, &bytes).ctx(|| format!("write {}", path.display()))?;
+            }
+        }
+        if !objects.is_empty() {
+            log::info!(
+                "remote: adopted {} segments from {}",
+                m.entries.len(),
+                self.tier.url
+            );
+        }
+        m.save()
+    }
+
+    /// Opens a segment that is only in the bucket, fetching its footer if it is not cached.
+    pub fn open_segment(&self, e: &Entry) -> Result<Segment> {
+        let cache = self.footer_path(e.id);
+        let key = self.tier.segment_key(e.lane_days, e.id);
+        if !cache.exists() {
+            self.fetch_footer(&key, e.size, &cache)?;
+        }
+        let seg = Segment::open_remote(
+            self.tier.clone(),
+            key.clone(),
+            e.size,
+            &cache,
+            &self.scratch,
+        );
+        match seg {
+            Ok(s) if s.id == e.id => Ok(s),
+            // A damaged cache is refetched once.
+            _ => {
+                let _ = std::fs::remove_file(&cache);
+                self.fetch_footer(&key, e.size, &cache)?;
+                Segment::open_remote(self.tier.clone(), key, e.size, &cache, &self.scratch)
+            }
+        }
+    }
+
+    /// Two or three range GETs: the header, the last 64 KiB, the rest of a longer footer.
+    fn fetch_footer(&self, key: &object_store::path::Path, size: u64, cache: &Path) -> Result<()> {
+        let bad = |why: String| Error::Corrupt {
+            segment: 0,
+            path: PathBuf::from(key.to_string()),
+            offset: 0,
+            reason: why,
+        };
+        let min = (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64;
+        if size < min {
+            return Err(bad(format!("object of {size} bytes is too short")));
+        }
+        let (tail, real) = self.tier.get_tail(key, TAIL_GUESS.min(size))?;
+        if real != size {
+            return Err(bad(format!("object is {real} bytes, expected {size}")));
+        }
+        let t = Trailer::decode(&tail[tail.len().saturating_sub(TRAILER_LEN)..], size)
+            .map_err(|e| bad(e.0))?;
+        let want = t.footer_len as u64 + TRAILER_LEN as u64;
+        let footer = if want <= tail.len() as u64 {
+            tail.slice(tail.len() - want as usize..)
+        } else {
+            self.tier.get_range(key, t.footer_offset..size)?
+        };
+        let header = self.tier.get_range(key, 0..SEGMENT_HEADER_LEN as u64)?;
+        SegmentHeader::decode(&header).map_err(|e| bad(e.0))?;
+        write_footer_cache(cache, &header, &footer)
+    }
+
+    /// Uploads the meta files whose content changed since the last upload.
+    pub(crate) fn upload_meta(&self, dir: &Path) -> Result<u64> {
+        let mut n = 0;
+        let mut last = self.meta_uploaded.lock();
+        for (i, name) in META_FILES.iter().enumerate() {
+            let Ok(bytes) = std::fs::read(dir.join(name)) else {
+                continue;
+            };
+            let crc = crc32fast::hash(&bytes);
+            if last[i] == crc && crc != 0 {
+                continue;
+            }
+            self.tier.put_small(&self.tier.meta_key(name), bytes)?;
+            last[i] = crc;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// `.../segments/<days>d/<id>.seg` -> (days, id).
+fn parse_segment_key(key: &str) -> Option<(u16, u64)> {
+    let mut parts = key.rsplit('/');
+    let file = parts.next()?;
+    let lane = parts.next()?;
+    let id = file.strip_suffix(".seg")?.parse().ok()?;
+    let days = lane.strip_suffix('d')?.parse().ok()?;
+    Some((days, id))
+}
+
+/// A footer cache file: the segment's header, then its footer and trailer, written whole and
+/// renamed into place.
+fn write_footer_cache(path: &Path, header: &[u8], footer_and_trailer: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut bytes = Vec::with_capacity(header.len() + footer_and_trailer.len());
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(footer_and_trailer);
+    std::fs::write(&tmp, &bytes).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("rename {}", tmp.display()))
+}
+
+impl Inner {
+    pub(crate) fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// One pass of the remote tier: delete doomed objects whose replacement is verified,
+    /// upload and verify sealed local segments, drop local copies past `local_retention`,
+    /// upload changed meta files. A failing step is logged and reported; the rest go on.
+    pub(crate) fn remote_sync(&self) -> Result<SyncReport> {
+        let _one_at_a_time = self.maintenance.lock();
+        self.remote_sync_locked()
+    }
+
+    pub(crate) fn remote_sync_locked(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let Some(remote) = self.remote() else {
+            return Ok(report);
+        };
+        let active: HashSet<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        for seg in &segs {
+            let local_sealed = seg.is_sealed() && !seg.is_remote() && !active.contains(&seg.id);
+            if local_sealed && !remote.manifest.lock().is_verified(seg.id) {
+                if let Err(e) = self.upload_segment(remote, seg, &mut report) {
+                    log::error!("remote: upload of segment {} failed: {e}", seg.id);
+                    report.errors.push(format!("upload {}: {e}", seg.id));
+                }
+            }
+        }
+        if let Err(e) = self.delete_doomed(remote, &mut report) {
+            report.errors.push(format!("delete: {e}"));
+        }
+        let now = self.config.clock.now_ms();
+        let keep_ms = remote.tier.config.local_retention.as_millis() as i64;
+        for seg in &segs {
+            let due = !seg.is_remote() && seg.totals().max_ts <= now.saturating_sub(keep_ms);
+            if due && remote.manifest.lock().is_verified(seg.id) {
+                if let Err(e) = self.drop_local_copy(remote, seg, &mut report) {
+                    log::error!("remote: dropping the local copy of {} failed: {e}", seg.id);
+                    report.errors.push(format!("drop {}: {e}", seg.id));
+                }
+            }
+        }
+        match remote.upload_meta(&self.dir) {
+            Ok(n) => report.meta_files_uploaded = n,
+            Err(e) => report.errors.push(format!("meta: {e}")),
+        }
+        Ok(report)
+    }
+
+    /// Uploads one sealed local segment (resuming a multipart upload the manifest records),
+    /// verifies it and records it verified.
+    fn upload_segment(
+        &self,
+        remote: &Remote,
+        seg: &Segment,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let bytes = seg.mapped_bytes().ok_or_else(|| Error::Remote {
+            context: format!("upload segment {}", seg.id),
+            source: "segment is not mapped".into(),
+        })?;
+        let (size, crc) = (bytes.len() as u64, crc32fast::hash(bytes));
+        let key = remote.tier.segment_key(seg.lane_days, seg.id);
+        let progress = match remote.manifest.lock().state(seg.id) {
+            Some(State::Uploading(p)) => p.clone(),
+            _ => UploadProgress::default(),
+        };
+        let resumed = progress.upload_id.is_some();
+        let entry = |state| Entry {
+            id: seg.id,
+            lane_days: seg.lane_days,
+            size,
+            crc32: crc,
+            state,
+        };
+        remote
+            .manifest
+            .lock()
+            .set(entry(State::Uploading(progress.clone())))?;
+        let mut record = |p: &UploadProgress| {
+            remote
+                .manifest
+                .lock()
+                .set(entry(State::Uploading(p.clone())))
+        };
+        remote
+            .tier
+            .upload(&seg.path, &key, size, progress, &mut record)?;
+        match remote.tier.verify(&key, size, crc)? {
+            Ok(()) => {
+                remote.manifest.lock().set(entry(State::Verified))?;
+                report.uploaded += 1;
+                report.bytes_uploaded += size;
+                report.uploads_resumed += resumed as u64;
+                log::info!(
+                    "remote: segment {} uploaded to {key} ({size} bytes)",
+                    seg.id
+                );
+                Ok(())
+            }
+            Err(why) => {
+                // Start over next time.
+                remote
+                    .manifest
+                    .lock()
+                    .set(entry(State::Uploading(UploadProgress::default())))?;
+                report.verify_failures += 1;
+                Err(Error::Remote {
+                    context: format!("verify {key}"),
+                    source: why.into(),
+                })
+            }
+        }
+    }
+
+    /// Replaces a verified local segment by its remote twin for readers, then unlinks the
+    /// local file. The footer cache is written first, from the local bytes.
+    fn drop_local_copy(
+        &self,
+        remote: &Remote,
+        seg: &Arc<Segment>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let (Some(bytes), Some(footer)) = (seg.mapped_bytes(), seg.footer()) else {
+            return Ok(());
+        };
+        let cache = remote.footer_path(seg.id);
+        write_footer_cache(
+            &cache,
+            &bytes[..SEGMENT_HEADER_LEN],
+            &bytes[footer.offset as usize..],
+        )?;
+        let key = remote.tier.segment_key(seg.lane_days, seg.id);
+        let size = bytes.len() as u64;
+        let twin = Arc::new(Segment::open_remote(
+            remote.tier.clone(),
+            key,
+            size,
+            &cache,
+            &remote.scratch,
+        )?);
+        {
+            let mut segs = self.segments.write();
+            match segs.iter_mut().find(|s| s.id == seg.id) {
+                Some(slot) => *slot = twin,
+                None => return Ok(()), // compacted or expired meanwhile
+            }
+        }
+        self.fs
+            .remove(&seg.path)
+            .ctx(|| format!("remove {}", seg.path.display()))?;
+        if let Some(d) = seg.path.parent() {
+            self.fs.sync_dir_ctx(d)?;
+        }
+        report.local_copies_dropped += 1;
+        report.local_bytes_dropped += size;
+        Ok(())
+    }
+
+    /// Deletes the objects of doomed entries whose replacement (if any) is verified.
+    pub(crate) fn delete_doomed(&self, remote: &Remote, report: &mut SyncReport) -> Result<()> {
+        let due: Vec<Entry> = {
+            let m = remote.manifest.lock();
+            m.entries
+                .values()
+                .filter(|e| match e.state {
+                    State::Doomed { after: None } => true,
+                    State::Doomed { after: Some(r) } => m.is_verified(r),
+                    _ => false,
+                })
+                .cloned()
+                .collect()
+        };
+        for e in due {
+            remote
+                .tier
+                .delete(&remote.tier.segment_key(e.lane_days, e.id))?;
+            let _ = std::fs::remove_file(remote.footer_path(e.id));
+            let mut m = remote.manifest.lock();
+            m.entries.remove(&e.id);
+            m.save()?;
+            report.objects_deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Marks segments that left the store (expired, or replaced by `replaced_by`) for deletion
+    /// from the bucket; segments never uploaded are only forgotten. Called before their local
+    /// files go, so a crash cannot leave an object nobody will delete.
+    pub(crate) fn doom_remote(&self, ids: &[u64], replaced_by: Option<u64>) -> Result<()> {
+        let Some(remote) = self.remote() else {
+            return Ok(());
+        };
+        let mut m = remote.manifest.lock();
+        let mut changed = false;
+        for id in ids {
+            let Some(e) = m.entries.get_mut(id) else {
+                continue;
+            };
+            // Even an upload never verified may have left a whole object: delete its key too
+            // (idempotent; stray multipart parts go with the bucket's
+            // AbortIncompleteMultipartUpload rule).
+            e.state = State::Doomed { after: replaced_by };
+            changed = true;
+        }
+        if changed {
+            m.save()?;
+        }
+        Ok(())
+    }
+
+    /// Whether any object still waits for deletion (a deletion request is not complete while
+    /// a replaced object may hold its bytes).
+    pub(crate) fn remote_deletes_pending(&self) -> bool {
+        self.remote().is_some_and(|r| {
+            r.manifest
+                .lock()
+                .entries
+                .values()
+                .any(|e| matches!(e.state, State::Doomed { .. }))
+        })
+    }
+}
+
+/// Open-time reconciliation of the local segments with the manifest: adds the verified remote
+/// segments that have no local copy, dooms the ones a local compacted segment replaces (a crash
+/// between a compaction's rename and its source deletes), and forgets uploads of segments that
+/// no longer exist. Returns the highest segment id the manifest knows.
+pub(crate) fn reconcile(remote: &Remote, segments: &mut Vec<Arc<Segment>>) -> Result<u64> {
+    let mut m = remote.manifest.lock();
+    let local: HashSet<u64> = segments.iter().map(|s| s.id).collect();
+    let mut max_id = 0;
+    let mut opened = Vec::new();
+    for e in m.entries.values() {
+        max_id = max_id.max(e.id);
+        if e.state == State::Verified && !local.contains(&e.id) {
+            match remote.open_segment(e) {
+                Ok(s) => opened.push(Arc::new(s)),
+                Err(err) => log::error!("remote: segment {} unreadable: {err}", e.id),
+            }
+        }
+    }
+    segments.extend(opened);
+    // Replaced segments, local or remote, are doomed (their replacement is already in place).
+    let replaced: Vec<(u64, u64)> = segments
+        .iter()
+        .flat_map(|s| s.replaces().iter().map(move |r| (*r, s.id)))
+        .collect();
+    let mut changed = false;
+    for (old, new) in replaced {
+        segments.retain(|s| s.id != old || !s.is_remote());
+        if let Some(e) = m.entries.get_mut(&old) {
+            if !matches!(e.state, State::Doomed { .. }) {
+                e.state = State::Doomed { after: Some(new) };
+                changed = true;
+            }
+        }
+    }
+    // Uploads of segments that are gone locally (never verified) are deleted, in case a
+    // whole object made it to the bucket.
+    let present: HashSet<u64> = segments.iter().map(|s| s.id).collect();
+    for e in m.entries.values_mut() {
+        if matches!(e.state, State::Uploading(_)) && !present.contains(&e.id) {
+            e.state = State::Doomed { after: None };
+            changed = true;
+        }
+    }
+    if changed {
+        m.save()?;
+    }
+    segments.sort_by_key(|s| s.id);
+    Ok(max_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_segment_key;
+
+    #[test]
+    fn segment_keys_parse() {
+        assert_eq!(
+            parse_segment_key("p/segments/30d/00000000000000000042.seg"),
+            Some((30, 42))
+        );
+        assert_eq!(parse_segment_key("p/segments/30d/x.seg"), None);
+        assert_eq!(parse_segment_key("p/meta/KEY"), None);
+    }
+}
