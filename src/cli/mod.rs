@@ -8,6 +8,7 @@ mod ingest;
 mod load;
 mod measure;
 mod query;
+mod remote;
 mod serve;
 mod torture;
 
@@ -39,6 +40,8 @@ pub struct StoreArgs {
     /// Retention of one team, as TEAM=DAYS (repeatable).
     #[arg(long, value_parser = parse_team_days)]
     team_retention: Vec<(u64, u16)>,
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
 }
 
 fn parse_token(s: &str) -> std::result::Result<(String, u64), String> {
@@ -65,7 +68,10 @@ impl StoreArgs {
         for &(team, days) in &self.team_retention {
             c = c.with_team_retention_days(team, days);
         }
-        c
+        match self.remote.config() {
+            Some(r) => c.with_remote(r),
+            None => c,
+        }
     }
 
     /// Opens the store for a command-line tool (no background maintenance: commands do their
@@ -205,6 +211,9 @@ enum Command {
         #[arg(long)]
         read_token: Option<String>,
     },
+    /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
+    #[command(subcommand)]
+    Remote(remote::Command),
     /// Measure this store beside the zstd-only limit and peer systems on the same data.
     Bench(bench::Args),
     /// What replay storage costs: bytes per session measured on a store (or on generated
@@ -307,6 +316,7 @@ pub fn run() -> Result<i32> {
         Command::Expire { store, now } => admin::expire(&store.open()?, now),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
         Command::Bench(args) => bench::run(args),
+        Command::Remote(cmd) => remote::run(cmd),
         Command::Cost(args) => cost::run(args),
         Command::Serve {
             store,

@@ -167,6 +167,12 @@ pub fn stats(store: &Store, json: bool) -> Result<i32> {
             st.segments, st.sealed_segments
         );
         println!("bytes on disk      {}", st.bytes_on_disk);
+        if st.remote_segments > 0 {
+            println!(
+                "remote             {} segments, {} bytes",
+                st.remote_segments, st.bytes_remote
+            );
+        }
         println!("index RAM bytes    {}", st.index_heap_bytes);
     }
     Ok(0)
