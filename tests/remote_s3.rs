@@ -213,3 +213,74 @@ fn crash_during_upload_resumes() {
         .all(|(a, b)| a.payload == b.payload));
     store.close().unwrap();
 }
+
+/// A deletion's compaction of remote segments is killed (a real process, aborted at each step
+/// of the commit sequence); the next open and pass finish it: the person's bytes leave every
+/// object and file, everyone else's data is intact, no object is left waiting for deletion.
+#[test]
+fn crash_during_remote_compaction() {
+    let Some(ep) = endpoint("crash_during_remote_compaction") else {
+        return;
+    };
+    use common::remote::{canary_hits, fill, read_all, CANARY_BYTES, CANARY_PERSON};
+    for point in [
+        "compact:after_write",
+        "compact:after_rename",
+        "compact:before_remove",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            bucket(&ep, &prefix("compact-crash")).with_local_retention(std::time::Duration::ZERO);
+        let open = || Store::open(dir.path(), common::config().with_remote(cfg.clone())).unwrap();
+        let store = open();
+        let mut canary = common::chunk(1, "canary-session", CANARY_PERSON, 0, 2000);
+        canary.payload.extend_from_slice(CANARY_BYTES);
+        store.append(canary).unwrap();
+        // Flushed with the first blocks of the others: the rewrite has survivors to copy.
+        let ids = fill(&store, 1, 10, 2);
+        store.seal_active().unwrap();
+        let r = store.sync_remote().unwrap();
+        assert!(
+            r.local_copies_dropped >= 1 && r.errors.is_empty(),
+            "{point}: {r:?}"
+        );
+        let others = read_all(&store, 1, &ids);
+        store.close().unwrap();
+
+        let lane = common::LANE.to_string();
+        let mut cmd = replaystore_cli(&ep, &["delete-person", "--remote", &cfg.url]);
+        cmd.args(["--local-retention-hours", "0", "--retention-days", &lane]);
+        cmd.args(["--team", "1", "--person", CANARY_PERSON, "--wait", "--dir"])
+            .arg(dir.path());
+        let out = cmd.env("REPLAYSTORE_CRASH_AT", point).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{point}: not interrupted: {err} {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(err.contains(&format!("crash point {point}")), "{err}");
+
+        let store = open();
+        assert!(store.read_session(1, "canary-session").unwrap().is_none());
+        let rep = store.compact().unwrap();
+        assert!(rep.failed_jobs.is_empty(), "{point}: {rep:?}");
+        let pending = store.pending_deletions();
+        assert!(
+            pending.is_empty(),
+            "{point}: still pending {pending:?} after {rep:?}, remote {:?}",
+            store.remote_status()
+        );
+        assert_eq!(
+            canary_hits(&cfg, dir.path(), CANARY_BYTES),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            canary_hits(&cfg, dir.path(), CANARY_PERSON.as_bytes()),
+            Vec::<String>::new()
+        );
+        assert_eq!(read_all(&store, 1, &ids), others, "{point}");
+        assert_eq!(store.remote_status().unwrap().doomed, 0, "{point}");
+        store.close().unwrap();
+    }
+}

@@ -392,13 +392,15 @@ impl Inner {
 
     /// Deletes the objects of doomed entries whose replacement (if any) is verified.
     pub(crate) fn delete_doomed(&self, remote: &Remote, report: &mut SyncReport) -> Result<()> {
+        let live: HashSet<u64> = self.segments.read().iter().map(|s| s.id).collect();
         let due: Vec<Entry> = {
             let m = remote.manifest.lock();
             m.entries
                 .values()
                 .filter(|e| match e.state {
                     State::Doomed { after: None } => true,
-                    State::Doomed { after: Some(r) } => m.is_verified(r),
+                    // Verified, or gone from the store altogether (nothing left to wait for).
+                    State::Doomed { after: Some(r) } => m.is_verified(r) || !live.contains(&r),
                     _ => false,
                 })
                 .cloned()
@@ -426,6 +428,16 @@ impl Inner {
         };
         let mut m = remote.manifest.lock();
         let mut changed = false;
+        // Objects waiting for one of `ids` to be verified now wait for its replacement (or,
+        // when nothing replaces it, for nothing: its data is gone on purpose).
+        for e in m.entries.values_mut() {
+            if let State::Doomed { after: Some(a) } = e.state {
+                if ids.contains(&a) {
+                    e.state = State::Doomed { after: replaced_by };
+                    changed = true;
+                }
+            }
+        }
         for id in ids {
             let Some(e) = m.entries.get_mut(id) else {
                 continue;

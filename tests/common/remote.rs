@@ -25,7 +25,7 @@ pub fn store_config(remote: RemoteConfig, clock: &Arc<ManualClock>) -> Config {
 
 /// Appends `sessions` sessions of team `team`, `flushes` blocks each (one per flush, every
 /// other flush sealing the segment, so sessions span segments) and returns their ids.
-fn fill(store: &Store, team: u64, sessions: usize, flushes: usize) -> Vec<String> {
+pub fn fill(store: &Store, team: u64, sessions: usize, flushes: usize) -> Vec<String> {
     let ids: Vec<String> = (0..sessions).map(|s| format!("t{team}-s{s}")).collect();
     for f in 0..flushes {
         for (s, id) in ids.iter().enumerate() {
@@ -40,7 +40,7 @@ fn fill(store: &Store, team: u64, sessions: usize, flushes: usize) -> Vec<String
     ids
 }
 
-fn read_all(store: &Store, team: u64, ids: &[String]) -> BTreeMap<String, Vec<Vec<u8>>> {
+pub fn read_all(store: &Store, team: u64, ids: &[String]) -> BTreeMap<String, Vec<Vec<u8>>> {
     ids.iter()
         .map(|id| {
             let s = store
@@ -192,31 +192,7 @@ pub fn deletion_rewrites_remote(remote: RemoteConfig, dir: &Path) {
     clock.advance(Duration::from_millis(2 * DAY_MS as u64));
     let r = store.sync_remote().unwrap();
     assert!(r.local_copies_dropped >= 2 && r.errors.is_empty(), "{r:?}");
-    let scan = |needle: &[u8]| -> Vec<String> {
-        let mut hits = Vec::new();
-        for o in replaystore::remote::bucket_objects(&remote, true).unwrap() {
-            let (key, bytes) = (o.key, o.bytes.expect("object bytes"));
-            if contains(&bytes, needle) {
-                hits.push(format!("{key} (raw)"));
-            }
-            if key.ends_with(".seg") && segment_payloads(&bytes).iter().any(|p| contains(p, needle))
-            {
-                hits.push(format!("{key} (decompressed)"));
-            }
-        }
-        for f in files_under(dir) {
-            let bytes = std::fs::read(&f).unwrap();
-            if contains(&bytes, needle) {
-                hits.push(format!("{} (local)", f.display()));
-            }
-            if f.extension().is_some_and(|e| e == "seg")
-                && segment_payloads(&bytes).iter().any(|p| contains(p, needle))
-            {
-                hits.push(format!("{} (local, decompressed)", f.display()));
-            }
-        }
-        hits
-    };
+    let scan = |needle: &[u8]| canary_hits(&remote, dir, needle);
     assert!(
         !scan(CANARY_BYTES).is_empty(),
         "the canary scan must see the canary first"
@@ -241,4 +217,31 @@ pub fn deletion_rewrites_remote(remote: RemoteConfig, dir: &Path) {
     // Everyone else is intact, read back from the rewritten objects.
     assert_eq!(read_all(&store, 1, &ids), others);
     store.close().unwrap();
+}
+
+/// Where `needle` is in the bucket (every object, raw and decompressed) or in the store's
+/// directory (every file, raw and decompressed).
+pub fn canary_hits(remote: &RemoteConfig, dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for o in replaystore::remote::bucket_objects(remote, true).unwrap() {
+        let (key, bytes) = (o.key, o.bytes.expect("object bytes"));
+        if contains(&bytes, needle) {
+            hits.push(format!("{key} (raw)"));
+        }
+        if key.ends_with(".seg") && segment_payloads(&bytes).iter().any(|p| contains(p, needle)) {
+            hits.push(format!("{key} (decompressed)"));
+        }
+    }
+    for f in files_under(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        if contains(&bytes, needle) {
+            hits.push(format!("{} (local)", f.display()));
+        }
+        if f.extension().is_some_and(|e| e == "seg")
+            && segment_payloads(&bytes).iter().any(|p| contains(p, needle))
+        {
+            hits.push(format!("{} (local, decompressed)", f.display()));
+        }
+    }
+    hits
 }
