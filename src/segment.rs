@@ -86,6 +86,12 @@ impl MemIndex {
     }
 }
 
+/// A whole segment's bytes (`Segment::whole_bytes`).
+pub(crate) struct WholeBytes {
+    pub map: Mmap,
+    _tmp: Option<tempfile::NamedTempFile>,
+}
+
 /// What reading remote blocks cost (`Store::read_session_traced`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RemoteRead {
@@ -441,20 +447,10 @@ impl Segment {
     pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
         match (&self.index, &self.data) {
             (Index::Footer(footer), Data::Mapped(map)) => self.walk_blocks(map, footer.offset, f),
-            (Index::Footer(footer), Data::Remote(r)) => {
-                // A rewrite needs every block: one streamed GET into a scratch file, mapped.
-                let tmp = tempfile::NamedTempFile::new_in(&r.scratch_dir)
-                    .ctx(|| format!("create a file in {}", r.scratch_dir.display()))?;
-                let n = r.tier.download(&r.key, tmp.path())?;
-                if n != r.size {
-                    let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
-                    return Err(self.corrupt(0, why));
-                }
-                let file =
-                    File::open(tmp.path()).ctx(|| format!("open {}", tmp.path().display()))?;
-                // SAFETY: a private temp file nothing else writes; removed when `tmp` drops.
-                let map = unsafe { Mmap::map(&file) }.ctx(|| "mmap a downloaded segment".into())?;
-                self.walk_blocks(&map, footer.offset, f)
+            (Index::Footer(footer), Data::Remote(_)) => {
+                // A rewrite needs every block: one streamed GET into a scratch file.
+                let whole = self.whole_bytes()?;
+                self.walk_blocks(&whole.map, footer.offset, f)
             }
             (Index::Memory(m), _) => {
                 let mut refs: Vec<BlockRef> = m
@@ -474,6 +470,34 @@ impl Segment {
             }
             (Index::Footer(_), Data::File(_)) => Ok(()),
         }
+    }
+
+    /// The whole segment, mapped: the local file, or for a remote segment a download into a
+    /// scratch file (removed when the result drops). For scrubs and rewrites.
+    pub fn whole_bytes(&self) -> Result<WholeBytes> {
+        let (file, name, tmp) = match &self.data {
+            Data::Remote(r) => {
+                let tmp = tempfile::NamedTempFile::new_in(&r.scratch_dir)
+                    .ctx(|| format!("create a file in {}", r.scratch_dir.display()))?;
+                let n = r.tier.download(&r.key, tmp.path())?;
+                if n != r.size {
+                    let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
+                    return Err(self.corrupt(0, why));
+                }
+                let file =
+                    File::open(tmp.path()).ctx(|| format!("open {}", tmp.path().display()))?;
+                (file, tmp.path().to_path_buf(), Some(tmp))
+            }
+            _ => {
+                let file =
+                    File::open(&self.path).ctx(|| format!("open {}", self.path.display()))?;
+                (file, self.path.clone(), None)
+            }
+        };
+        // SAFETY: a sealed file (never modified in place), an active one (only grows past what
+        // the index covers), or a private scratch file.
+        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", name.display()))?;
+        Ok(WholeBytes { map, _tmp: tmp })
     }
 
     /// Walks the blocks of a whole segment's bytes, from the header to `end` (the footer).

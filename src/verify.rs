@@ -3,13 +3,10 @@
 //! the blocks (every reference lands on a block of that session and person, every block is
 //! referenced once, totals add up, the table is sorted, the bloom filter holds every session).
 
-use std::collections::HashMap;
-use std::fs::File;
-
-use memmap2::Mmap;
 use serde::Serialize;
+use std::collections::HashMap;
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::format::block::{decode_payloads, parse_block, peek_total_len};
 use crate::format::footer::FooterTotals;
 use crate::format::{key_hash, SEGMENT_HEADER_LEN};
@@ -52,10 +49,9 @@ impl Store {
 
 fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
     let name = seg.path.display().to_string();
-    let file = File::open(&seg.path).ctx(|| format!("open {name}"))?;
-    // SAFETY: read-only map of a file the store owns; sealed files never change, and an
-    // active one only grows past the indexed blocks we look at.
-    let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {name}"))?;
+    // A remote segment is downloaded whole (one GET) into a scratch file.
+    let whole = seg.whole_bytes()?;
+    let map = &whole.map;
     let entries = seg.all_entries();
     let end = match seg.footer() {
         Some(f) => f.offset as usize,

@@ -174,33 +174,45 @@ fn latency(store: &StoreArgs, team: u64, sessions: usize) -> Result<i32> {
         limit: Some(sessions),
         ..Default::default()
     };
-    let listed = s.list_sessions(team, &filter)?;
-    let (mut ms, mut gets, mut fetched, mut remote) = (Vec::new(), 0u64, 0u64, 0usize);
-    for summary in listed.iter().take(sessions) {
+    // Sessions read with and without remote blocks, measured apart: (ms, GETs, bytes).
+    type Reads = Vec<(f64, u64, u64)>;
+    let (mut remote, mut local): (Reads, Reads) = (vec![], vec![]);
+    for summary in s.list_sessions(team, &filter)? {
         let t = Instant::now();
         let (data, trace) = s.read_session_traced(team, &summary.session_id)?;
         let took = t.elapsed().as_secs_f64() * 1e3;
-        if data.is_none() || trace.gets == 0 {
+        let raw = data.map(|d| d.summary.raw_bytes).unwrap_or(0);
+        match trace.gets {
+            0 => local.push((took, 0, raw)),
+            n => remote.push((took, n, trace.bytes)),
+        }
+    }
+    let url = s.remote_status().map(|r| r.url).unwrap_or_default();
+    for (what, v) in [("remote", &remote), ("local", &local)] {
+        if v.is_empty() {
             continue;
         }
-        remote += 1;
-        ms.push(took);
-        gets += trace.gets;
-        fetched += trace.bytes;
+        let n = v.len() as f64;
+        let mut ms: Vec<f64> = v.iter().map(|x| x.0).collect();
+        let gets: u64 = v.iter().map(|x| x.1).sum();
+        let bytes: u64 = v.iter().map(|x| x.2).sum();
+        let per = if what == "remote" {
+            format!(
+                "{:.2} GETs and {:.1} KB fetched per session",
+                gets as f64 / n,
+                bytes as f64 / 1e3 / n
+            )
+        } else {
+            format!("{:.0} KB raw per session", bytes as f64 / 1e3 / n)
+        };
+        println!(
+            "{} sessions read, blocks {what} ({url}): {per}; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            v.len(),
+            pct(&mut ms, 0.5),
+            pct(&mut ms, 0.9),
+            pct(&mut ms, 0.99),
+            pct(&mut ms, 1.0),
+        );
     }
-    if remote == 0 {
-        println!("no session of team {team} has remote blocks (run `remote sync` first)");
-        return Ok(1);
-    }
-    println!(
-        "{remote} sessions read from {}: {:.2} GETs and {:.1} KB per session; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        s.remote_status().map(|r| r.url).unwrap_or_default(),
-        gets as f64 / remote as f64,
-        fetched as f64 / 1e3 / remote as f64,
-        pct(&mut ms, 0.5),
-        pct(&mut ms, 0.9),
-        pct(&mut ms, 0.99),
-        pct(&mut ms, 1.0),
-    );
     Ok(0)
 }

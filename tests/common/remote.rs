@@ -106,6 +106,10 @@ pub fn upload_drop_read_reopen(remote: RemoteConfig, dir: &Path, dir2: &Path) {
     }
     let after = store.remote_status().unwrap().requests;
     assert!(after.gets > before.gets);
+    // The scrub reads remote segments whole (one GET each) and finds nothing wrong.
+    let v = store.verify().unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!((v.segments, v.blocks), (sealed, 4 * ids.len() as u64));
     store.close().unwrap();
 
     // Reopen: footers come from the local cache, no request until a block is read.
