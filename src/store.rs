@@ -119,7 +119,8 @@ impl Store {
         let remote = match &config.remote {
             Some(rc) => {
                 let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone())?;
-                let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments)?;
+                let unusable = &mut rec.report.unusable_files;
+                let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
                 rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
                 for s in &rec.segments {
                     rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);

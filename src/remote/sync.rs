@@ -219,15 +219,22 @@ fn parse_segment_key(key: &str) -> Option<(u16, u64)> {
     Some((days, id))
 }
 
-/// A footer cache file: the segment's header, then its footer and trailer, written whole and
-/// renamed into place.
+/// A footer cache file: the segment's header, then its footer and trailer, written whole,
+/// fsynced and renamed into place (before a local copy goes, the cache must be durable: the
+/// next open reads it instead of the bucket).
 fn write_footer_cache(path: &Path, header: &[u8], footer_and_trailer: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut bytes = Vec::with_capacity(header.len() + footer_and_trailer.len());
-    bytes.extend_from_slice(header);
-    bytes.extend_from_slice(footer_and_trailer);
-    std::fs::write(&tmp, &bytes).ctx(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("rename {}", tmp.display()))
+    let mut f = std::fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+    f.write_all(header)
+        .and_then(|_| f.write_all(footer_and_trailer))
+        .and_then(|_| f.sync_data())
+        .ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("rename {}", tmp.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
 impl Inner {
@@ -471,7 +478,11 @@ impl Inner {
 /// segments that have no local copy, dooms the ones a local compacted segment replaces (a crash
 /// between a compaction's rename and its source deletes), and forgets uploads of segments that
 /// no longer exist. Returns the highest segment id the manifest knows.
-pub(crate) fn reconcile(remote: &Remote, segments: &mut Vec<Arc<Segment>>) -> Result<u64> {
+pub(crate) fn reconcile(
+    remote: &Remote,
+    segments: &mut Vec<Arc<Segment>>,
+    unusable: &mut Vec<(PathBuf, String)>,
+) -> Result<u64> {
     let mut m = remote.manifest.lock();
     let local: HashSet<u64> = segments.iter().map(|s| s.id).collect();
     let mut max_id = 0;
@@ -481,7 +492,12 @@ pub(crate) fn reconcile(remote: &Remote, segments: &mut Vec<Arc<Segment>>) -> Re
         if e.state == State::Verified && !local.contains(&e.id) {
             match remote.open_segment(e) {
                 Ok(s) => opened.push(Arc::new(s)),
-                Err(err) => log::error!("remote: segment {} unreadable: {err}", e.id),
+                // Its cache is missing or damaged and the bucket does not answer: the store
+                // opens without it (ingestion goes on) and says so; the next open retries.
+                Err(err) => {
+                    log::error!("remote: segment {} unreadable, left out: {err}", e.id);
+                    unusable.push((remote.footer_path(e.id), err.to_string()));
+                }
             }
         }
     }
