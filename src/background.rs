@@ -1,6 +1,6 @@
 //! The store's background threads: the flusher (time- and size-triggered flush rounds, which also
 //! seal old segments) and maintenance (retention, and compaction when deletions wait or small
-//! segments pile up; and the remote tier's uploads). Both stop when the store closes.
+//! segments pile up), and the remote tier's uploader. All stop when the store closes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,6 +54,15 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
                 .spawn(move || maintenance_loop(&bg, every))
                 .ctx(|| "spawn the maintenance thread".to_string())?,
         );
+        if inner.remote.is_some() {
+            let bg = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("replaystore-upload".into())
+                    .spawn(move || upload_loop(&bg, every))
+                    .ctx(|| "spawn the uploader".to_string())?,
+            );
+        }
     }
     Ok(threads)
 }
@@ -73,6 +82,26 @@ fn flush_loop(inner: &Inner) {
     }
 }
 
+/// The remote tier's uploader: a sync (upload and verify sealed segments, drop local copies past
+/// `local_retention`, delete doomed objects, upload the tombstone log) whenever a segment is
+/// sealed and at least every `maintenance_interval`. A failed step is retried the next time.
+fn upload_loop(inner: &Inner, every: Duration) {
+    while !inner.closed.load(Ordering::Acquire) {
+        inner.upload_signal.wait(every);
+        if inner.closed.load(Ordering::Acquire) {
+            break;
+        }
+        match inner.remote_sync() {
+            Ok(r) if !r.errors.is_empty() => log::error!("remote sync: {:?}", r.errors),
+            Ok(r) if r.uploaded + r.local_copies_dropped + r.objects_deleted > 0 => {
+                log::info!("remote sync: {r:?}")
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("remote sync failed: {e}"),
+        }
+    }
+}
+
 /// Every `maintenance_interval`: enforce retention, then compact if a deletion is due (its age
 /// passed half of `purge_within`, so that requests batch but finish in time) or if compaction
 /// has other worthwhile work (small segments to merge, mostly expired segments).
@@ -85,13 +114,6 @@ fn maintenance_loop(inner: &Inner, every: Duration) {
         let now = inner.config.clock.now_ms();
         if let Err(e) = inner.enforce_retention(now) {
             log::error!("retention failed: {e}");
-        }
-        if inner.remote().is_some() {
-            match inner.remote_sync() {
-                Ok(r) if !r.errors.is_empty() => log::error!("remote sync: {:?}", r.errors),
-                Ok(_) => {}
-                Err(e) => log::error!("remote sync failed: {e}"),
-            }
         }
         if kicked || inner.compaction_due(now) {
             match inner.compact() {

@@ -196,6 +196,8 @@ impl Inner {
         if let Some(slot) = segs.iter_mut().find(|s| s.id == id) {
             *slot = sealed;
         }
+        // The uploader (remote tier) copies it to the bucket now, not at the next tick.
+        self.upload_signal.kick();
         Ok(())
     }
 }

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub flush_signal: Signal,
     /// Wakes the maintenance thread (closing, or a deletion asked for a purge).
     pub maintenance_signal: Signal,
+    /// Wakes the uploader (a segment was sealed, or closing); remote tier only.
+    pub upload_signal: Signal,
     /// Held by compaction and retention: one of them at a time.
     pub maintenance: Mutex<()>,
     pub tombstones: RwLock<Tombstones>,
@@ -142,6 +144,7 @@ impl Store {
             group_cv: Condvar::new(),
             flush_signal: Signal::default(),
             maintenance_signal: Signal::default(),
+            upload_signal: Signal::default(),
             maintenance: Mutex::new(()),
             tombstones: RwLock::new(tombstones),
             closed: AtomicBool::new(false),
@@ -256,6 +259,7 @@ impl Store {
         }
         self.inner.flush_signal.kick();
         self.inner.maintenance_signal.kick();
+        self.inner.upload_signal.kick();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }

@@ -152,3 +152,25 @@ mod damage {
         }
     }
 }
+
+/// With background threads on, a sealed segment reaches the bucket without any call: the seal
+/// wakes the uploader (not the next maintenance tick, an hour away here).
+#[test]
+fn the_uploader_runs_when_a_segment_is_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config()
+        .with_maintenance_interval(Some(std::time::Duration::from_secs(3600)))
+        .with_remote(bucket());
+    let store = replaystore::Store::open(dir.path(), cfg).unwrap();
+    common::remote::fill(&store, 1, 4, 1);
+    store.seal_active().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.remote_status().unwrap().verified == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not uploaded after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    store.close().unwrap();
+}
