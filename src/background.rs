@@ -37,31 +37,22 @@ impl Signal {
 
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    if inner.config.background_flush {
+    let mut start = |name: &str, run: Box<dyn FnOnce(&Inner) + Send>| -> Result<()> {
         let bg = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("replaystore-flush".into())
-                .spawn(move || flush_loop(&bg))
-                .ctx(|| "spawn the background flusher".to_string())?,
-        );
+        let handle = std::thread::Builder::new()
+            .name(format!("replaystore-{name}"))
+            .spawn(move || run(&bg))
+            .ctx(|| format!("spawn the {name} thread"))?;
+        threads.push(handle);
+        Ok(())
+    };
+    if inner.config.background_flush {
+        start("flush", Box::new(flush_loop))?;
     }
     if let Some(every) = inner.config.maintenance_interval {
-        let bg = inner.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("replaystore-maintenance".into())
-                .spawn(move || maintenance_loop(&bg, every))
-                .ctx(|| "spawn the maintenance thread".to_string())?,
-        );
+        start("maintenance", Box::new(move |i| maintenance_loop(i, every)))?;
         if inner.remote.is_some() {
-            let bg = inner.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("replaystore-upload".into())
-                    .spawn(move || upload_loop(&bg, every))
-                    .ctx(|| "spawn the uploader".to_string())?,
-            );
+            start("upload", Box::new(move |i| upload_loop(i, every)))?;
         }
     }
     Ok(threads)
