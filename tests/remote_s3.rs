@@ -284,3 +284,78 @@ fn crash_during_remote_compaction() {
         store.close().unwrap();
     }
 }
+
+/// The remote sync killed (a real process) at its other steps: after an upload and before its
+/// verification, after a local copy's swap and before its unlink, after an expired object's
+/// delete and before its manifest entry goes. The next open and sync finish the work: the
+/// bucket holds exactly the live segments, nothing is left doomed, every session reads back.
+#[test]
+fn crash_during_sync_steps() {
+    let Some(ep) = endpoint("crash_during_sync_steps") else {
+        return;
+    };
+    use common::remote::{fill, read_all};
+    use replaystore::DAY_MS;
+    let lane = common::LANE.to_string();
+    // `common::chunk` data starts at this time; team 7 keeps it 30 days.
+    let t0 = 1_795_000_000_000i64;
+    for point in [
+        "upload:before_verify",
+        "sync:before_unlink",
+        "sync:after_delete",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            bucket(&ep, &prefix("sync-crash")).with_local_retention(std::time::Duration::ZERO);
+        let config = common::config()
+            .with_team_retention_days(7, 30)
+            .with_remote(cfg.clone());
+        let open = || Store::open(dir.path(), config.clone()).unwrap();
+        let store = open();
+        let ids = fill(&store, 1, 6, 4);
+        let expiring = fill(&store, 7, 3, 2);
+        store.seal_active().unwrap();
+        let expected = read_all(&store, 1, &ids);
+        if point == "sync:after_delete" {
+            let r = store.sync_remote().unwrap();
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+        store.close().unwrap();
+
+        let now = (t0 + 40 * DAY_MS).to_string();
+        let mut cmd = if point == "sync:after_delete" {
+            replaystore_cli(&ep, &["expire", "--now", &now, "--remote", &cfg.url])
+        } else {
+            replaystore_cli(&ep, &["remote", "sync", "--remote", &cfg.url])
+        };
+        cmd.args(["--local-retention-hours", "0", "--retention-days", &lane]);
+        cmd.args(["--team-retention", "7=30", "--dir"])
+            .arg(dir.path());
+        let out = cmd.env("REPLAYSTORE_CRASH_AT", point).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("crash point {point}")),
+            "{point}: {err}"
+        );
+
+        let store = open();
+        if point == "sync:after_delete" {
+            assert!(store.remote_status().unwrap().doomed >= 1, "{point}");
+        }
+        let r = store.sync_remote().unwrap();
+        assert!(r.errors.is_empty(), "{point}: {r:?}");
+        let st = store.remote_status().unwrap();
+        assert_eq!((st.doomed, st.uploading), (0, 0), "{point}: {st:?}");
+        assert!(common::segment_files(dir.path(), common::LANE).is_empty());
+        // The bucket holds exactly the segments the store has.
+        let live = store.stats().unwrap().remote_segments;
+        let objects = replaystore::remote::bucket_objects(&cfg, false).unwrap();
+        let segs = objects.iter().filter(|o| o.key.ends_with(".seg")).count() as u64;
+        assert_eq!(segs, live, "{point}: {objects:?}");
+        assert_eq!(st.verified, live, "{point}");
+        assert_eq!(read_all(&store, 1, &ids), expected, "{point}");
+        let team7 = store.read_session(7, &expiring[0]).unwrap();
+        assert_eq!(team7.is_none(), point == "sync:after_delete", "{point}");
+        store.close().unwrap();
+    }
+}

@@ -18,6 +18,7 @@ use super::manifest::{Entry, Manifest, State};
 use super::tier::{Tier, UploadProgress};
 use super::RemoteConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::failpoint::crash_point;
 use crate::format::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 use crate::fs::Fs;
 use crate::segment::Segment;
@@ -326,6 +327,7 @@ impl Inner {
         remote
             .tier
             .upload(&seg.path, &key, size, progress, &mut record)?;
+        crash_point("upload:before_verify");
         match remote.tier.verify(&key, size, crc)? {
             Ok(()) => {
                 remote.manifest.lock().set(entry(State::Verified))?;
@@ -386,6 +388,7 @@ impl Inner {
                 None => return Ok(()), // compacted or expired meanwhile
             }
         }
+        crash_point("sync:before_unlink");
         self.fs
             .remove(&seg.path)
             .ctx(|| format!("remove {}", seg.path.display()))?;
@@ -417,6 +420,7 @@ impl Inner {
             remote
                 .tier
                 .delete(&remote.tier.segment_key(e.lane_days, e.id))?;
+            crash_point("sync:after_delete");
             let _ = std::fs::remove_file(remote.footer_path(e.id));
             let mut m = remote.manifest.lock();
             m.entries.remove(&e.id);
