@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Page, SessionFilter};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
-use crate::segment::{corrupt, RemoteRead, Segment};
+use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
 use crate::store::Store;
 use crate::summary::Summary;
 
@@ -193,15 +193,16 @@ impl Store {
         let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
         // (seq, crc) of blocks read: a block retried after a failed flush is returned once.
         let mut seen = std::collections::HashSet::new();
+        // First the index: every wanted block of every segment, with the deletion time of the
+        // person it was written under. Then one fetch of all of them (the remote segments'
+        // range GETs all at once), then the blocks in segment order.
+        let mut wanted = Vec::new();
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
             if seg.totals().max_ts < cut {
                 continue;
             }
-            // Every wanted block of this segment, fetched together (one pass of range GETs
-            // for a remote segment), with the deletion time of the person it was written under.
-            let mut refs = Vec::new();
-            let mut deleted = Vec::new();
+            let (mut refs, mut deleted) = (Vec::new(), Vec::new());
             for entry in seg.find(team, session_id)? {
                 if entry.last_ts < cut {
                     continue;
@@ -210,13 +211,20 @@ impl Store {
                 refs.extend(entry.blocks.iter().copied());
                 deleted.extend(entry.blocks.iter().map(|_| deleted_at));
             }
-            if refs.is_empty() {
-                continue;
+            if !refs.is_empty() {
+                wanted.push((seg, cut, refs, deleted));
             }
-            let blocks = seg.read_blocks(&refs, &mut remote)?;
+        }
+        let items: Vec<(&Segment, &[BlockRef])> = wanted
+            .iter()
+            .map(|(seg, _, refs, _)| (seg.as_ref(), refs.as_slice()))
+            .collect();
+        let fetched = read_blocks_many(&items, &mut remote)?;
+        for ((seg, cut, refs, deleted), blocks) in wanted.iter().zip(fetched) {
+            let cut = *cut;
             for ((r, deleted_at), (h, payloads)) in refs.iter().zip(deleted).zip(blocks) {
                 let before = chunks.len();
-                block_chunks(&seg, *r, &h, payloads, team, session_id, &mut chunks)?;
+                block_chunks(seg, *r, &h, payloads, team, session_id, &mut chunks)?;
                 if !seen.insert((h.seq, h.crc)) || deleted_at.is_some_and(|at| h.first_ts <= at) {
                     chunks.truncate(before);
                     continue;

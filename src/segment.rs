@@ -86,6 +86,9 @@ impl MemIndex {
     }
 }
 
+/// A block's header and its chunks' payloads, verified and decompressed.
+pub(crate) type DecodedBlock = (BlockHeader, Vec<Vec<u8>>);
+
 /// A whole segment's bytes (`Segment::whole_bytes`).
 pub(crate) struct WholeBytes {
     pub map: Mmap,
@@ -514,39 +517,18 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads, verifies and decodes several blocks of this segment, in the order given. For a
-    /// remote segment the ranges are coalesced into few GETs; `read` counts them.
-    pub fn read_blocks(
+    /// Verifies and decodes blocks whose bytes were fetched.
+    fn decode_blocks<B: AsRef<[u8]>>(
         &self,
         refs: &[BlockRef],
-        read: &mut RemoteRead,
-    ) -> Result<Vec<(BlockHeader, Vec<Vec<u8>>)>> {
-        let fetched: Vec<std::borrow::Cow<'_, [u8]>> = match &self.data {
-            Data::Remote(r) => {
-                let ranges: Vec<_> = refs
-                    .iter()
-                    .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
-                    .collect();
-                let (bytes, gets) = r.tier.read_ranges(&r.key, &ranges)?;
-                read.gets += gets;
-                read.bytes += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
-                read.remote_segments += 1;
-                bytes
-                    .into_iter()
-                    .map(|b| std::borrow::Cow::Owned(b.to_vec()))
-                    .collect()
-            }
-            _ => refs
-                .iter()
-                .map(|r| self.block_bytes(*r))
-                .collect::<Result<_>>()?,
-        };
+        fetched: Vec<B>,
+    ) -> Result<Vec<DecodedBlock>> {
         refs.iter()
             .zip(fetched)
             .map(|(r, bytes)| {
-                let h = block::parse_block(&bytes).map_err(|e| self.corrupt(r.offset, e))?;
-                let p =
-                    block::decode_payloads(&h, &bytes).map_err(|e| self.corrupt(r.offset, e))?;
+                let bytes = bytes.as_ref();
+                let h = block::parse_block(bytes).map_err(|e| self.corrupt(r.offset, e))?;
+                let p = block::decode_payloads(&h, bytes).map_err(|e| self.corrupt(r.offset, e))?;
                 Ok((h, p))
             })
             .collect()
@@ -586,6 +568,53 @@ impl Segment {
         let payloads = block::decode_payloads(&h, &bytes).map_err(|e| self.corrupt(r.offset, e))?;
         Ok((h, payloads))
     }
+}
+
+/// Reads, verifies and decodes blocks of several segments (one list of refs per segment; the
+/// result is in the same order). The remote ones are fetched together: every range GET of every
+/// remote segment runs concurrently, so a session spread over several segments in the bucket
+/// costs about one round trip.
+pub(crate) fn read_blocks_many(
+    items: &[(&Segment, &[BlockRef])],
+    read: &mut RemoteRead,
+) -> Result<Vec<Vec<DecodedBlock>>> {
+    let mut remote_reqs = Vec::new();
+    let mut tier = None;
+    for (seg, refs) in items {
+        if let Data::Remote(r) = &seg.data {
+            let ranges = refs
+                .iter()
+                .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
+                .collect();
+            remote_reqs.push((r.key.clone(), ranges));
+            tier = Some(r.tier.clone());
+        }
+    }
+    let mut fetched = match tier {
+        Some(t) => t.read_ranges_many(&remote_reqs)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (seg, refs) in items {
+        let blocks = match &seg.data {
+            Data::Remote(_) => {
+                let (bytes, gets) = fetched.next().unwrap_or_default();
+                read.gets += gets;
+                read.bytes += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
+                read.remote_segments += 1;
+                seg.decode_blocks(refs, bytes)?
+            }
+            _ => {
+                let bytes: Vec<_> = refs
+                    .iter()
+                    .map(|r| seg.block_bytes(*r))
+                    .collect::<Result<_>>()?;
+                seg.decode_blocks(refs, bytes)?
+            }
+        };
+        out.push(blocks);
+    }
+    Ok(out)
 }
 
 pub(crate) fn corrupt(segment: u64, path: &Path, offset: u64, e: DecodeError) -> Error {

@@ -319,38 +319,72 @@ impl Tier {
         Ok((bytes, size))
     }
 
-    /// Reads `wanted` byte ranges of one object. Ranges closer than `coalesce_gap` are merged
-    /// into one GET; the GETs run concurrently. Returns the bytes of each wanted range, in the
-    /// order given, and the number of GETs made.
+    /// Reads `wanted` byte ranges of one object (see `read_ranges_many`).
     pub fn read_ranges(&self, key: &ObjPath, wanted: &[Range<u64>]) -> Result<(Vec<Bytes>, u64)> {
-        let merged = coalesce(wanted, self.config.coalesce_gap);
-        let (store, k, ranges) = (self.store.clone(), key.clone(), merged.clone());
-        let got = self
-            .run(async move {
-                let gets = ranges.iter().map(|r| store.get_range(&k, r.clone()));
-                futures::future::try_join_all(gets).await
-            })?
-            .map_err(remote_err(format!("read {key}")))?;
-        let mut out = Vec::with_capacity(wanted.len());
-        for w in wanted {
-            let i = merged.partition_point(|m| m.end < w.end);
-            let (m, b) = (merged.get(i), got.get(i));
-            match (m, b) {
-                (Some(m), Some(b)) if m.start <= w.start && b.len() as u64 >= w.end - m.start => {
-                    out.push(b.slice((w.start - m.start) as usize..(w.end - m.start) as usize));
+        let mut got = self.read_ranges_many(&[(key.clone(), wanted.to_vec())])?;
+        got.pop().ok_or_else(|| Error::Remote {
+            context: format!("read {key}"),
+            source: "no answer".into(),
+        })
+    }
+
+    /// Reads byte ranges of several objects. Per object, ranges closer than `coalesce_gap` are
+    /// merged into one GET; all the GETs of all the objects run concurrently, so a session
+    /// spread over several remote segments costs one round trip, not one per segment. Returns,
+    /// per object, the bytes of each wanted range in the order given and the GETs made.
+    pub fn read_ranges_many(
+        &self,
+        reqs: &[(ObjPath, Vec<Range<u64>>)],
+    ) -> Result<Vec<(Vec<Bytes>, u64)>> {
+        let merged: Vec<Vec<Range<u64>>> = reqs
+            .iter()
+            .map(|(_, wanted)| coalesce(wanted, self.config.coalesce_gap))
+            .collect();
+        let jobs: Vec<(ObjPath, Range<u64>)> = reqs
+            .iter()
+            .zip(&merged)
+            .flat_map(|((k, _), m)| m.iter().map(move |r| (k.clone(), r.clone())))
+            .collect();
+        let store = self.store.clone();
+        let got = self.run(async move {
+            let gets = jobs.iter().map(|(k, r)| {
+                let (store, k, r) = (store.clone(), k.clone(), r.clone());
+                async move {
+                    let b = store.get_range(&k, r).await;
+                    b.map_err(remote_err(format!("read {k}")))
                 }
-                _ => {
-                    return Err(Error::Remote {
-                        context: format!("read {key}"),
-                        source: "object shorter than the ranges its footer lists".into(),
-                    })
-                }
-            }
-        }
+            });
+            futures::future::try_join_all(gets).await
+        })??;
         for b in &got {
             self.count_get(b.len());
         }
-        Ok((out, got.len() as u64))
+        let mut got = got.into_iter();
+        let mut out = Vec::with_capacity(reqs.len());
+        for ((key, wanted), merged) in reqs.iter().zip(&merged) {
+            let fetched: Vec<Bytes> = got.by_ref().take(merged.len()).collect();
+            let mut ranges = Vec::with_capacity(wanted.len());
+            for w in wanted {
+                let i = merged.partition_point(|m| m.end < w.end);
+                match (merged.get(i), fetched.get(i)) {
+                    (Some(m), Some(b))
+                        if m.start <= w.start && b.len() as u64 >= w.end - m.start =>
+                    {
+                        ranges.push(
+                            b.slice((w.start - m.start) as usize..(w.end - m.start) as usize),
+                        );
+                    }
+                    _ => {
+                        return Err(Error::Remote {
+                            context: format!("read {key}"),
+                            source: "object shorter than the ranges its footer lists".into(),
+                        })
+                    }
+                }
+            }
+            out.push((ranges, merged.len() as u64));
+        }
+        Ok(out)
     }
 
     /// One byte range of an object, one GET.
