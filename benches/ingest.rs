@@ -1,5 +1,5 @@
 //! Criterion benches: ingest (append + durable flushes) beside zstd alone on the same groups,
-//! read_session from the page cache, compaction (verbatim, and with regrouping), and the rrweb
+//! read_session from the page cache and from an in-memory bucket (remote tier), compaction (verbatim, and with regrouping), and the rrweb
 //! summary analyzer that runs on the flush path.
 //! `cargo bench --bench ingest`.
 
@@ -98,6 +98,31 @@ fn read(c: &mut Criterion) {
                 .read_session(first.team, &first.session_id)
                 .unwrap()
                 .unwrap()
+        })
+    });
+    // The same session with its segments only in an in-memory bucket: the remote path's own
+    // cost (range planning, the runtime hand-off, copies), without any network.
+    let remote_dir = tempfile::tempdir().unwrap();
+    let bucket = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let remote = replaystore::RemoteConfig::in_memory(bucket, "bench")
+        .with_local_retention(std::time::Duration::ZERO);
+    let config = Config::default()
+        .with_background_flush(false)
+        .with_maintenance_interval(None)
+        .with_remote(remote);
+    let rstore = Store::open(remote_dir.path(), config).unwrap();
+    for c in &chunks {
+        rstore.append(c.clone()).unwrap();
+    }
+    rstore.seal_active().unwrap();
+    rstore.sync_remote().unwrap();
+    g.bench_function("read_session (segments in an in-memory bucket)", |b| {
+        b.iter(|| {
+            let (data, trace) = rstore
+                .read_session_traced(first.team, &first.session_id)
+                .unwrap();
+            assert!(trace.gets > 0);
+            data.unwrap()
         })
     });
     g.finish();
