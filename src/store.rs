@@ -120,7 +120,8 @@ impl Store {
         // The remote tier first: on a fresh directory it fetches the tombstone log.
         let remote = match &config.remote {
             Some(rc) => {
-                let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone())?;
+                let has_local = !rec.segments.is_empty();
+                let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone(), has_local)?;
                 let unusable = &mut rec.report.unusable_files;
                 let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
                 rec.next_segment_id = rec.next_segment_id.max(max_id + 1);

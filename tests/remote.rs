@@ -174,3 +174,43 @@ fn the_uploader_runs_when_a_segment_is_sealed() {
     }
     store.close().unwrap();
 }
+
+/// A bucket that does not answer (nothing listens on the port): the store opens, ingests,
+/// flushes, reads; syncs report the failure and keep every local copy; a deletion stays pending
+/// (an upload that failed may still have left an object) until the bucket answers.
+#[test]
+fn an_unreachable_bucket_never_stops_ingestion() {
+    use replaystore::Store;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), common::config()).unwrap();
+    let ids = common::remote::fill(&store, 1, 5, 2);
+    store.close().unwrap();
+    let dead = RemoteConfig::new("s3://nowhere/p")
+        .with_option("endpoint", "http://127.0.0.1:1")
+        .with_option("allow_http", "true")
+        .with_option("region", "us-east-1")
+        .with_option("access_key_id", "x")
+        .with_option("secret_access_key", "x")
+        .with_retries(0, Duration::from_secs(1));
+    let store = Store::open(dir.path(), common::config().with_remote(dead)).unwrap();
+    let more = common::remote::fill(&store, 2, 3, 2);
+    store.seal_active().unwrap();
+    let files = common::segment_files(dir.path(), common::LANE);
+    let r = store.sync_remote().unwrap();
+    assert!(!r.errors.is_empty() && r.uploaded == 0, "{r:?}");
+    assert_eq!(common::segment_files(dir.path(), common::LANE), files);
+    for (team, list) in [(1, &ids), (2, &more)] {
+        let all = common::remote::read_all(&store, team, list);
+        assert_eq!(all.len(), list.len());
+    }
+    let id = store.delete_person(1, "person-1").unwrap();
+    let rep = store.compact().unwrap();
+    assert!(
+        rep.failed_jobs.iter().any(|f| f.starts_with("remote")),
+        "{rep:?}"
+    );
+    assert!(store.pending_deletions().iter().any(|d| d.0 == id));
+    assert!(store.read_session(1, "t1-s1").unwrap().is_none());
+    store.close().unwrap();
+}

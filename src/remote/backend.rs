@@ -35,8 +35,14 @@ pub(super) fn build(config: &RemoteConfig) -> Result<Built> {
     }
     match url.scheme() {
         "s3" | "s3a" => {
-            let mut b =
-                object_store::aws::AmazonS3Builder::from_env().with_url(config.url.as_str());
+            let retry = object_store::RetryConfig {
+                max_retries: config.max_retries,
+                retry_timeout: config.retry_timeout,
+                ..Default::default()
+            };
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(config.url.as_str())
+                .with_retry(retry);
             for (k, v) in &config.options {
                 let key = k.parse().map_err(|e| bad(format!("option {k}: {e}")))?;
                 b = b.with_config(key, v.clone());

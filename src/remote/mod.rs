@@ -40,6 +40,11 @@ pub struct RemoteConfig {
     /// Verify an upload by reading the object back and comparing CRC-32 (else size only).
     /// Default true.
     pub verify_read_back: bool,
+    /// S3: retries of a failed request (with exponential backoff), and the time after which a
+    /// request is not retried any more. Defaults 10 and 3 min (`object_store`'s); lower them
+    /// where a read should fail fast rather than wait for an unreachable bucket.
+    pub max_retries: usize,
+    pub retry_timeout: Duration,
     /// A shared in-memory bucket (tests, benchmarks): set by `RemoteConfig::in_memory`.
     pub(crate) shared_memory: Option<Arc<object_store::memory::InMemory>>,
 }
@@ -56,6 +61,8 @@ impl std::fmt::Debug for RemoteConfig {
             .field("part_bytes", &self.part_bytes)
             .field("coalesce_gap", &self.coalesce_gap)
             .field("verify_read_back", &self.verify_read_back)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -69,6 +76,8 @@ impl RemoteConfig {
             part_bytes: 16 << 20,
             coalesce_gap: 256 << 10,
             verify_read_back: true,
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
             shared_memory: None,
         }
     }
@@ -97,6 +106,12 @@ impl RemoteConfig {
 
     pub fn with_coalesce_gap(mut self, n: u64) -> Self {
         self.coalesce_gap = n;
+        self
+    }
+
+    pub fn with_retries(mut self, max_retries: usize, retry_timeout: Duration) -> Self {
+        self.max_retries = max_retries;
+        self.retry_timeout = retry_timeout;
         self
     }
 

@@ -63,9 +63,12 @@ impl Remote {
         self.footers.join(format!("{id:020}.ftr"))
     }
 
-    /// Opens the remote state of the store in `dir`; with no manifest yet, the bucket is
-    /// listed and every segment in it adopted (a store moved to this machine, or a new one).
-    pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig) -> Result<Remote> {
+    /// Opens the remote state of the store in `dir`. With no manifest yet and no local
+    /// segment (a store moved to this machine, or a new one), the bucket is listed and every
+    /// segment in it adopted: the bucket must answer. A store that already has local segments
+    /// and gets a tier for the first time starts with an empty manifest and needs the bucket
+    /// only to upload, so it opens (and ingests) while the bucket is unreachable.
+    pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig, has_local: bool) -> Result<Remote> {
         let tier = Arc::new(Tier::open(config)?);
         let footers = dir.join("remote").join("footers");
         let scratch = dir.join("remote").join("tmp");
@@ -87,8 +90,10 @@ impl Remote {
             scratch,
             meta_uploaded: Mutex::new(vec![0; META_FILES.len()]),
         };
-        if fresh {
+        if fresh && !has_local {
             remote.adopt_bucket(dir)?;
+        } else if fresh {
+            remote.manifest.lock().save()?;
         }
         Ok(remote)
     }
