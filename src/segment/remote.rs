@@ -1,0 +1,176 @@
+//! Segments held in object storage: opening one from its footer cache, fetching its blocks by
+//! byte range (several segments at once), and downloading it whole for a scrub or a rewrite.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use object_store::path::Path as ObjPath;
+
+use crate::error::{IoContext, Result};
+use crate::format::{
+    BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN,
+    TRAILER_LEN,
+};
+use crate::remote::tier::Tier;
+
+use super::{corrupt, Data, Index, Segment};
+
+/// A block's header and its chunks' payloads, verified and decompressed.
+pub(crate) type DecodedBlock = (BlockHeader, Vec<Vec<u8>>);
+
+/// A whole segment's bytes (`Segment::whole_bytes`).
+pub(crate) struct WholeBytes {
+    pub map: Mmap,
+    _tmp: Option<tempfile::NamedTempFile>,
+}
+
+/// What reading remote blocks cost (`Store::read_session_traced`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteRead {
+    /// Remote segments the read touched.
+    pub remote_segments: u64,
+    /// Range GETs made (after coalescing).
+    pub gets: u64,
+    /// Bytes those GETs fetched.
+    pub bytes: u64,
+}
+
+/// A segment whose bytes are in object storage.
+pub(crate) struct RemoteData {
+    pub tier: Arc<Tier>,
+    pub key: ObjPath,
+    /// Size of the object (the sealed segment file).
+    pub size: u64,
+    /// The local footer cache: the segment header, then the footer and trailer.
+    pub footer: Mmap,
+    /// Where whole-object downloads go (compaction of a remote segment).
+    scratch_dir: PathBuf,
+}
+
+impl Segment {
+    /// A sealed segment held only in object storage: `cache` is its footer cache file
+    /// (segment header, then footer and trailer; see `remote::sync::write_footer_cache`).
+    pub fn open_remote(
+        tier: Arc<Tier>,
+        key: ObjPath,
+        size: u64,
+        cache: &Path,
+        scratch_dir: &Path,
+    ) -> Result<Self> {
+        let file = File::open(cache).ctx(|| format!("open {}", cache.display()))?;
+        // SAFETY: footer cache files are written whole and renamed into place, never modified.
+        let footer = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", cache.display()))?;
+        let header = SegmentHeader::decode(footer.get(..SEGMENT_HEADER_LEN).unwrap_or(&[]))
+            .map_err(|e| corrupt(0, cache, 0, e))?;
+        let id = header.segment_id;
+        let bad = |e| corrupt(id, cache, 0, e);
+        let tail = footer
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .map(|at| &footer[at..])
+            .unwrap_or(&[]);
+        let t = Trailer::decode(tail, size).map_err(bad)?;
+        if footer.len() as u64 != (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64 {
+            return Err(bad(DecodeError::new("footer cache has the wrong length")));
+        }
+        let mut view = FooterView::parse(
+            &footer,
+            SEGMENT_HEADER_LEN as u64,
+            t.footer_len,
+            t.footer_crc,
+        )
+        .map_err(bad)?;
+        view.offset = t.footer_offset;
+        Ok(Segment {
+            id,
+            lane_days: header.lane_days,
+            created_ms: header.created_ms,
+            path: PathBuf::from(format!("{}/{key}", tier.url_root())),
+            data: Data::Remote(RemoteData {
+                tier,
+                key,
+                size,
+                footer,
+                scratch_dir: scratch_dir.to_path_buf(),
+            }),
+            index: Index::Footer(view),
+        })
+    }
+
+    /// The whole segment, mapped: the local file, or for a remote segment a download into a
+    /// scratch file (removed when the result drops). For scrubs and rewrites.
+    pub fn whole_bytes(&self) -> Result<WholeBytes> {
+        let (file, name, tmp) = match &self.data {
+            Data::Remote(r) => {
+                let tmp = tempfile::NamedTempFile::new_in(&r.scratch_dir)
+                    .ctx(|| format!("create a file in {}", r.scratch_dir.display()))?;
+                let n = r.tier.download(&r.key, tmp.path())?;
+                if n != r.size {
+                    let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
+                    return Err(self.corrupt(0, why));
+                }
+                let file =
+                    File::open(tmp.path()).ctx(|| format!("open {}", tmp.path().display()))?;
+                (file, tmp.path().to_path_buf(), Some(tmp))
+            }
+            _ => {
+                let file =
+                    File::open(&self.path).ctx(|| format!("open {}", self.path.display()))?;
+                (file, self.path.clone(), None)
+            }
+        };
+        // SAFETY: a sealed file (never modified in place), an active one (only grows past what
+        // the index covers), or a private scratch file.
+        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", name.display()))?;
+        Ok(WholeBytes { map, _tmp: tmp })
+    }
+}
+
+/// Reads, verifies and decodes blocks of several segments (one list of refs per segment; the
+/// result is in the same order). The remote ones are fetched together: every range GET of every
+/// remote segment runs concurrently, so a session spread over several segments in the bucket
+/// costs about one round trip.
+pub(crate) fn read_blocks_many(
+    items: &[(&Segment, &[BlockRef])],
+    read: &mut RemoteRead,
+) -> Result<Vec<Vec<DecodedBlock>>> {
+    let mut remote_reqs = Vec::new();
+    let mut tier = None;
+    for (seg, refs) in items {
+        if let Data::Remote(r) = &seg.data {
+            let ranges = refs
+                .iter()
+                .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
+                .collect();
+            remote_reqs.push((r.key.clone(), ranges));
+            tier = Some(r.tier.clone());
+        }
+    }
+    let mut fetched = match tier {
+        Some(t) => t.read_ranges_many(&remote_reqs)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (seg, refs) in items {
+        let blocks = match &seg.data {
+            Data::Remote(_) => {
+                let (bytes, gets) = fetched.next().unwrap_or_default();
+                read.gets += gets;
+                read.bytes += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
+                read.remote_segments += 1;
+                seg.decode_blocks(refs, bytes)?
+            }
+            _ => {
+                let bytes: Vec<_> = refs
+                    .iter()
+                    .map(|r| seg.block_bytes(*r))
+                    .collect::<Result<_>>()?;
+                seg.decode_blocks(refs, bytes)?
+            }
+        };
+        out.push(blocks);
+    }
+    Ok(out)
+}
