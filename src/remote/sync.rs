@@ -248,8 +248,8 @@ impl Inner {
         self.remote.as_ref()
     }
 
-    /// One pass of the remote tier: delete doomed objects whose replacement is verified,
-    /// upload and verify sealed local segments, drop local copies past `local_retention`,
+    /// One pass of the remote tier: upload and verify sealed local segments, delete doomed
+    /// objects whose replacement is now verified, drop local copies past `local_retention`,
     /// upload changed meta files. A failing step is logged and reported; the rest go on.
     pub(crate) fn remote_sync(&self) -> Result<SyncReport> {
         let _one_at_a_time = self.maintenance.lock();
