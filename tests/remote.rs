@@ -18,6 +18,19 @@ fn upload_drop_read_reopen() {
     common::remote::upload_drop_read_reopen(bucket(), a.path(), b.path());
 }
 
+/// The local-file backend (`file://`): no resumable multipart, one PUT per segment.
+#[test]
+fn upload_drop_read_reopen_on_local_files() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bucket_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket_dir.path().display());
+    common::remote::upload_drop_read_reopen(RemoteConfig::new(url), a.path(), b.path());
+    let objects = common::files_under(bucket_dir.path());
+    assert!(objects
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "seg")));
+}
+
 #[test]
 fn retention_deletes_objects() {
     let dir = tempfile::tempdir().unwrap();
