@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use replaystore::generator::{interleaved, Rng, Workload};
-use replaystore::{Chunk, Config, Store};
+use replaystore::{Chunk, Config, RemoteConfig, Store};
 
 /// What the side log says was acknowledged.
 #[derive(Default)]
@@ -95,6 +95,22 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
+    kill_cycles(cycles, false);
+}
+
+/// The same, with a remote tier (local-file bucket): the writer also seals and syncs with a
+/// zero `local_retention`, so kills land in uploads, verifications, local-copy drops and
+/// remote rewrites too, and the checks read segments from the bucket.
+#[test]
+fn acknowledged_chunks_survive_sigkill_with_a_remote_tier() {
+    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    kill_cycles(cycles, true);
+}
+
+fn kill_cycles(cycles: usize, remote: bool) {
     // Sessions from a day ago: inside the default 30-day retention the writer runs with.
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -103,23 +119,29 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         - 86_400_000;
     let expected = interleaved(&Workload::crash_test(7, start_ms));
     let mut rng = Rng::new(0xC0FFEE);
-    let (mut checked, mut acked_total, mut deletions) = (0, 0, 0);
+    let (mut checked, mut acked_total, mut deletions, mut remote_segments) = (0, 0, 0, 0);
     for cycle in 0..cycles {
         let dir = tempfile::tempdir().unwrap();
         let side = dir.path().join("side.log");
         let store_dir = dir.path().join("store");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
-            .args([
-                "crash-writer",
-                "--seed",
-                "7",
-                "--start-ms",
-                &start_ms.to_string(),
-                "--log",
-            ])
-            .arg(&side)
-            .arg("--dir")
-            .arg(&store_dir)
+        let bucket = format!("file://{}", dir.path().join("bucket").display());
+        std::fs::create_dir_all(dir.path().join("bucket")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_replaystore"));
+        cmd.args([
+            "crash-writer",
+            "--seed",
+            "7",
+            "--start-ms",
+            &start_ms.to_string(),
+            "--log",
+        ])
+        .arg(&side)
+        .arg("--dir")
+        .arg(&store_dir);
+        if remote {
+            cmd.args(["--remote", &bucket]);
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn crash-writer");
@@ -133,13 +155,16 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         child.wait().unwrap();
 
         let acked = read_side_log(&side);
-        let store = Store::open(
-            &store_dir,
-            Config::default()
-                .with_background_flush(false)
-                .with_maintenance_interval(None),
-        )
-        .unwrap();
+        let mut config = Config::default()
+            .with_background_flush(false)
+            .with_maintenance_interval(None);
+        if remote {
+            config = config.with_remote(
+                RemoteConfig::new(bucket.clone()).with_local_retention(Duration::ZERO),
+            );
+        }
+        let store = Store::open(&store_dir, config).unwrap();
+        remote_segments += store.stats().unwrap().remote_segments;
         checked += check(&store, &expected, &acked, cycle);
         acked_total += acked.chunks;
         deletions += acked.deleted.len();
@@ -152,8 +177,21 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
         store.compact().unwrap();
         assert!(store.read_session(1, "after-recovery").unwrap().is_some());
         checked += check(&store, &expected, &acked, cycle);
+        if remote {
+            // The interrupted remote work finishes, and everything is still there.
+            let r = store.sync_remote().unwrap();
+            assert!(r.errors.is_empty(), "cycle {cycle}: {r:?}");
+            let st = store.remote_status().unwrap();
+            assert_eq!((st.uploading, st.doomed), (0, 0), "cycle {cycle}: {st:?}");
+            checked += check(&store, &expected, &acked, cycle);
+            let v = store.verify().unwrap();
+            assert!(v.problems.is_empty(), "cycle {cycle}: {:?}", v.problems);
+        }
+    }
+    if remote {
+        assert!(remote_segments > 0, "no kill left a segment in the bucket");
     }
     println!(
-        "crash test: {cycles} kill/reopen cycles, {acked_total} acknowledged chunks, {checked} chunk reads checked, {deletions} acknowledged deletions"
+        "crash test (remote tier: {remote}): {cycles} kill/reopen cycles, {acked_total} acknowledged chunks, {checked} chunk reads checked, {deletions} acknowledged deletions, {remote_segments} remote segments found at reopen"
     );
 }

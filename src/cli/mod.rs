@@ -241,6 +241,10 @@ enum Command {
         /// The side log of acknowledgements.
         #[arg(long)]
         log: PathBuf,
+        /// With a remote tier at this URL: sync (upload, drop local copies) after every
+        /// compaction and every 60 chunks.
+        #[arg(long)]
+        remote: Option<String>,
     },
     /// Measure what a per-site zstd dictionary would save, per chunk and per session.
     #[command(hide = true)]
@@ -344,7 +348,8 @@ pub fn run() -> Result<i32> {
             seed,
             start_ms,
             log,
-        } => torture::run(&dir, seed, start_ms, &log),
+            remote,
+        } => torture::run(&dir, seed, start_ms, &log, remote),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
         Command::Load {
             bodies,
