@@ -20,7 +20,8 @@
 //! # Ok::<(), replaystore::Error>(())
 //! ```
 //!
-//! See docs/design.md for the architecture and durability contract, docs/format.md for bytes.
+//! See docs/design.md for the architecture and durability contract, docs/format.md for bytes,
+//! docs/scale-out.md for the object-storage tier (`Config::with_remote(RemoteConfig::new("s3://..."))`).
 
 mod background;
 pub mod chunk;
