@@ -91,11 +91,7 @@ fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usiz
 
 #[test]
 fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions() {
-    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    kill_cycles(cycles, false);
+    kill_cycles(cycles(50), false);
 }
 
 /// The same, with a remote tier (local-file bucket): the writer also seals and syncs with a
@@ -103,11 +99,15 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
 /// remote rewrites too, and the checks read segments from the bucket.
 #[test]
 fn acknowledged_chunks_survive_sigkill_with_a_remote_tier() {
-    let cycles: usize = std::env::var("REPLAYSTORE_CRASH_CYCLES")
+    kill_cycles(cycles(30), true);
+}
+
+/// `REPLAYSTORE_CRASH_CYCLES`, or `default`.
+fn cycles(default: usize) -> usize {
+    std::env::var("REPLAYSTORE_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    kill_cycles(cycles, true);
+        .unwrap_or(default)
 }
 
 fn kill_cycles(cycles: usize, remote: bool) {
