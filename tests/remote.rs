@@ -131,25 +131,85 @@ mod damage {
         let dir = tempfile::tempdir().unwrap();
         let mem = Arc::new(InMemory::new());
         let (store, cfg) = remote_only(dir.path(), &mem);
+        let segments = store.remote_status().unwrap().remote_only;
         let expected = store.read_session(1, "t1-s3").unwrap().unwrap();
         store.close().unwrap();
-        let caches = common::files_under(&dir.path().join("remote/footers"));
-        assert!(caches.len() >= 2);
-        // Damage the part open checks: the footer's fixed part, right after the segment header.
-        // (Session entries are checked when used, as in a local footer, and by `verify`.)
-        for c in &caches {
-            let mut b = std::fs::read(c).unwrap();
-            b[32 + 10] ^= 0xff;
-            std::fs::write(c, b).unwrap();
-        }
         let clock = Arc::new(ManualClock::new(1_795_000_000_000 + 3_600_000));
-        let store = Store::open(dir.path(), common::remote::store_config(cfg, &clock)).unwrap();
-        // Two or three GETs per footer: tail, header, maybe the rest of the footer.
-        let gets = store.remote_status().unwrap().requests.gets;
-        assert!(gets >= 2 * caches.len() as u64, "{gets}");
+        let config = common::remote::store_config(cfg, &clock);
+        let footers = dir.path().join("remote/footers");
+        let damage = |ext: &str, at: usize| {
+            let files: Vec<_> = common::files_under(&footers)
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .collect();
+            assert_eq!(files.len() as u64, segments, "{ext} files");
+            for f in files {
+                let mut b = std::fs::read(&f).unwrap();
+                b[at] ^= 0xff;
+                std::fs::write(&f, b).unwrap();
+            }
+        };
+        // The whole footers (header, then the footer's fixed part): refused when loaded, and
+        // fetched again with one GET each when a read needs them.
+        damage("ftr", 32 + 10);
+        let store = Store::open(dir.path(), config.clone()).unwrap();
+        assert_eq!(store.remote_status().unwrap().requests.gets, 0);
+        let got = store.read_session(1, "t1-s3").unwrap().unwrap();
+        assert_eq!(got.chunks.len(), expected.chunks.len());
+        let st = store.remote_status().unwrap();
+        assert_eq!(st.requests.footer_fetches, segments, "{st:?}");
+        store.close().unwrap();
+        // The `.meta` files (header, trailer, then the fixed part): refused at open, fetched
+        // again (two GETs each: the tail of the object and its header).
+        damage("meta", 64 + 10);
+        let store = Store::open(dir.path(), config).unwrap();
+        let st = store.remote_status().unwrap();
+        assert_eq!(st.requests.footer_fetches, segments, "{st:?}");
+        assert!(st.requests.gets >= 2 * segments, "{st:?}");
         let got = store.read_session(1, "t1-s3").unwrap().unwrap();
         assert_eq!(got.chunks.len(), expected.chunks.len());
         assert!(store.verify().unwrap().problems.is_empty());
+    }
+
+    /// A footer cache far smaller than the footers: every lookup still finds its session
+    /// (fetching footers again as they are evicted), and the cache never holds more than one.
+    #[test]
+    fn a_tiny_footer_cache_bounds_disk_and_still_serves_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(InMemory::new());
+        let cfg = RemoteConfig::in_memory(mem.clone(), "p")
+            .with_local_retention(Duration::ZERO)
+            .with_footer_cache_bytes(1);
+        let clock = Arc::new(ManualClock::new(1_795_000_000_000 + 3_600_000));
+        let store = Store::open(dir.path(), common::remote::store_config(cfg, &clock)).unwrap();
+        let ids = common::remote::fill(&store, 1, 8, 6);
+        store.seal_active().unwrap();
+        let expected = common::remote::read_all(&store, 1, &ids);
+        let r = store.sync_remote().unwrap();
+        assert!(r.local_copies_dropped >= 3, "{r:?}");
+        let footers = dir.path().join("remote/footers");
+        let whole = |d: &std::path::Path| {
+            common::files_under(d)
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "ftr"))
+                .count()
+        };
+        assert!(whole(&footers) <= 1);
+        for _ in 0..2 {
+            assert_eq!(common::remote::read_all(&store, 1, &ids), expected);
+            assert!(
+                whole(&footers) <= 1,
+                "{} whole footers cached",
+                whole(&footers)
+            );
+        }
+        let st = store.remote_status().unwrap();
+        assert!(
+            st.requests.footer_fetches >= r.local_copies_dropped,
+            "{st:?}"
+        );
+        let listed = store.list_sessions(1, &Default::default()).unwrap();
+        assert_eq!(listed.len(), ids.len());
     }
 
     #[test]

@@ -242,6 +242,15 @@ impl FooterView {
         let footer = file
             .get(start..start + len as usize)
             .ok_or_else(|| DecodeError::new("footer outside the file"))?;
+        Self::parse_meta(footer, offset, len, crc)
+    }
+
+    /// Parses a footer of `len` bytes at `offset` from its first bytes only: the fixed part,
+    /// bloom and replaces list (`meta_len()` bytes; more are ignored). The entries are read
+    /// later from whatever holds the whole footer at the same offset (a remote segment keeps
+    /// this part in RAM and the rest in an evictable cache).
+    pub fn parse_meta(footer: &[u8], offset: u64, len: u32, crc: u32) -> DecodeResult<FooterView> {
+        let start = offset as usize;
         let mut b = Bytes::new(footer);
         let session_count = b.u32()?;
         let ref_count = b.u32()?;
@@ -279,10 +288,13 @@ impl FooterView {
             return Err(DecodeError::new("footer section sizes do not add up"));
         }
         let meta_len = (sizes[0] + sizes[1] + sizes[2]) as usize;
-        if crc32fast::hash(&footer[..meta_len]) != crc {
+        let meta = footer
+            .get(..meta_len)
+            .ok_or_else(|| DecodeError::new("footer shorter than its fixed part and bloom"))?;
+        if crc32fast::hash(meta) != crc {
             return Err(DecodeError::new("footer checksum mismatch"));
         }
-        let mut b = Bytes::new(&footer[FOOTER_FIXED_LEN..meta_len]);
+        let mut b = Bytes::new(&meta[FOOTER_FIXED_LEN..]);
         let mut words = Vec::with_capacity(bloom_words);
         for _ in 0..bloom_words {
             words.push(b.u64()?);
@@ -308,6 +320,12 @@ impl FooterView {
             summaries_at: heap_at + heap_len,
             summaries_len,
         })
+    }
+
+    /// Length of the footer's fixed part, bloom filter and replaces list (what `parse_meta`
+    /// needs).
+    pub fn meta_len(&self) -> usize {
+        FOOTER_FIXED_LEN + self.bloom.words.len() * 8 + self.replaces.len() * 8
     }
 
     /// (team, session_hash) of entry `i`, for binary search. Unchecked by crc on purpose: a

@@ -18,6 +18,8 @@ pub struct RemoteStatus {
     pub uploading: u64,
     /// Objects waiting to be deleted (expired, or replaced by a compaction).
     pub doomed: u64,
+    /// Bytes of whole footers in the local cache (bounded by `footer_cache_bytes`).
+    pub footer_cache_bytes: u64,
     /// Requests made since open.
     pub requests: TierStats,
 }
@@ -41,6 +43,7 @@ impl Store {
         let mut st = RemoteStatus {
             url: remote.tier.url.clone(),
             requests: remote.tier.stats(),
+            footer_cache_bytes: remote.cache.used_bytes(),
             ..RemoteStatus::default()
         };
         for e in remote.manifest.lock().entries.values() {

@@ -10,6 +10,7 @@
 
 mod api;
 mod backend;
+pub(crate) mod footer_cache;
 pub(crate) mod manifest;
 pub(crate) mod sync;
 pub(crate) mod tier;
@@ -37,6 +38,11 @@ pub struct RemoteConfig {
     /// Block ranges of one object closer than this are fetched in one GET. Default 256 KiB:
     /// on S3 a GET costs ~20-50 ms of latency, 256 KiB of transfer ~2-5 ms.
     pub coalesce_gap: u64,
+    /// Bound on the whole footers of remote segments kept on local disk (least recently used
+    /// go first; each segment's fixed part and bloom filter, ~1.25 bytes per session, always
+    /// stay). Default 512 MiB: with footers at ~1-2% of segment bytes, every lookup in the
+    /// newest 25-50 GB of the bucket finds its footer locally.
+    pub footer_cache_bytes: u64,
     /// Verify an upload by reading the object back and comparing CRC-32 (else size only).
     /// Default true.
     pub verify_read_back: bool,
@@ -61,6 +67,7 @@ impl std::fmt::Debug for RemoteConfig {
             .field("part_bytes", &self.part_bytes)
             .field("coalesce_gap", &self.coalesce_gap)
             .field("verify_read_back", &self.verify_read_back)
+            .field("footer_cache_bytes", &self.footer_cache_bytes)
             .field("max_retries", &self.max_retries)
             .field("retry_timeout", &self.retry_timeout)
             .finish()
@@ -76,6 +83,7 @@ impl RemoteConfig {
             part_bytes: 16 << 20,
             coalesce_gap: 256 << 10,
             verify_read_back: true,
+            footer_cache_bytes: 512 << 20,
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
             shared_memory: None,
@@ -112,6 +120,11 @@ impl RemoteConfig {
     pub fn with_retries(mut self, max_retries: usize, retry_timeout: Duration) -> Self {
         self.max_retries = max_retries;
         self.retry_timeout = retry_timeout;
+        self
+    }
+
+    pub fn with_footer_cache_bytes(mut self, n: u64) -> Self {
+        self.footer_cache_bytes = n;
         self
     }
 

@@ -14,14 +14,15 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::footer_cache::{write_durably, FooterCache};
 use super::manifest::{Entry, Manifest, State};
 use super::tier::{Tier, UploadProgress};
 use super::RemoteConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::crash_point;
-use crate::format::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+use crate::format::{FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 use crate::fs::Fs;
-use crate::segment::Segment;
+use crate::segment::{encode_meta, Segment};
 use crate::store::Inner;
 
 /// Files of the store directory kept in the bucket too (`<prefix>/meta/`), so that a store can
@@ -35,8 +36,8 @@ const TAIL_GUESS: u64 = 64 << 10;
 pub(crate) struct Remote {
     pub tier: Arc<Tier>,
     pub manifest: Mutex<Manifest>,
-    /// Footer caches: `<dir>/remote/footers/<id>.ftr`.
-    pub footers: PathBuf,
+    /// Footer caches in `<dir>/remote/footers/`, bounded by `footer_cache_bytes`.
+    pub cache: Arc<FooterCache>,
     /// Scratch space for whole-object downloads (compaction of a remote segment).
     pub scratch: PathBuf,
     /// CRC-32 of each meta file as last uploaded.
@@ -59,22 +60,20 @@ pub struct SyncReport {
 }
 
 impl Remote {
-    fn footer_path(&self, id: u64) -> PathBuf {
-        self.footers.join(format!("{id:020}.ftr"))
-    }
-
     /// Opens the remote state of the store in `dir`. With no manifest yet and no local
     /// segment (a store moved to this machine, or a new one), the bucket is listed and every
     /// segment in it adopted: the bucket must answer. A store that already has local segments
     /// and gets a tier for the first time starts with an empty manifest and needs the bucket
     /// only to upload, so it opens (and ingests) while the bucket is unreachable.
     pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig, has_local: bool) -> Result<Remote> {
+        let limit = config.footer_cache_bytes;
         let tier = Arc::new(Tier::open(config)?);
-        let footers = dir.join("remote").join("footers");
+        let cache = Arc::new(FooterCache::open(
+            &dir.join("remote").join("footers"),
+            limit,
+        )?);
         let scratch = dir.join("remote").join("tmp");
-        for d in [&footers, &scratch] {
-            std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
-        }
+        std::fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
         // Leftovers of downloads cut short by a crash.
         if let Ok(rd) = std::fs::read_dir(&scratch) {
             for e in rd.flatten() {
@@ -86,7 +85,7 @@ impl Remote {
         let remote = Remote {
             tier,
             manifest: Mutex::new(manifest),
-            footers,
+            cache,
             scratch,
             meta_uploaded: Mutex::new(vec![0; META_FILES.len()]),
         };
@@ -141,35 +140,39 @@ impl Remote {
         m.save()
     }
 
-    /// Opens a segment that is only in the bucket, fetching its footer if it is not cached.
+    /// Opens a segment that is only in the bucket: from its `.meta` cache file, fetched
+    /// (with the whole footer) when missing or damaged.
     pub fn open_segment(&self, e: &Entry) -> Result<Segment> {
-        let cache = self.footer_path(e.id);
         let key = self.tier.segment_key(e.lane_days, e.id);
-        if !cache.exists() {
-            self.fetch_footer(&key, e.size, &cache)?;
-        }
-        let seg = Segment::open_remote(
-            self.tier.clone(),
-            key.clone(),
-            e.size,
-            &cache,
-            &self.scratch,
-        );
-        match seg {
-            Ok(s) if s.id == e.id => Ok(s),
-            // A damaged cache is refetched once.
-            _ => {
-                let _ = std::fs::remove_file(&cache);
-                self.fetch_footer(&key, e.size, &cache)?;
-                Segment::open_remote(self.tier.clone(), key, e.size, &cache, &self.scratch)
+        let open = || {
+            Segment::open_remote(
+                self.tier.clone(),
+                self.cache.clone(),
+                key.clone(),
+                e.size,
+                &self.scratch,
+            )
+        };
+        match open() {
+            Ok(s) => Ok(s),
+            Err(first) => {
+                if self.cache.meta_path(e.id).exists() {
+                    log::warn!(
+                        "remote: footer cache of {} refused ({first}); fetching it",
+                        e.id
+                    );
+                }
+                self.fetch_footer(e.id, &key, e.size)?;
+                open()
             }
         }
     }
 
     /// Two or three range GETs: the header, the last 64 KiB, the rest of a longer footer.
-    fn fetch_footer(&self, key: &object_store::path::Path, size: u64, cache: &Path) -> Result<()> {
+    /// Writes the `.meta` file and puts the whole footer in the cache.
+    fn fetch_footer(&self, id: u64, key: &object_store::path::Path, size: u64) -> Result<()> {
         let bad = |why: String| Error::Corrupt {
-            segment: 0,
+            segment: id,
             path: PathBuf::from(key.to_string()),
             offset: 0,
             reason: why,
@@ -178,6 +181,7 @@ impl Remote {
         if size < min {
             return Err(bad(format!("object of {size} bytes is too short")));
         }
+        self.tier.count_footer_fetch();
         let (tail, real) = self.tier.get_tail(key, TAIL_GUESS.min(size))?;
         if real != size {
             return Err(bad(format!("object is {real} bytes, expected {size}")));
@@ -192,7 +196,25 @@ impl Remote {
         };
         let header = self.tier.get_range(key, 0..SEGMENT_HEADER_LEN as u64)?;
         SegmentHeader::decode(&header).map_err(|e| bad(e.0))?;
-        write_footer_cache(cache, &header, &footer)
+        let view =
+            FooterView::parse(&footer, 0, t.footer_len, t.footer_crc).map_err(|e| bad(e.0))?;
+        let trailer = &footer[footer.len() - TRAILER_LEN..];
+        self.write_cache(id, &header, &footer, trailer, view.meta_len())
+    }
+
+    /// Writes both cache files of a remote segment: `.meta` (kept) and the whole footer
+    /// (bounded, evictable). `footer_and_trailer` is the segment's bytes from its footer on.
+    fn write_cache(
+        &self,
+        id: u64,
+        header: &[u8],
+        footer_and_trailer: &[u8],
+        trailer: &[u8],
+        meta_len: usize,
+    ) -> Result<()> {
+        let meta = encode_meta(header, trailer, &footer_and_trailer[..meta_len]);
+        write_durably(&self.cache.meta_path(id), &[&meta])?;
+        self.cache.put(id, &[header, footer_and_trailer])
     }
 
     /// Uploads the meta files whose content changed since the last upload.
@@ -223,24 +245,6 @@ fn parse_segment_key(key: &str) -> Option<(u16, u64)> {
     let id = file.strip_suffix(".seg")?.parse().ok()?;
     let days = lane.strip_suffix('d')?.parse().ok()?;
     Some((days, id))
-}
-
-/// A footer cache file: the segment's header, then its footer and trailer, written whole,
-/// fsynced and renamed into place (before a local copy goes, the cache must be durable: the
-/// next open reads it instead of the bucket).
-fn write_footer_cache(path: &Path, header: &[u8], footer_and_trailer: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(header)
-        .and_then(|_| f.write_all(footer_and_trailer))
-        .and_then(|_| f.sync_data())
-        .ctx(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("rename {}", tmp.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
 impl Inner {
@@ -371,19 +375,21 @@ impl Inner {
         let (Some(bytes), Some(footer)) = (seg.mapped_bytes(), seg.footer()) else {
             return Ok(());
         };
-        let cache = remote.footer_path(seg.id);
-        write_footer_cache(
-            &cache,
+        let from = footer.offset as usize;
+        remote.write_cache(
+            seg.id,
             &bytes[..SEGMENT_HEADER_LEN],
-            &bytes[footer.offset as usize..],
+            &bytes[from..],
+            &bytes[bytes.len() - TRAILER_LEN..],
+            footer.meta_len(),
         )?;
         let key = remote.tier.segment_key(seg.lane_days, seg.id);
         let size = bytes.len() as u64;
         let twin = Arc::new(Segment::open_remote(
             remote.tier.clone(),
+            remote.cache.clone(),
             key,
             size,
-            &cache,
             &remote.scratch,
         )?);
         {
@@ -426,7 +432,7 @@ impl Inner {
                 .tier
                 .delete(&remote.tier.segment_key(e.lane_days, e.id))?;
             crash_point("sync:after_delete");
-            let _ = std::fs::remove_file(remote.footer_path(e.id));
+            remote.cache.forget(e.id);
             let mut m = remote.manifest.lock();
             m.entries.remove(&e.id);
             m.save()?;
@@ -505,7 +511,7 @@ pub(crate) fn reconcile(
                 // opens without it (ingestion goes on) and says so; the next open retries.
                 Err(err) => {
                     log::error!("remote: segment {} unreadable, left out: {err}", e.id);
-                    unusable.push((remote.footer_path(e.id), err.to_string()));
+                    unusable.push((remote.cache.meta_path(e.id), err.to_string()));
                 }
             }
         }

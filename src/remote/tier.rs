@@ -40,6 +40,7 @@ pub(crate) struct TierCounters {
     pub uploads_resumed: AtomicU64,
     pub deletes: AtomicU64,
     pub lists: AtomicU64,
+    pub footer_fetches: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -53,6 +54,8 @@ pub struct TierStats {
     pub uploads_resumed: u64,
     pub deletes: u64,
     pub lists: u64,
+    /// Footers fetched from the bucket (cache misses, or a store opened elsewhere).
+    pub footer_fetches: u64,
 }
 
 pub(crate) struct Tier {
@@ -141,7 +144,12 @@ impl Tier {
             uploads_resumed: l(&c.uploads_resumed),
             deletes: l(&c.deletes),
             lists: l(&c.lists),
+            footer_fetches: l(&c.footer_fetches),
         }
+    }
+
+    pub fn count_footer_fetch(&self) {
+        self.counters.footer_fetches.fetch_add(1, Ordering::Relaxed);
     }
 
     fn count_get(&self, bytes: usize) {

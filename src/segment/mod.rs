@@ -9,7 +9,7 @@ mod scan;
 
 pub(crate) use mem_index::MemIndex;
 pub use remote::RemoteRead;
-pub(crate) use remote::{read_blocks_many, DecodedBlock, RemoteData};
+pub(crate) use remote::{encode_meta, read_blocks_many, DecodedBlock, FooterBytes, RemoteData};
 pub(crate) use scan::scan_blocks;
 
 use std::fs::File;
@@ -102,12 +102,12 @@ impl Segment {
     }
 
     /// The bytes the footer's offsets point into: the whole mapped file, or a remote
-    /// segment's footer cache.
-    fn footer_bytes(&self) -> Option<&[u8]> {
+    /// segment's whole footer (from the bounded cache, fetched with one GET on a miss).
+    fn footer_bytes(&self) -> Result<Option<FooterBytes<'_>>> {
         match &self.data {
-            Data::Mapped(m) => Some(m),
-            Data::Remote(r) => Some(&r.footer),
-            Data::File(_) => None,
+            Data::Mapped(m) => Ok(Some(FooterBytes::Local(m))),
+            Data::Remote(r) => Ok(Some(FooterBytes::Cached(r.whole_footer(self.id)?))),
+            Data::File(_) => Ok(None),
         }
     }
 
@@ -162,17 +162,23 @@ impl Segment {
 
     /// This segment's records of one session (one per person it was recorded under).
     pub fn find(&self, team: u64, session: &str) -> Result<Vec<SessionEntry>> {
-        match (&self.index, self.footer_bytes()) {
-            (Index::Footer(f), Some(map)) => {
-                f.find(map, team, session).map_err(|e| self.corrupt(0, e))
+        match &self.index {
+            Index::Footer(f) => {
+                // The bloom filter first: a remote segment's footer is not fetched for nothing.
+                if !f.bloom.may_contain(crate::format::key_hash(team, session)) {
+                    return Ok(Vec::new());
+                }
+                match self.footer_bytes()? {
+                    Some(map) => f.find(&map, team, session).map_err(|e| self.corrupt(0, e)),
+                    None => Ok(Vec::new()),
+                }
             }
-            (Index::Memory(m), _) => Ok(m
+            Index::Memory(m) => Ok(m
                 .read()
                 .sessions
                 .get(&(team, session.into()))
                 .cloned()
                 .unwrap_or_default()),
-            (Index::Footer(_), None) => Ok(Vec::new()),
         }
     }
 
@@ -184,13 +190,13 @@ impl Segment {
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
         let person_hash = person.map(|p| crate::format::key_hash(team, p));
-        match (&self.index, self.footer_bytes()) {
+        match (&self.index, self.footer_bytes()?) {
             (Index::Footer(ft), Some(map)) => {
-                for i in ft.team_range(map, team) {
-                    if person_hash.is_some_and(|h| ft.person_hash(map, i) != h) {
+                for i in ft.team_range(&map, team) {
+                    if person_hash.is_some_and(|h| ft.person_hash(&map, i) != h) {
                         continue;
                     }
-                    let e = ft.entry(map, i).map_err(|e| self.corrupt(0, e))?;
+                    let e = ft.entry(&map, i).map_err(|e| self.corrupt(0, e))?;
                     if person.is_none_or(|p| p == e.person) {
                         f(e);
                     }
@@ -216,11 +222,11 @@ impl Segment {
         person_hashes: &std::collections::HashSet<u64>,
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
-        match (&self.index, self.footer_bytes()) {
+        match (&self.index, self.footer_bytes()?) {
             (Index::Footer(ft), Some(map)) => {
-                for i in ft.team_range(map, team) {
-                    if person_hashes.contains(&ft.person_hash(map, i)) {
-                        f(ft.entry(map, i).map_err(|e| self.corrupt(0, e))?);
+                for i in ft.team_range(&map, team) {
+                    if person_hashes.contains(&ft.person_hash(&map, i)) {
+                        f(ft.entry(&map, i).map_err(|e| self.corrupt(0, e))?);
                     }
                 }
             }
@@ -241,9 +247,16 @@ impl Segment {
     /// Every (team, session hash) key in sorted order; used to count distinct sessions across
     /// segments. Sealed segments stream them from the footer without allocating.
     pub fn sorted_keys(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
-        match (&self.index, self.footer_bytes()) {
+        let bytes = match self.footer_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("segment {}: footer unavailable, keys skipped: {e}", self.id);
+                None
+            }
+        };
+        match (&self.index, bytes) {
             (Index::Footer(f), Some(map)) => {
-                Box::new((0..f.session_count).map(move |i| f.key(map, i)))
+                Box::new((0..f.session_count).map(move |i| f.key(&map, i)))
             }
             (Index::Memory(m), _) => {
                 let mut keys: Vec<(u64, u64)> = m
@@ -262,10 +275,14 @@ impl Segment {
     /// Every session record, from the footer (each verified) or the in-memory index; a record
     /// that fails its checks is returned as an error in its place.
     pub fn all_entries(&self) -> Vec<std::result::Result<SessionEntry, String>> {
-        match (&self.index, self.footer_bytes()) {
+        let bytes = match self.footer_bytes() {
+            Ok(b) => b,
+            Err(e) => return vec![Err(format!("footer unavailable: {e}"))],
+        };
+        match (&self.index, bytes) {
             (Index::Footer(f), Some(map)) => (0..f.session_count)
                 .map(|i| {
-                    f.entry(map, i)
+                    f.entry(&map, i)
                         .map_err(|e| format!("session entry {i}: {}", e.0))
                 })
                 .collect(),

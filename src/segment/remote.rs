@@ -13,9 +13,15 @@ use crate::format::{
     BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN,
     TRAILER_LEN,
 };
+use crate::remote::footer_cache::FooterCache;
 use crate::remote::tier::Tier;
 
 use super::{corrupt, Data, Index, Segment};
+
+/// The segment id in an object key (`.../<id>.seg`).
+fn parse_id(key: &ObjPath) -> Option<u64> {
+    key.filename()?.strip_suffix(".seg")?.parse().ok()
+}
 
 /// A block's header and its chunks' payloads, verified and decompressed.
 pub(crate) type DecodedBlock = (BlockHeader, Vec<Vec<u8>>);
@@ -43,40 +49,96 @@ pub(crate) struct RemoteData {
     pub key: ObjPath,
     /// Size of the object (the sealed segment file).
     pub size: u64,
-    /// The local footer cache: the segment header, then the footer and trailer.
-    pub footer: Mmap,
+    /// The segment's header bytes and trailer, kept to fetch and check its whole footer.
+    header: Vec<u8>,
+    trailer: Trailer,
+    /// Whole footers, bounded; the fixed part and bloom stay in the segment's `FooterView`.
+    cache: Arc<FooterCache>,
     /// Where whole-object downloads go (compaction of a remote segment).
     scratch_dir: PathBuf,
 }
 
+/// The bytes a footer's offsets point into: a local segment's mapping, or a remote segment's
+/// whole footer from the cache (segment header, footer, trailer).
+pub(crate) enum FooterBytes<'a> {
+    Local(&'a [u8]),
+    Cached(Arc<Mmap>),
+}
+
+impl std::ops::Deref for FooterBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FooterBytes::Local(b) => b,
+            FooterBytes::Cached(m) => m,
+        }
+    }
+}
+
+/// `<id>.meta`: the segment header, the trailer, then the footer's first `meta_len` bytes.
+pub(crate) fn encode_meta(header: &[u8], trailer: &[u8], footer_meta: &[u8]) -> Vec<u8> {
+    [header, trailer, footer_meta].concat()
+}
+
+impl RemoteData {
+    /// The whole footer, from the cache or fetched (one range GET from the footer to the end).
+    pub fn whole_footer(&self, id: u64) -> Result<Arc<Mmap>> {
+        let t = &self.trailer;
+        let len = (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64;
+        let valid = |b: &[u8]| {
+            b.get(..SEGMENT_HEADER_LEN) == Some(&self.header[..])
+                && FooterView::parse(b, SEGMENT_HEADER_LEN as u64, t.footer_len, t.footer_crc)
+                    .is_ok()
+        };
+        let fetch = || -> Result<Vec<u8>> {
+            self.tier.count_footer_fetch();
+            let body = self.tier.get_range(&self.key, t.footer_offset..self.size)?;
+            let bytes = [&self.header[..], &body[..]].concat();
+            if bytes.len() as u64 != len || !valid(&bytes) {
+                let why = DecodeError::new("the object's footer differs from the one recorded");
+                return Err(corrupt(
+                    id,
+                    Path::new(self.key.as_ref()),
+                    t.footer_offset,
+                    why,
+                ));
+            }
+            Ok(bytes)
+        };
+        self.cache.get(id, len, valid, fetch)
+    }
+}
+
 impl Segment {
-    /// A sealed segment held only in object storage: `cache` is its footer cache file
-    /// (segment header, then footer and trailer; see `remote::sync::write_footer_cache`).
+    /// A sealed segment held only in object storage, opened from its `.meta` cache file
+    /// (segment header, trailer, footer's fixed part and bloom): no request.
     pub fn open_remote(
         tier: Arc<Tier>,
+        cache: Arc<FooterCache>,
         key: ObjPath,
         size: u64,
-        cache: &Path,
         scratch_dir: &Path,
     ) -> Result<Self> {
-        let file = File::open(cache).ctx(|| format!("open {}", cache.display()))?;
-        // SAFETY: footer cache files are written whole and renamed into place, never modified.
-        let footer = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", cache.display()))?;
-        let header = SegmentHeader::decode(footer.get(..SEGMENT_HEADER_LEN).unwrap_or(&[]))
-            .map_err(|e| corrupt(0, cache, 0, e))?;
-        let id = header.segment_id;
-        let bad = |e| corrupt(id, cache, 0, e);
-        let tail = footer
-            .len()
-            .checked_sub(TRAILER_LEN)
-            .map(|at| &footer[at..])
-            .unwrap_or(&[]);
-        let t = Trailer::decode(tail, size).map_err(bad)?;
-        if footer.len() as u64 != (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64 {
-            return Err(bad(DecodeError::new("footer cache has the wrong length")));
+        let (id, meta_path) = match parse_id(&key) {
+            Some(id) => (id, cache.meta_path(id)),
+            None => {
+                let why = DecodeError::new("object key is not a segment name");
+                return Err(corrupt(0, Path::new(key.as_ref()), 0, why));
+            }
+        };
+        let bytes = std::fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
+        let bad = |e| corrupt(id, &meta_path, 0, e);
+        let fixed = SEGMENT_HEADER_LEN + TRAILER_LEN;
+        if bytes.len() < fixed {
+            return Err(bad(DecodeError::new("footer cache too short")));
         }
-        let mut view = FooterView::parse(
-            &footer,
+        let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).map_err(bad)?;
+        let t = Trailer::decode(&bytes[SEGMENT_HEADER_LEN..fixed], size).map_err(bad)?;
+        if header.segment_id != id {
+            return Err(bad(DecodeError::new("footer cache of another segment")));
+        }
+        let mut view = FooterView::parse_meta(
+            &bytes[fixed..],
             SEGMENT_HEADER_LEN as u64,
             t.footer_len,
             t.footer_crc,
@@ -92,7 +154,9 @@ impl Segment {
                 tier,
                 key,
                 size,
-                footer,
+                header: bytes[..SEGMENT_HEADER_LEN].to_vec(),
+                trailer: t,
+                cache,
                 scratch_dir: scratch_dir.to_path_buf(),
             }),
             index: Index::Footer(view),

@@ -1,0 +1,231 @@
+//! The local cache of remote segments' footers, bounded by `footer_cache_bytes`.
+//!
+//! Two files per remote segment in `<dir>/remote/footers/`:
+//! - `<id>.meta`: segment header, trailer, and the footer's fixed part, bloom filter and
+//!   replaces list. Small (~1.25 bytes per session), always kept: open builds the segment's
+//!   index from it without a request.
+//! - `<id>.ftr`: segment header, whole footer, trailer (the session table, block references and
+//!   summaries). Evicted least recently used first once the cache holds more than its bound;
+//!   fetched again with one range GET when a lookup needs it.
+//!
+//! A reader holding an evicted footer keeps reading it: the mapping outlives the unlinked file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+use crate::error::{IoContext, Result};
+
+pub(crate) struct FooterCache {
+    dir: PathBuf,
+    limit: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bytes of `.ftr` files on disk.
+    used: u64,
+    tick: u64,
+    /// Per segment: last use, file size, and the mapping once loaded.
+    entries: HashMap<u64, Entry>,
+}
+
+struct Entry {
+    used_at: u64,
+    len: u64,
+    map: Option<Arc<Mmap>>,
+}
+
+impl FooterCache {
+    /// Opens the cache directory, counting the footers already in it (and trimming them to
+    /// the bound).
+    pub fn open(dir: &Path, limit: u64) -> Result<FooterCache> {
+        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        let mut state = State::default();
+        let rd = std::fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let id = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".ftr"))
+                .and_then(|n| n.parse::<u64>().ok());
+            match (id, e.metadata()) {
+                (Some(id), Ok(md)) => {
+                    state.used += md.len();
+                    let entry = Entry {
+                        used_at: 0,
+                        len: md.len(),
+                        map: None,
+                    };
+                    state.entries.insert(id, entry);
+                }
+                // Temp files of a write cut short.
+                _ if p.extension().is_some_and(|x| x == "tmp") => {
+                    let _ = std::fs::remove_file(&p);
+                }
+                _ => {}
+            }
+        }
+        let cache = FooterCache {
+            dir: dir.to_path_buf(),
+            limit,
+            state: Mutex::new(state),
+        };
+        cache.evict(&mut cache.state.lock(), None);
+        Ok(cache)
+    }
+
+    pub fn meta_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.meta"))
+    }
+
+    fn full_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.ftr"))
+    }
+
+    /// The whole footer file of segment `id` (`len` bytes), mapped: from memory, from its file,
+    /// or from `fetch` (then written and counted). `valid` checks bytes read back from disk.
+    pub fn get(
+        &self,
+        id: u64,
+        len: u64,
+        valid: impl Fn(&[u8]) -> bool,
+        fetch: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Mmap>> {
+        {
+            let mut st = self.state.lock();
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some(e) = st.entries.get_mut(&id) {
+                e.used_at = tick;
+                if let Some(m) = &e.map {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let path = self.full_path(id);
+        if let Some(map) = map_file(&path).filter(|m| m.len() as u64 == len && valid(m)) {
+            let map = Arc::new(map);
+            self.insert(id, len, map.clone());
+            return Ok(map);
+        }
+        let bytes = fetch()?;
+        write_durably(&path, &[&bytes])?;
+        let map = map_file(&path).ok_or_else(|| crate::Error::Corrupt {
+            segment: id,
+            path: path.clone(),
+            offset: 0,
+            reason: "footer cache unreadable right after writing it".into(),
+        })?;
+        let map = Arc::new(map);
+        self.insert(id, len, map.clone());
+        Ok(map)
+    }
+
+    /// Puts the whole footer of `id` in the cache (a local copy about to be dropped).
+    pub fn put(&self, id: u64, parts: &[&[u8]]) -> Result<()> {
+        let path = self.full_path(id);
+        write_durably(&path, parts)?;
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        let mut st = self.state.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        if let Some(old) = st.entries.insert(
+            id,
+            Entry {
+                used_at: tick,
+                len,
+                map: None,
+            },
+        ) {
+            st.used -= old.len;
+        }
+        st.used += len;
+        self.evict(&mut st, Some(id));
+        Ok(())
+    }
+
+    fn insert(&self, id: u64, len: u64, map: Arc<Mmap>) {
+        let mut st = self.state.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        let old = st.entries.insert(
+            id,
+            Entry {
+                used_at: tick,
+                len,
+                map: Some(map),
+            },
+        );
+        st.used = st.used - old.map(|o| o.len).unwrap_or(0) + len;
+        self.evict(&mut st, Some(id));
+    }
+
+    /// Drops least recently used footers until the bound holds (never `keep`, just added).
+    fn evict(&self, st: &mut State, keep: Option<u64>) {
+        while st.used > self.limit {
+            let victim = st
+                .entries
+                .iter()
+                .filter(|(id, _)| Some(**id) != keep)
+                .min_by_key(|(_, e)| e.used_at)
+                .map(|(id, _)| *id);
+            let Some(id) = victim else { break };
+            if let Some(e) = st.entries.remove(&id) {
+                st.used -= e.len;
+                let _ = std::fs::remove_file(self.full_path(id));
+            }
+        }
+    }
+
+    /// Forgets segment `id` (its object is gone): both files.
+    pub fn forget(&self, id: u64) {
+        let mut st = self.state.lock();
+        if let Some(e) = st.entries.remove(&id) {
+            st.used -= e.len;
+        }
+        let _ = std::fs::remove_file(self.full_path(id));
+        let _ = std::fs::remove_file(self.meta_path(id));
+    }
+
+    /// Bytes of whole footers on disk now.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().used
+    }
+}
+
+fn map_file(path: &Path) -> Option<Mmap> {
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: cache files are written whole and renamed into place, never modified; an evicted
+    // one is unlinked, which leaves existing mappings valid.
+    unsafe { Mmap::map(&f) }.ok()
+}
+
+/// Writes `parts` to `path` whole: a uniquely named temp file (two readers may fetch the same
+/// footer at once), fsync, rename, fsync of the directory (a local copy is dropped only after
+/// the footers that replace it are durable).
+pub(crate) fn write_durably(path: &Path, parts: &[&[u8]]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .ctx(|| format!("create a temp file in {}", dir.display()))?;
+    for p in parts {
+        tmp.write_all(p)
+            .ctx(|| format!("write {}", tmp.path().display()))?;
+    }
+    tmp.as_file()
+        .sync_data()
+        .ctx(|| format!("fsync {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| crate::Error::io(format!("rename into {}", path.display()), e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
+}
