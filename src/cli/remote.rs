@@ -23,6 +23,9 @@ pub struct RemoteArgs {
     /// Multipart upload part size.
     #[arg(long, default_value_t = 16)]
     part_mib: usize,
+    /// Bound on the whole footers of remote segments cached on local disk.
+    #[arg(long, default_value_t = 512)]
+    footer_cache_mib: u64,
 }
 
 fn parse_kv(s: &str) -> std::result::Result<(String, String), String> {
@@ -36,7 +39,8 @@ impl RemoteArgs {
             .with_local_retention(Duration::from_secs_f64(
                 self.local_retention_hours.max(0.0) * 3600.0,
             ))
-            .with_part_bytes(self.part_mib.max(5) << 20);
+            .with_part_bytes(self.part_mib.max(5) << 20)
+            .with_footer_cache_bytes(self.footer_cache_mib << 20);
         for (k, v) in &self.options {
             c = c.with_option(k, v);
         }
