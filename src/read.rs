@@ -203,7 +203,7 @@ impl Store {
                 continue;
             }
             let (mut refs, mut deleted) = (Vec::new(), Vec::new());
-            for entry in seg.find(team, session_id)? {
+            for entry in seg.find_traced(team, session_id, &mut remote)? {
                 if entry.last_ts < cut {
                     continue;
                 }

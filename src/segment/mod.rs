@@ -104,9 +104,14 @@ impl Segment {
     /// The bytes the footer's offsets point into: the whole mapped file, or a remote
     /// segment's whole footer (from the bounded cache, fetched with one GET on a miss).
     fn footer_bytes(&self) -> Result<Option<FooterBytes<'_>>> {
+        self.footer_bytes_traced(&mut RemoteRead::default())
+    }
+
+    /// `footer_bytes`, counting a footer fetched from the bucket in `read`.
+    fn footer_bytes_traced(&self, read: &mut RemoteRead) -> Result<Option<FooterBytes<'_>>> {
         match &self.data {
             Data::Mapped(m) => Ok(Some(FooterBytes::Local(m))),
-            Data::Remote(r) => Ok(Some(FooterBytes::Cached(r.whole_footer(self.id)?))),
+            Data::Remote(r) => Ok(Some(FooterBytes::Cached(r.whole_footer(self.id, read)?))),
             Data::File(_) => Ok(None),
         }
     }
@@ -162,13 +167,23 @@ impl Segment {
 
     /// This segment's records of one session (one per person it was recorded under).
     pub fn find(&self, team: u64, session: &str) -> Result<Vec<SessionEntry>> {
+        self.find_traced(team, session, &mut RemoteRead::default())
+    }
+
+    /// `find`, counting in `read` a footer it had to fetch from the bucket.
+    pub fn find_traced(
+        &self,
+        team: u64,
+        session: &str,
+        read: &mut RemoteRead,
+    ) -> Result<Vec<SessionEntry>> {
         match &self.index {
             Index::Footer(f) => {
                 // The bloom filter first: a remote segment's footer is not fetched for nothing.
                 if !f.bloom.may_contain(crate::format::key_hash(team, session)) {
                     return Ok(Vec::new());
                 }
-                match self.footer_bytes()? {
+                match self.footer_bytes_traced(read)? {
                     Some(map) => f.find(&map, team, session).map_err(|e| self.corrupt(0, e)),
                     None => Ok(Vec::new()),
                 }

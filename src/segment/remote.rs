@@ -37,10 +37,12 @@ pub(crate) struct WholeBytes {
 pub struct RemoteRead {
     /// Remote segments the read touched.
     pub remote_segments: u64,
-    /// Range GETs made (after coalescing).
+    /// Range GETs made (after coalescing), footer fetches included.
     pub gets: u64,
     /// Bytes those GETs fetched.
     pub bytes: u64,
+    /// Whole footers fetched because the footer cache did not hold them.
+    pub footer_fetches: u64,
 }
 
 /// A segment whose bytes are in object storage.
@@ -82,7 +84,8 @@ pub(crate) fn encode_meta(header: &[u8], trailer: &[u8], footer_meta: &[u8]) -> 
 
 impl RemoteData {
     /// The whole footer, from the cache or fetched (one range GET from the footer to the end).
-    pub fn whole_footer(&self, id: u64) -> Result<Arc<Mmap>> {
+    pub fn whole_footer(&self, id: u64, read: &mut RemoteRead) -> Result<Arc<Mmap>> {
+        let fetched = std::cell::Cell::new(None);
         let t = &self.trailer;
         let len = (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64;
         let valid = |b: &[u8]| {
@@ -93,6 +96,7 @@ impl RemoteData {
         let fetch = || -> Result<Vec<u8>> {
             self.tier.count_footer_fetch();
             let body = self.tier.get_range(&self.key, t.footer_offset..self.size)?;
+            fetched.set(Some(body.len() as u64));
             let bytes = [&self.header[..], &body[..]].concat();
             if bytes.len() as u64 != len || !valid(&bytes) {
                 let why = DecodeError::new("the object's footer differs from the one recorded");
@@ -105,7 +109,13 @@ impl RemoteData {
             }
             Ok(bytes)
         };
-        self.cache.get(id, len, valid, fetch)
+        let map = self.cache.get(id, len, valid, fetch)?;
+        if let Some(n) = fetched.get() {
+            read.footer_fetches += 1;
+            read.gets += 1;
+            read.bytes += n;
+        }
+        Ok(map)
     }
 }
 

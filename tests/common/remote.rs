@@ -100,8 +100,10 @@ pub fn upload_drop_read_reopen(remote: RemoteConfig, dir: &Path, dir2: &Path) {
         let got: Vec<Vec<u8>> = data.chunks.into_iter().map(|c| c.payload).collect();
         assert_eq!(&got, &expected[id], "session {id}");
         assert!(trace.remote_segments >= 1);
-        // A session's blocks in one segment are a few KB apart: one GET per segment.
+        // A session's blocks in one segment are a few KB apart: one GET per segment (the
+        // footers are in the local cache).
         assert_eq!(trace.gets, trace.remote_segments, "{id}: {trace:?}");
+        assert_eq!(trace.footer_fetches, 0, "{id}: {trace:?}");
         assert!(trace.bytes >= data.summary.stored_bytes, "{id}: {trace:?}");
     }
     let after = store.remote_status().unwrap().requests;
