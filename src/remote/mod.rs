@@ -3,6 +3,7 @@
 //!
 //! - `tier`: the object-store client (uploads with resume, verified; range reads; deletes).
 //! - `manifest`: the local record of what is uploaded and what must be deleted remotely.
+//! - `footer_cache`: remote segments' footers on local disk, the whole ones bounded (LRU).
 //! - `sync`: the maintenance step that uploads, verifies, drops local copies and deletes
 //!   superseded objects; and opening a store from the bucket alone.
 //!

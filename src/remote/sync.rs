@@ -1,7 +1,7 @@
 //! The remote tier at run time: the state a store keeps (`Remote`), the maintenance step that
 //! uploads sealed segments, verifies them, drops expired local copies and deletes superseded
-//! objects (`Inner::remote_sync`), and open-time reconciliation, including opening a store on
-//! a fresh directory from the bucket alone (`attach`).
+//! objects (`Inner::remote_sync`), and open-time reconciliation (`Remote::open`, `reconcile`),
+//! including opening a store on a fresh directory from the bucket alone (`adopt_bucket`).
 //!
 //! Invariant: the bucket always holds every verified segment or the segment that replaces it.
 //! A replaced or expired object is first marked `Doomed` in the manifest (durable), and deleted
