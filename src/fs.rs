@@ -234,4 +234,21 @@ impl Fs {
         self.sync_dir(path)
             .ctx(|| format!("fsync directory {}", path.display()))
     }
+
+    /// Replaces `path` with `parts`, whole or not at all across a crash: written to `tmp` (in
+    /// the same directory), fsynced, renamed over `path`, directory fsynced. A failure leaves
+    /// `path` as it was (and possibly `tmp`, which its owner removes at open).
+    pub fn replace_file(&self, path: &Path, tmp: &Path, parts: &[&[u8]]) -> crate::Result<()> {
+        use crate::error::IoContext;
+        let mut f = File::create(tmp).ctx(|| format!("create {}", tmp.display()))?;
+        for p in parts {
+            self.write(&mut f, tmp, p)
+                .ctx(|| format!("write {}", tmp.display()))?;
+        }
+        self.sync(&f, tmp, true)
+            .ctx(|| format!("fsync {}", tmp.display()))?;
+        self.rename(tmp, path)
+            .ctx(|| format!("rename {} into place", tmp.display()))?;
+        self.sync_dir_ctx(path.parent().unwrap_or(Path::new(".")))
+    }
 }

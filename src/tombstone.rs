@@ -432,13 +432,7 @@ impl Tombstones {
             record(body);
         }
         let tmp = self.path.with_extension("log.tmp");
-        write_synced(&self.fs, &tmp, &out)?;
-        self.fs
-            .rename(&tmp, &self.path)
-            .ctx(|| format!("rename {}", tmp.display()))?;
-        if let Some(dir) = self.path.parent() {
-            self.fs.sync_dir_ctx(dir)?;
-        }
+        self.fs.replace_file(&self.path, &tmp, &[&out])?;
         self.file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -447,13 +441,6 @@ impl Tombstones {
         self.needs_rewrite = false;
         Ok(())
     }
-}
-
-fn write_synced(fs: &Fs, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).ctx(|| format!("create {}", path.display()))?;
-    fs.write(&mut f, path, bytes)
-        .and_then(|_| fs.sync(&f, path, true))
-        .ctx(|| format!("write {}", path.display()))
 }
 
 /// The store's secret key for hashing retired identifiers, created at first open.
@@ -480,11 +467,7 @@ fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .ctx(|| "read /dev/urandom".to_string())?;
-    let tmp = dir.join("KEY.tmp");
-    write_synced(fs, &tmp, &key)?;
-    fs.rename(&tmp, &path)
-        .ctx(|| format!("rename {}", tmp.display()))?;
-    fs.sync_dir_ctx(dir)?;
+    fs.replace_file(&path, &dir.join("KEY.tmp"), &[&key])?;
     Ok(key)
 }
 

@@ -122,8 +122,8 @@ pub fn run(cmd: Command) -> Result<i32> {
 }
 
 fn scan(config: &RemoteConfig, needle: &[u8]) -> Result<i32> {
-    use replaystore::format::block::{decode_payloads, parse_block};
-    use replaystore::format::{Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+    use replaystore::format::block::decode_payloads;
+    use replaystore::format::{blocks, blocks_end};
     let find = |hay: &[u8]| memchr::memmem::find(hay, needle).is_some();
     let (mut objects, mut bytes, mut hits) = (0u64, 0u64, 0u64);
     for o in bucket_objects(config, true)? {
@@ -134,26 +134,23 @@ fn scan(config: &RemoteConfig, needle: &[u8]) -> Result<i32> {
             println!("HIT {} (raw bytes)", o.key);
             hits += 1;
         }
-        if !o.key.ends_with(".seg") || data.len() < SEGMENT_HEADER_LEN + TRAILER_LEN {
+        if !o.key.ends_with(".seg") {
             continue;
         }
-        let end = Trailer::decode(&data[data.len() - TRAILER_LEN..], data.len() as u64)
-            .map(|t| t.footer_offset as usize)
-            .unwrap_or(data.len());
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < end {
-            let Ok(h) = parse_block(&data[pos..end]) else {
-                println!("CORRUPT {} at {pos}: cannot scan further", o.key);
-                hits += 1;
-                break;
-            };
-            let len = h.total_len() as usize;
-            let payloads = decode_payloads(&h, &data[pos..pos + len]).unwrap_or_default();
-            if payloads.iter().any(|p| find(p)) {
-                println!("HIT {} (block at {pos}, decompressed)", o.key);
-                hits += 1;
+        for b in blocks(&data, blocks_end(&data)) {
+            match b {
+                Ok((at, h, block)) => {
+                    let payloads = decode_payloads(&h, block).unwrap_or_default();
+                    if payloads.iter().any(|p| find(p)) {
+                        println!("HIT {} (block at {at}, decompressed)", o.key);
+                        hits += 1;
+                    }
+                }
+                Err((at, _)) => {
+                    println!("CORRUPT {} at {at}: cannot scan further", o.key);
+                    hits += 1;
+                }
             }
-            pos += len;
         }
     }
     println!(

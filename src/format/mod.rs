@@ -8,7 +8,7 @@ pub mod segment;
 
 pub use block::{BlockHeader, BlockWriter, ChunkEntry, Codec};
 pub use footer::{BlockRef, FooterView, SessionEntry};
-pub use segment::{SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
 pub const MAX_BLOCK_RAW: usize = 1 << 30;

@@ -120,6 +120,47 @@ impl Trailer {
     }
 }
 
+/// Where the blocks of a segment file's bytes end: at the footer when the trailer is valid,
+/// else at the end of the bytes (an unsealed file).
+pub fn blocks_end(segment: &[u8]) -> usize {
+    segment
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .and_then(|at| Trailer::decode(&segment[at..], segment.len() as u64).ok())
+        .map(|t| (t.footer_offset as usize).min(segment.len()))
+        .unwrap_or(segment.len())
+}
+
+/// The blocks of a segment's bytes from its header to `end`, in file order: (offset, header,
+/// the block's bytes). Stops after the first block that fails its checks (yielded as an error
+/// with its offset): what follows it cannot be located.
+pub fn blocks(
+    segment: &[u8],
+    end: usize,
+) -> impl Iterator<Item = Result<(usize, super::BlockHeader, &[u8]), (usize, DecodeError)>> {
+    let end = end.min(segment.len());
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || pos >= end {
+            return None;
+        }
+        let rest = &segment[pos..end];
+        match super::block::parse_block(rest) {
+            Ok(h) => {
+                let len = h.total_len() as usize;
+                let at = pos;
+                pos += len;
+                Some(Ok((at, h, &rest[..len])))
+            }
+            Err(e) => {
+                failed = true;
+                Some(Err((pos, e)))
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,16 +12,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 use parking_lot::Mutex;
 
 use crate::error::{IoContext, Result};
+use crate::fs::Fs;
 
 pub(crate) struct FooterCache {
     dir: PathBuf,
     limit: u64,
+    fs: Fs,
+    /// Numbers temp files: two readers may fetch the same footer at once.
+    next_tmp: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -43,7 +48,7 @@ struct Entry {
 impl FooterCache {
     /// Opens the cache directory, counting the footers already in it (and trimming them to
     /// the bound).
-    pub fn open(dir: &Path, limit: u64) -> Result<FooterCache> {
+    pub fn open(dir: &Path, limit: u64, fs: &Fs) -> Result<FooterCache> {
         std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         let mut state = State::default();
         let rd = std::fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))?;
@@ -74,6 +79,8 @@ impl FooterCache {
         let cache = FooterCache {
             dir: dir.to_path_buf(),
             limit,
+            fs: fs.clone(),
+            next_tmp: AtomicU64::new(0),
             state: Mutex::new(state),
         };
         cache.evict(&mut cache.state.lock(), None);
@@ -115,7 +122,7 @@ impl FooterCache {
             return Ok(map);
         }
         let bytes = fetch()?;
-        write_durably(&path, &[&bytes])?;
+        self.write(&path, &[&bytes])?;
         let map = map_file(&path).ok_or_else(|| crate::Error::Corrupt {
             segment: id,
             path: path.clone(),
@@ -127,10 +134,23 @@ impl FooterCache {
         Ok(map)
     }
 
+    /// Writes the `.meta` file of segment `id`.
+    pub fn put_meta(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        self.write(&self.meta_path(id), &[bytes])
+    }
+
+    /// Writes a cache file whole and durably (a local copy is dropped only after the footers
+    /// that replace it are on disk), through a uniquely named temp file.
+    fn write(&self, path: &Path, parts: &[&[u8]]) -> Result<()> {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{n}.tmp"));
+        self.fs.replace_file(path, &tmp, parts)
+    }
+
     /// Puts the whole footer of `id` in the cache (a local copy about to be dropped).
     pub fn put(&self, id: u64, parts: &[&[u8]]) -> Result<()> {
         let path = self.full_path(id);
-        write_durably(&path, parts)?;
+        self.write(&path, parts)?;
         let len = parts.iter().map(|p| p.len() as u64).sum();
         let mut st = self.state.lock();
         st.tick += 1;
@@ -204,28 +224,4 @@ fn map_file(path: &Path) -> Option<Mmap> {
     // SAFETY: cache files are written whole and renamed into place, never modified; an evicted
     // one is unlinked, which leaves existing mappings valid.
     unsafe { Mmap::map(&f) }.ok()
-}
-
-/// Writes `parts` to `path` whole: a uniquely named temp file (two readers may fetch the same
-/// footer at once), fsync, rename, fsync of the directory (a local copy is dropped only after
-/// the footers that replace it are durable).
-pub(crate) fn write_durably(path: &Path, parts: &[&[u8]]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .ctx(|| format!("create a temp file in {}", dir.display()))?;
-    for p in parts {
-        tmp.write_all(p)
-            .ctx(|| format!("write {}", tmp.path().display()))?;
-    }
-    tmp.as_file()
-        .sync_data()
-        .ctx(|| format!("fsync {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .map_err(|e| crate::Error::io(format!("rename into {}", path.display()), e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync directory {}", dir.display()))
 }

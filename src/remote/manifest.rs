@@ -4,7 +4,6 @@
 //! small (one line of JSON per segment). Byte layout in docs/format.md.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -78,21 +77,9 @@ impl Manifest {
 
     /// Makes the current entries durable.
     pub fn save(&self) -> Result<()> {
-        let bytes = encode(&self.entries);
         let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         self.fs
-            .write(&mut f, &tmp, &bytes)
-            .and_then(|_| f.flush())
-            .ctx(|| format!("write {}", tmp.display()))?;
-        self.fs
-            .sync(&f, &tmp, true)
-            .ctx(|| format!("fsync {}", tmp.display()))?;
-        self.fs
-            .rename(&tmp, &self.path)
-            .ctx(|| format!("rename {} into place", tmp.display()))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        self.fs.sync_dir_ctx(dir)
+            .replace_file(&self.path, &tmp, &[&encode(&self.entries)])
     }
 
     pub fn set(&mut self, e: Entry) -> Result<()> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::footer_cache::{write_durably, FooterCache};
+use super::footer_cache::FooterCache;
 use super::manifest::{Entry, Manifest, State};
 use super::tier::{Tier, UploadProgress};
 use super::RemoteConfig;
@@ -68,10 +68,8 @@ impl Remote {
     pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig, has_local: bool) -> Result<Remote> {
         let limit = config.footer_cache_bytes;
         let tier = Arc::new(Tier::open(config)?);
-        let cache = Arc::new(FooterCache::open(
-            &dir.join("remote").join("footers"),
-            limit,
-        )?);
+        let footers = dir.join("remote").join("footers");
+        let cache = Arc::new(FooterCache::open(&footers, limit, fs)?);
         let scratch = dir.join("remote").join("tmp");
         std::fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
         // Leftovers of downloads cut short by a crash.
@@ -213,7 +211,7 @@ impl Remote {
         meta_len: usize,
     ) -> Result<()> {
         let meta = encode_meta(header, trailer, &footer_and_trailer[..meta_len]);
-        write_durably(&self.cache.meta_path(id), &[&meta])?;
+        self.cache.put_meta(id, &meta)?;
         self.cache.put(id, &[header, footer_and_trailer])
     }
 

@@ -25,7 +25,7 @@ use crate::format::block;
 use crate::format::footer::FooterTotals;
 use crate::format::{
     BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, SessionEntry, Trailer,
-    SEGMENT_HEADER_LEN, TRAILER_LEN,
+    TRAILER_LEN,
 };
 
 /// What `Segment::for_each_block` calls with each block's offset, bytes and header.
@@ -370,14 +370,9 @@ impl Segment {
 
     /// Walks the blocks of a whole segment's bytes, from the header to `end` (the footer).
     fn walk_blocks(&self, bytes: &[u8], end: u64, f: &mut BlockVisitor) -> Result<()> {
-        let end = (end as usize).min(bytes.len());
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < end {
-            let b = &bytes[pos..end];
-            let h = block::parse_block(b).map_err(|e| self.corrupt(pos as u64, e))?;
-            let len = h.total_len() as usize;
-            f(pos as u64, &b[..len], &h)?;
-            pos += len;
+        for b in crate::format::blocks(bytes, end as usize) {
+            let (at, h, block) = b.map_err(|(at, e)| self.corrupt(at as u64, e))?;
+            f(at as u64, block, &h)?;
         }
         Ok(())
     }

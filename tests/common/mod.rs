@@ -102,18 +102,12 @@ pub fn all_block_payloads(dir: &Path) -> Vec<Vec<u8>> {
 
 /// The decompressed payloads of every block of one segment's bytes (a file or an object).
 pub fn segment_payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
-    use replaystore::format::block::{decode_payloads, parse_block};
-    use replaystore::format::{Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
+    use replaystore::format::block::decode_payloads;
+    use replaystore::format::{blocks, blocks_end};
     let mut out = Vec::new();
-    let end = Trailer::decode(&bytes[bytes.len() - TRAILER_LEN..], bytes.len() as u64)
-        .map(|t| t.footer_offset as usize)
-        .unwrap_or(bytes.len());
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < end {
-        let h = parse_block(&bytes[pos..end]).expect("every block decodes");
-        let len = h.total_len() as usize;
-        out.extend(decode_payloads(&h, &bytes[pos..pos + len]).unwrap());
-        pos += len;
+    for b in blocks(bytes, blocks_end(bytes)) {
+        let (_, h, block) = b.expect("every block decodes");
+        out.extend(decode_payloads(&h, block).unwrap());
     }
     out
 }
