@@ -16,8 +16,16 @@ pub struct Chunk {
     pub session_id: String,
     pub person: String,
     pub window_id: Option<String>,
+    /// The SDK's timestamps (ms since the epoch) of the chunk's first and last event, by the
+    /// client's clock: data for ordering and playback, validated against the store's clock
+    /// when the chunk arrives (see `Config::max_ts_behind`), never trusted for retention or
+    /// erasure.
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
+    /// When the client sent the chunk, by the client's own clock (posthog-js: the `_` query
+    /// parameter of `/s/`, or `sent_at` / `$sent_at` in the body). When given, the store
+    /// measures the client's clock skew from it and shifts `first_ts_ms`/`last_ts_ms` by it.
+    pub sent_at_ms: Option<i64>,
     pub payload: Vec<u8>,
 }
 
@@ -90,6 +98,7 @@ mod tests {
             window_id: None,
             first_ts_ms: 1,
             last_ts_ms: 2,
+            sent_at_ms: None,
             payload: vec![0; 10],
         }
     }

@@ -99,8 +99,21 @@ pub struct Config {
     /// Retention of each team, in days (1..=3650). A team's retention picks the lane (directory)
     /// its new sessions are written to.
     pub team_retention_days: HashMap<u64, u16>,
-    /// Wall clock used for segment ages. Default: the system clock.
+    /// The store's clock: it stamps each chunk's arrival time when `append` accepts it, and
+    /// decides everything time-based (segment roll by age, retention, regroup idleness, purge
+    /// deadlines, deletion coverage). SDK timestamps never do. Default: the system clock.
     pub clock: Arc<dyn Clock>,
+    /// A chunk whose (skew-corrected) SDK timestamps start more than this before its arrival is
+    /// refused with `Error::Timestamp`. Default 48 h (a posthog-js offline queue, a retry).
+    pub max_ts_behind: Duration,
+    /// A chunk whose (skew-corrected) SDK timestamps end more than this after its arrival is
+    /// refused with `Error::Timestamp`. Default 1 h.
+    pub max_ts_ahead: Duration,
+    /// When a chunk carries its send time (`Chunk::sent_at_ms`) and the client's clock differs
+    /// from the store's by more than this, the chunk's timestamps are shifted by the difference
+    /// (PostHog capture's rule). Smaller differences are network latency and are left alone.
+    /// Default 10 s.
+    pub clock_skew_tolerance: Duration,
     /// Regroup idle data during compaction: all blocks of a session within a job become one
     /// block compressed at `regroup_level` (the cold copy). Default true.
     pub regroup: bool,
@@ -145,6 +158,9 @@ impl Default for Config {
             default_retention_days: DEFAULT_RETENTION_DAYS,
             team_retention_days: HashMap::new(),
             clock: Arc::new(SystemClock),
+            max_ts_behind: Duration::from_secs(48 * 3600),
+            max_ts_ahead: Duration::from_secs(3600),
+            clock_skew_tolerance: Duration::from_secs(10),
             faults: None,
             remote: None,
             regroup: true,
@@ -241,6 +257,16 @@ impl Config {
         self.clock = clock;
         self
     }
+    /// The window of SDK timestamps accepted around a chunk's arrival (see `max_ts_behind`).
+    pub fn with_timestamp_window(mut self, behind: Duration, ahead: Duration) -> Self {
+        self.max_ts_behind = behind;
+        self.max_ts_ahead = ahead;
+        self
+    }
+    pub fn with_clock_skew_tolerance(mut self, d: Duration) -> Self {
+        self.clock_skew_tolerance = d;
+        self
+    }
 
     /// Retention (and so lane) of a team.
     pub fn retention_days(&self, team: u64) -> u16 {
@@ -282,6 +308,14 @@ impl Config {
             return bad(
                 "maintenance_interval",
                 "must be at most half of purge_within",
+            );
+        }
+        // 3650 days: the longest retention; a wider window would let data outlive it.
+        let ten_years = Duration::from_secs(3650 * 86_400);
+        if self.max_ts_behind > ten_years || self.max_ts_ahead > ten_years {
+            return bad(
+                "max_ts_behind",
+                "the timestamp window is at most 3650 days each way",
             );
         }
         if self.segment_max_age.is_zero() {

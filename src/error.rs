@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed; `context` says which one and on what path.
     #[error("{context}: {source}")]
@@ -23,6 +24,18 @@ pub enum Error {
     /// A chunk handed to `append` was refused; nothing of it was stored.
     #[error("invalid chunk: field `{field}` {reason}")]
     InvalidChunk { field: &'static str, reason: String },
+
+    /// A chunk's SDK timestamp cannot be trusted: not a time at all, or outside the window the
+    /// store accepts around the chunk's arrival (`Config::max_ts_behind` / `max_ts_ahead`),
+    /// after correcting the client's clock skew from its send time when one was given. Nothing
+    /// of the chunk was stored; counted in `Stats::chunks_refused_timestamp`.
+    #[error("chunk refused: `{field}` = {value_ms} ms {reason} (store clock at arrival: {arrival_ms} ms)")]
+    Timestamp {
+        field: &'static str,
+        value_ms: i64,
+        arrival_ms: i64,
+        reason: String,
+    },
 
     /// A `Config` value is out of range.
     #[error("invalid config: `{field}` {reason}")]

@@ -341,6 +341,7 @@ impl EventSink {
                 window_id: Some(window.to_string()),
                 first_ts_ms: start,
                 last_ts_ms: start,
+                sent_at_ms: None,
                 payload: Vec::new(),
             },
             chunks: Vec::new(),

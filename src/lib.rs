@@ -10,6 +10,7 @@
 //!     window_id: None,
 //!     first_ts_ms: 1_700_000_000_000,
 //!     last_ts_ms: 1_700_000_002_000,
+//!     sent_at_ms: None,
 //!     payload: br#"[{"type":4,"data":{},"timestamp":1700000000000}]"#.to_vec(),
 //! })?;
 //! store.flush()?; // durable from here on

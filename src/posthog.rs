@@ -164,6 +164,7 @@ pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireEr
             window_id: props.window_id,
             first_ts_ms: first,
             last_ts_ms: last,
+            sent_at_ms: None,
             payload: data.get().as_bytes().to_vec(),
         },
     )))

@@ -157,6 +157,12 @@ pub struct Stats {
     pub index_heap_bytes: u64,
     pub flush_rounds: u64,
     pub fsyncs: u64,
+    /// Chunks refused by `append` because their session or person was deleted.
+    pub chunks_refused_deleted: u64,
+    /// Chunks refused by `append` for an untrustworthy SDK timestamp (`Error::Timestamp`).
+    pub chunks_refused_timestamp: u64,
+    /// Chunks whose timestamps were shifted to correct their client's clock skew.
+    pub chunks_clock_corrected: u64,
 }
 
 impl Store {
@@ -309,11 +315,15 @@ impl Store {
     /// segments (a session may span several): O(total session records), no payload read.
     pub fn stats(&self) -> Result<Stats> {
         let segs = self.snapshot();
+        let c = &self.inner.counters;
         let mut st = Stats {
             segments: segs.len() as u64,
             buffered_bytes: self.buffered_bytes() as u64,
             flush_rounds: self.inner.counters.flush_rounds.load(Ordering::Relaxed),
             fsyncs: self.inner.counters.fsyncs.load(Ordering::Relaxed),
+            chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
+            chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
+            chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
             ..Stats::default()
         };
         for s in &segs {

@@ -55,6 +55,10 @@ pub(crate) struct Counters {
     pub segments_expired: AtomicU64,
     /// Chunks refused because their session or person was deleted.
     pub chunks_refused_deleted: AtomicU64,
+    /// Chunks refused for an untrustworthy SDK timestamp.
+    pub chunks_refused_timestamp: AtomicU64,
+    /// Chunks whose timestamps were shifted by their client's measured clock skew.
+    pub chunks_clock_corrected: AtomicU64,
 }
 
 pub(crate) struct Inner {

@@ -140,6 +140,7 @@ fn run(ops: Vec<Op>) {
                     window_id: None,
                     first_ts_ms: now - 500,
                     last_ts_ms: now,
+                    sent_at_ms: None,
                     payload: payload.clone(),
                 };
                 match s.append(c) {

@@ -27,6 +27,7 @@ fn chunk_of(t: usize, k: usize, j: usize) -> Chunk {
         window_id: None,
         first_ts_ms: 1_795_000_000_000 + j as i64,
         last_ts_ms: 1_795_000_000_000 + j as i64,
+        sent_at_ms: None,
         payload: payload(&sid(t, k), j, 200 + (j * 37) % 1500),
     }
 }

@@ -45,6 +45,7 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
                 window_id: None,
                 first_ts_ms: 1_795_000_000_000 + i as i64,
                 last_ts_ms: 1_795_000_000_000 + i as i64 + 1000,
+                sent_at_ms: None,
                 payload: format!(
                     r#"[{{"type":4,"data":{{"href":"https://x/{i}","width":1280,"height":800}},"timestamp":{i}}}]"#
                 )

@@ -142,6 +142,7 @@ impl Inner {
                     window_id: c.window.and_then(|x| h.windows.get(x as usize).cloned()),
                     first_ts_ms: c.first_ts,
                     last_ts_ms: c.last_ts,
+                    sent_at_ms: None,
                     payload,
                 };
                 chunks.push((c.first_ts, h.seq, k, chunk));

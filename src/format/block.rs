@@ -425,6 +425,7 @@ mod tests {
             window_id: w.map(String::from),
             first_ts_ms: ts,
             last_ts_ms: ts + 5,
+            sent_at_ms: None,
             payload: payload.to_vec(),
         }
     }

@@ -30,6 +30,7 @@ pub fn chunk(team: u64, session: &str, person: &str, i: usize, len: usize) -> Ch
         window_id: i.is_multiple_of(3).then(|| format!("w-{session}")),
         first_ts_ms: 1_795_000_000_000 + i as i64 * 1000,
         last_ts_ms: 1_795_000_000_000 + i as i64 * 1000 + 900,
+        sent_at_ms: None,
         payload: payload(session, i, len),
     }
 }
