@@ -137,7 +137,8 @@ fn compaction(c: &mut Criterion) {
             .with_background_flush(false)
             .with_maintenance_interval(None)
             .with_default_retention_days(3650)
-            .with_regroup(regroup);
+            .with_regroup(regroup)
+            .with_regroup_idle(std::time::Duration::ZERO);
         let store = Store::open(dir.path(), cfg).unwrap();
         for c in &chunks {
             store.append(c.clone()).unwrap();

@@ -3,9 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Group};
 use crate::config::Config;
 use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
+use crate::summary::Summary;
 
 /// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
 const BLOCK_TARGET_RAW: usize = 64 << 20;
@@ -16,16 +17,19 @@ const BLOCK_MAX_CHUNKS: usize = 65_000;
 pub(crate) type Encoded = (Vec<u8>, BlockHeader);
 
 /// Splits sessions whose buffered chunks exceed a block's target size into several groups.
-pub(crate) fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
+pub(crate) fn split_groups(groups: Vec<Group>) -> Vec<Group> {
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
-        let mut cur: Vec<Chunk> = Vec::new();
+        let mut cur = Group::default();
         let mut raw = 0usize;
-        for c in g {
-            let n = c.payload.len();
+        for c in g.into_stamped() {
+            let n = c.chunk.payload.len();
             // A block has one person: a distinct id that changes mid-session (posthog-js
             // `identify`) starts a new block, so every block is indexed under its true person.
-            let person_changed = cur.last().is_some_and(|p: &Chunk| p.person != c.person);
+            let person_changed = cur
+                .chunks
+                .last()
+                .is_some_and(|p: &Chunk| p.person != c.chunk.person);
             if !cur.is_empty()
                 && (raw + n > BLOCK_TARGET_RAW || cur.len() >= BLOCK_MAX_CHUNKS || person_changed)
             {
@@ -41,15 +45,14 @@ pub(crate) fn split_groups(groups: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
     }
     debug_assert!(out
         .iter()
-        .all(|g| g.iter().map(|c| c.payload.len()).sum::<usize>()
-            <= MAX_BLOCK_RAW.max(BLOCK_TARGET_RAW)));
+        .all(|g| g.raw_bytes() <= MAX_BLOCK_RAW.max(BLOCK_TARGET_RAW)));
     out
 }
 
 /// Encodes one block per group on up to `compression_threads` threads (no lock held). With a
 /// `transform` to apply at ingest, payloads are transformed first (and the block flagged).
 pub(crate) fn compress_all(
-    groups: &[Vec<Chunk>],
+    groups: &[Group],
     seq: u64,
     config: &Config,
 ) -> std::io::Result<Vec<Encoded>> {
@@ -59,7 +62,7 @@ pub(crate) fn compress_all(
         .filter(|_| config.transform_at_ingest);
     // Biggest groups first, so that no thread is left compressing one big session alone at
     // the end of the round (longest-processing-time-first scheduling).
-    let size = |g: &Vec<Chunk>| g.iter().map(|c| c.payload.len()).sum::<usize>();
+    let size = |g: &Group| g.raw_bytes();
     let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(size(&groups[i])));
     let encoded = parallel_map(
@@ -67,14 +70,14 @@ pub(crate) fn compress_all(
         config.compression_threads,
         || BlockWriter::new(config.compression_level),
         |w, &i| {
-            // The summary is computed on the chunks as sent, before any transform.
-            let summary = config.analyzer.as_ref().map(|a| a.analyze(&groups[i]));
+            let g = &groups[i];
+            let summary = block_summary(config, g);
             match transform {
-                None => encode(w, seq, 0, summary.as_ref(), &groups[i]),
+                None => encode(w, seq, 0, summary.as_ref(), &g.chunks, &g.stamps),
                 Some(t) => {
-                    let (chunks, changed) = transform_chunks(t.as_ref(), groups[i].to_vec());
+                    let (chunks, changed) = transform_chunks(t.as_ref(), g.chunks.to_vec());
                     let flags = if changed { block::BLOCK_NORMALIZED } else { 0 };
-                    encode(w, seq, flags, summary.as_ref(), &chunks)
+                    encode(w, seq, flags, summary.as_ref(), &chunks, &g.stamps)
                 }
             }
         },
@@ -85,6 +88,25 @@ pub(crate) fn compress_all(
         slots[i] = Some(e);
     }
     Ok(slots.into_iter().flatten().collect())
+}
+
+/// The summary of a block: the analyzer's, computed on the chunks as sent (before any
+/// transform), with the clock-skew correction the store applied to them. A block with no
+/// analyzer and no correction has none.
+fn block_summary(config: &Config, g: &Group) -> Option<Summary> {
+    let offset = g
+        .stamps
+        .iter()
+        .map(|s| s.clock_offset_ms)
+        .max_by_key(|o| o.unsigned_abs())
+        .unwrap_or(0);
+    let mut summary = match &config.analyzer {
+        Some(a) => a.analyze(&g.chunks),
+        None if offset != 0 => Summary::default(),
+        None => return None,
+    };
+    summary.clock_offset_ms = offset;
+    Some(summary)
 }
 
 /// Applies a payload transform to each chunk; says whether any payload changed.
@@ -108,11 +130,12 @@ pub(crate) fn encode(
     w: &mut BlockWriter,
     seq: u64,
     flags: u8,
-    summary: Option<&crate::summary::Summary>,
+    summary: Option<&Summary>,
     chunks: &[Chunk],
+    stamps: &[crate::format::Stamp],
 ) -> std::io::Result<Encoded> {
     let mut out = Vec::new();
-    w.encode_full(seq, flags, summary, chunks, &mut out)?;
+    w.encode_full(seq, flags, summary, chunks, stamps, &mut out)?;
     let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
     Ok((out, h))
 }

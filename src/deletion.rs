@@ -10,11 +10,14 @@ use crate::store::Store;
 use crate::tombstone::{DeletionStatus, Target};
 
 impl Store {
-    /// Deletes every recording of `person` in `team` made up to now. Returns once the request
-    /// is durable (fsynced): from then on the person's blocks are hidden from reads and listings,
-    /// also after a crash, and new chunks of the person with `first_ts` up to now are refused.
-    /// Buffered chunks are purged at once; written ones physically within `purge_within`.
-    /// Returns the request id for `deletion_status`.
+    /// Deletes every chunk of `person` in `team` that reached the store up to now (by the
+    /// store's clock: arrival time, whatever the chunks' SDK timestamps say). Returns once the
+    /// request is durable (fsynced): from then on those chunks are hidden from reads and
+    /// listings, also after a crash. Buffered chunks are purged at once; written ones
+    /// physically within `purge_within`. Chunks of the person arriving later are refused when
+    /// their (validated, skew-corrected) timestamps start at or before the request: they were
+    /// recorded before it (an offline queue, a retry); later recordings are kept (see
+    /// docs/privacy.md). Returns the request id for `deletion_status`.
     pub fn delete_person(&self, team: u64, person: &str) -> Result<u64> {
         check("person", person, MAX_PERSON_BYTES)?;
         self.delete(team, Target::Person(person.to_string()))
@@ -34,7 +37,8 @@ impl Store {
             c.team == team
                 && match &t.target {
                     Target::Session(s) => &c.session_id == s,
-                    Target::Person(p) => &c.person == p && c.first_ts_ms <= now,
+                    // Everything buffered arrived before the request.
+                    Target::Person(p) => &c.person == p,
                 }
         });
         log::info!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::chunk::Chunk;
+use crate::chunk::Group;
 use crate::compress::{compress_all, split_groups, Encoded};
 use crate::error::{Error, Result};
 use crate::format::BlockHeader;
@@ -52,7 +52,7 @@ impl Inner {
         if !groups.is_empty() {
             let segments = self.segments.read().clone();
             for (g, block) in groups.iter().zip(blocks) {
-                let lane = lane_for(&self.config, &segments, &g[0]);
+                let lane = lane_for(&self.config, &segments, g);
                 by_lane.entry(lane).or_default().push(block);
             }
         }
@@ -63,16 +63,8 @@ impl Inner {
                 first_err.get_or_insert(e);
             }
         }
-        let max_age = self.config.segment_max_age.as_millis() as i64;
-        let old: Vec<u16> = writers
-            .iter()
-            .filter(|(_, w)| now.saturating_sub(w.segment.created_ms) >= max_age)
-            .map(|(lane, _)| *lane)
-            .collect();
-        for lane in old {
-            if let Err(e) = self.seal_lane(&mut writers, lane) {
-                first_err.get_or_insert(e);
-            }
+        if let Err(e) = self.seal_aged(&mut writers, now) {
+            first_err.get_or_insert(e);
         }
         let result = match first_err {
             Some(e) => Err(e),
@@ -81,6 +73,29 @@ impl Inner {
         self.finish_round(round, &result);
         drop(writers);
         result
+    }
+
+    /// Seals every active segment created `segment_max_age` or more before `now` (store
+    /// clock), so that retention can drop whole files; the first error is returned after
+    /// trying them all.
+    pub(crate) fn seal_aged(
+        &self,
+        writers: &mut BTreeMap<u16, ActiveWriter>,
+        now: i64,
+    ) -> Result<()> {
+        let max_age = self.config.segment_max_age.as_millis() as i64;
+        let old: Vec<u16> = writers
+            .iter()
+            .filter(|(_, w)| now.saturating_sub(w.segment.created_ms) >= max_age)
+            .map(|(lane, _)| *lane)
+            .collect();
+        let mut first_err = None;
+        for lane in old {
+            if let Err(e) = self.seal_lane(writers, lane) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     fn take_retries(&self) -> Vec<(u16, Encoded)> {
@@ -208,13 +223,14 @@ const SESSION_MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
 
 /// The lane of a session is fixed by its first chunk: the team's retention when the session
 /// started. If the team's retention changed since, the session's earlier blocks sit in another
-/// lane's recent segments, and its new blocks follow them there.
-fn lane_for(config: &crate::config::Config, segments: &[Arc<Segment>], c: &Chunk) -> u16 {
+/// lane's recent segments (by arrival time), and its new blocks follow them there.
+fn lane_for(config: &crate::config::Config, segments: &[Arc<Segment>], g: &Group) -> u16 {
+    let (c, arrival) = (&g.chunks[0], g.stamps[0].arrival_ms);
     let configured = config.retention_days(c.team);
-    let since = c.first_ts_ms.saturating_sub(SESSION_MAX_SPAN_MS);
+    let since = arrival.saturating_sub(SESSION_MAX_SPAN_MS);
     segments
         .iter()
-        .filter(|s| s.lane_days != configured && s.totals().max_ts >= since)
+        .filter(|s| s.lane_days != configured && s.totals().max_arrival_ms >= since)
         .find(|s| s.contains(c.team, &c.session_id).unwrap_or(false))
         .map_or(configured, |s| s.lane_days)
 }

@@ -4,7 +4,7 @@
 //! the format sets; errors are the expected outcome for most inputs.
 
 use crate::format::block::{decode_payloads, parse_block};
-use crate::format::{FooterView, Trailer, TRAILER_LEN};
+use crate::format::{FooterFormat, FooterView, Trailer, TRAILER_LEN};
 
 /// The block decoder: header, checksum, chunk table, decompression.
 pub fn block(data: &[u8]) {
@@ -21,10 +21,18 @@ pub fn footer(data: &[u8]) {
     let Ok(t) = Trailer::decode(&data[data.len() - TRAILER_LEN..], data.len() as u64) else {
         // Also parse the bytes as a bare footer, with a crc that matches their start.
         let n = data.len().min(96);
-        let _ = FooterView::parse(data, 0, data.len() as u32, crc32fast::hash(&data[..n]));
+        let crc = crc32fast::hash(&data[..n]);
+        for version in [1, 2] {
+            let format = FooterFormat {
+                version,
+                legacy_arrival_ms: 0,
+            };
+            let _ = FooterView::parse(data, 0, data.len() as u32, crc, format);
+        }
         return;
     };
-    if let Ok(f) = FooterView::parse(data, t.footer_offset, t.footer_len, t.footer_crc) {
+    let format = t.footer_format(0);
+    if let Ok(f) = FooterView::parse(data, t.footer_offset, t.footer_len, t.footer_crc, format) {
         for i in 0..f.session_count.min(64) {
             let _ = f.entry(data, i);
         }

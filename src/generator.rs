@@ -32,9 +32,21 @@ impl Default for Workload {
             persons: 80,
             teams: 2,
             median_session_bytes: 2 << 20,
-            start_ms: 1_795_000_000_000,
+            start_ms: recent_start_ms(),
         }
     }
+}
+
+/// Two hours ago, rounded down to the hour: generated sessions start there, so that a store
+/// on the system clock accepts their timestamps (within `Config::max_ts_behind`), and the
+/// workload stays the same for a whole hour.
+pub fn recent_start_ms() -> i64 {
+    const HOUR_MS: i64 = 3_600_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    (now - 2 * HOUR_MS) / HOUR_MS * HOUR_MS
 }
 
 impl Workload {

@@ -118,8 +118,12 @@ impl SessionSummary {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChunk {
     pub window_id: Option<String>,
+    /// The SDK's timestamps, after the store's clock-skew correction.
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
+    /// When the store accepted the chunk, by its own clock (for data written before format 2:
+    /// its segment's creation time).
+    pub arrival_ms: i64,
     pub payload: Vec<u8>,
 }
 
@@ -205,12 +209,12 @@ impl Store {
         let mut wanted = Vec::new();
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
-            if seg.totals().max_ts < cut {
+            if seg.totals().max_arrival_ms < cut {
                 continue;
             }
             let (mut refs, mut deleted) = (Vec::new(), Vec::new());
             for entry in seg.find_traced(team, session_id, &mut remote)? {
-                if entry.last_ts < cut {
+                if entry.arrival().last_ms < cut {
                     continue;
                 }
                 let deleted_at = tombstones.person_deleted_at(team, &entry.person);
@@ -231,13 +235,16 @@ impl Store {
             for ((r, deleted_at), (h, payloads)) in refs.iter().zip(deleted).zip(blocks) {
                 let before = chunks.len();
                 block_chunks(seg, *r, &h, payloads, team, session_id, &mut chunks)?;
-                if !seen.insert((h.seq, h.crc)) || deleted_at.is_some_and(|at| h.first_ts <= at) {
+                // A deletion covers every block of the person that arrived before it (whatever
+                // its SDK timestamps say): erasure decides by the store's clock.
+                let covered = deleted_at.is_some_and(|at| r.arrival.first_ms <= at);
+                if !seen.insert((h.seq, h.crc)) || covered {
                     chunks.truncate(before);
                     continue;
                 }
-                // Chunks past retention are dropped one by one.
+                // Chunks past retention (by arrival) are dropped one by one.
                 let tail = chunks.split_off(before);
-                chunks.extend(tail.into_iter().filter(|c| c.3.last_ts_ms >= cut));
+                chunks.extend(tail.into_iter().filter(|c| c.3.arrival_ms >= cut));
                 if chunks.len() == before {
                     continue;
                 }
@@ -279,15 +286,16 @@ impl Store {
             HashMap::with_hasher(Xxh3Builder::new());
         for seg in self.snapshot() {
             let cut = cutoff(seg.lane_days, now);
-            if seg.totals().max_ts < cut {
+            if seg.totals().max_arrival_ms < cut {
                 continue;
             }
             seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
-                let hidden = e.last_ts < cut
+                let arrival = e.arrival();
+                let hidden = arrival.last_ms < cut
                     || tombstones.session_deleted(team, &e.session)
                     || tombstones
                         .person_deleted_at(team, &e.person)
-                        .is_some_and(|at| e.first_ts <= at);
+                        .is_some_and(|at| arrival.first_ms <= at);
                 if hidden {
                     return;
                 }
@@ -374,6 +382,7 @@ fn block_chunks(
             window_id: c.window.and_then(|w| h.windows.get(w as usize).cloned()),
             first_ts_ms: c.first_ts,
             last_ts_ms: c.last_ts,
+            arrival_ms: c.arrival_ms.unwrap_or(seg.created_ms),
             payload,
         };
         out.push((c.first_ts, h.seq, i, chunk));

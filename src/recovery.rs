@@ -88,7 +88,7 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
             }
         }
         let map = unsafe_map(&found)?;
-        let scan = scan_blocks(&map, found.len);
+        let scan = scan_blocks(&map, found.len, found.header.created_ms);
         drop(map);
         out.report.scanned_segments += 1;
         for (off, why) in &scan.skipped {

@@ -1,6 +1,7 @@
-//! Retention: a lane keeps data `lane_days` days. Whole sealed segments whose newest data is
-//! older than the cutoff are unlinked (no rewrite); reads hide anything past the cutoff before
-//! that happens. With a remote tier, their objects are deleted from the bucket too.
+//! Retention: a lane keeps data `lane_days` days after it arrived (by the store's clock, never
+//! the SDK's timestamps). Whole sealed segments whose newest chunk arrived before the cutoff
+//! are unlinked (no rewrite); reads hide anything past the cutoff before that happens. With a
+//! remote tier, their objects are deleted from the bucket too.
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +12,8 @@ use crate::store::Inner;
 
 pub const DAY_MS: i64 = 86_400_000;
 
-/// Data of a lane older than this (ms since epoch) is past retention at `now_ms`.
+/// Data of a lane that arrived before this (ms since epoch, store clock) is past retention at
+/// `now_ms`.
 pub(crate) fn cutoff(lane_days: u16, now_ms: i64) -> i64 {
     now_ms.saturating_sub(lane_days as i64 * DAY_MS)
 }
@@ -26,14 +28,16 @@ pub struct RetentionReport {
 }
 
 impl Inner {
-    /// Unlinks every sealed segment whose newest data is past its lane's cutoff at `now_ms`.
+    /// Unlinks every sealed segment whose newest arrival is past its lane's cutoff at `now_ms`.
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
         let _one_at_a_time = self.maintenance.lock();
         let expired: Vec<_> = {
             let mut segs = self.segments.write();
             let (gone, keep) = segs
                 .drain(..)
-                .partition(|s| s.is_sealed() && s.totals().max_ts < cutoff(s.lane_days, now_ms));
+                .partition(|s| {
+                    s.is_sealed() && s.totals().max_arrival_ms < cutoff(s.lane_days, now_ms)
+                });
             *segs = keep;
             gone
         };

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::background::Signal;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, ClockRules, Stamped};
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Fs;
@@ -183,24 +183,27 @@ impl Store {
 
     /// Validates and buffers a chunk. Not durable until a later `flush()` returns. When more
     /// than twice `max_buffer_bytes` are buffered, the caller runs a flush itself (back-pressure).
+    ///
+    /// The store stamps the chunk with its own clock (its arrival time, which decides retention
+    /// and erasure), corrects the client's clock skew when the chunk carries its send time, and
+    /// refuses SDK timestamps outside the accepted window with `Error::Timestamp`.
     pub fn append(&self, chunk: Chunk) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         chunk.validate(inner.config.max_payload_bytes)?;
-        if let Some(reason) = inner.tombstones.read().refuses(
-            chunk.team,
-            &chunk.session_id,
-            &chunk.person,
-            chunk.first_ts_ms,
-        ) {
-            inner
-                .counters
-                .chunks_refused_deleted
-                .fetch_add(1, Ordering::Relaxed);
-            log::info!("chunk of team {} refused: {reason}", chunk.team);
-            return Err(Error::Deleted { reason });
+        let arrival_ms = inner.config.clock.now_ms();
+        let counters = &inner.counters;
+        let stamped = match Stamped::accept(chunk, arrival_ms, &inner.clock_rules()) {
+            Ok(s) => s,
+            Err(e) => {
+                counters.chunks_refused_timestamp.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        if stamped.stamp.clock_offset_ms != 0 {
+            counters.chunks_clock_corrected.fetch_add(1, Ordering::Relaxed);
         }
         // Back-pressure: past twice `max_buffer_bytes` (buffered plus blocks awaiting a retry),
         // the appending thread flushes itself; if that cannot bring it down (the disk fails),
@@ -215,7 +218,7 @@ impl Store {
                 ));
             }
         }
-        if inner.buffer.push(chunk) >= max {
+        if inner.admit(stamped)? >= max {
             inner.flush_signal.kick();
         }
         Ok(())
@@ -281,6 +284,36 @@ impl Drop for Store {
 }
 
 impl Inner {
+    /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes
+    /// now buffered. Both happen under the tombstones' read lock, so that a deletion (which
+    /// takes the write lock, then purges the buffer) never misses a chunk accepted before it,
+    /// and a chunk accepted after it is stamped as arriving after it.
+    fn admit(&self, mut stamped: Stamped) -> Result<usize> {
+        let tombstones = self.tombstones.read();
+        let c = &stamped.chunk;
+        if let Some(reason) = tombstones.refuses(c.team, &c.session_id, &c.person, c.first_ts_ms) {
+            let refused = &self.counters.chunks_refused_deleted;
+            refused.fetch_add(1, Ordering::Relaxed);
+            log::info!("chunk of team {} refused: {reason}", c.team);
+            return Err(Error::Deleted { reason });
+        }
+        // Within the same millisecond as the request, "after it" needs the store's clock to
+        // tick: a chunk admitted once the request exists arrives at least 1 ms later.
+        if let Some(at) = tombstones.person_deleted_since(c.team, &c.person) {
+            let arrival = &mut stamped.stamp.arrival_ms;
+            *arrival = (*arrival).max(at.saturating_add(1));
+        }
+        Ok(self.buffer.push(stamped))
+    }
+
+    fn clock_rules(&self) -> ClockRules {
+        ClockRules {
+            max_behind: self.config.max_ts_behind,
+            max_ahead: self.config.max_ts_ahead,
+            skew_tolerance: self.config.clock_skew_tolerance,
+        }
+    }
+
     /// Group commit: see the module comment.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut g = self.group.lock();

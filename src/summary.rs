@@ -14,7 +14,8 @@ pub const MAX_URLS: usize = 25;
 const MAX_WINDOWS: usize = 16;
 /// An activity segment closes after this long without activity.
 pub const ACTIVITY_GAP_MS: i64 = 5000;
-const VERSION: u8 = 1;
+/// Version 2 added `clock_offset_ms`; version 1 summaries still decode (offset 0).
+const VERSION: u8 = 2;
 /// Upper bound of an encoded summary (URLs are capped too).
 pub const MAX_ENCODED: usize = 64 << 10;
 
@@ -47,6 +48,9 @@ pub struct Summary {
     pub viewport_height: u16,
     pub urls: Vec<String>,
     pub windows: Vec<String>,
+    /// The clock-skew correction the store applied to this session's timestamps (store clock
+    /// minus the client's at send time), the largest in magnitude if it varied; 0 when none.
+    pub clock_offset_ms: i64,
 }
 
 impl Summary {
@@ -89,6 +93,9 @@ impl Summary {
             if self.windows.len() < MAX_WINDOWS && !self.windows.contains(w) {
                 self.windows.push(w.clone());
             }
+        }
+        if later.clock_offset_ms.unsigned_abs() > self.clock_offset_ms.unsigned_abs() {
+            self.clock_offset_ms = later.clock_offset_ms;
         }
     }
 
@@ -144,11 +151,13 @@ impl Summary {
                 out.extend_from_slice(s);
             }
         }
+        put_i64(out, self.clock_offset_ms);
     }
 
     pub fn decode(buf: &[u8]) -> DecodeResult<Summary> {
         let mut b = Bytes::new(buf);
-        if b.u8()? != VERSION {
+        let version = b.u8()?;
+        if !(1..=VERSION).contains(&version) {
             return Err(DecodeError::new("unknown summary version"));
         }
         let mut s = Summary {
@@ -178,6 +187,9 @@ impl Summary {
                 list.push(b.str(len, "summary string")?.to_string());
             }
         }
+        if version >= 2 {
+            s.clock_offset_ms = b.i64()?;
+        }
         Ok(s)
     }
 }
@@ -206,6 +218,7 @@ mod tests {
             urls: vec!["https://a/".into(), "https://b/".into()],
             viewport_width: 1280,
             viewport_height: 800,
+            clock_offset_ms: -5000,
             ..Summary::default()
         };
         let mut buf = Vec::new();
@@ -220,6 +233,7 @@ mod tests {
             "a 2 s gap joins the segments"
         );
         assert_eq!(m.urls, vec!["https://a/", "https://b/"]);
+        assert_eq!(m.clock_offset_ms, -5000);
         assert_eq!(
             (m.viewport_width, m.first_activity_ts, m.last_activity_ts),
             (1280, 10_000, 13_500)

@@ -26,7 +26,7 @@ const MAX_RETENTION_DAYS: i64 = 3650;
 /// What a deletion request covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// Every block of this person whose data starts at or before the request.
+    /// Every block of this person that arrived (store clock) at or before the request.
     Person(String),
     /// Every block of this session.
     Session(String),
@@ -318,7 +318,8 @@ impl Tombstones {
     }
 
     /// Why a new chunk must be refused, if it must: its session is deleted, or its person was
-    /// deleted at or after the chunk's first timestamp.
+    /// deleted at or after the chunk's first timestamp (validated and skew-corrected by then:
+    /// the chunk was recorded before the request, and arrives late).
     pub fn refuses(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Option<String> {
         if self.deny.is_empty() {
             return None;
@@ -336,6 +337,15 @@ impl Tombstones {
             Some(&at) if first_ts <= at => Some(format!("its person was deleted at {at} ms")),
             _ => None,
         }
+    }
+
+    /// Time of the latest request (pending or retired) deleting this person, if any.
+    pub fn person_deleted_since(&self, team: u64, person: &str) -> Option<i64> {
+        if self.deny.is_empty() {
+            return None;
+        }
+        let hash = self.hash(team, &Target::Person(person.to_string()));
+        self.deny.get(&hash).copied()
     }
 
     /// Is this session hidden by a pending request?

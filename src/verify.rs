@@ -86,11 +86,16 @@ fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
                 if let Err(e) = decode_payloads(&h, &bytes[..len]) {
                     problem(pos as u64, format!("block does not decompress: {}", e.0));
                 }
+                let arrival = h.arrival(seg.created_ms);
                 if totals.block_count == 0 {
                     (totals.min_ts, totals.max_ts) = (h.first_ts, h.last_ts);
+                    totals.min_arrival_ms = arrival.first_ms;
+                    totals.max_arrival_ms = arrival.last_ms;
                 }
                 totals.min_ts = totals.min_ts.min(h.first_ts);
                 totals.max_ts = totals.max_ts.max(h.last_ts);
+                totals.min_arrival_ms = totals.min_arrival_ms.min(arrival.first_ms);
+                totals.max_arrival_ms = totals.max_arrival_ms.max(arrival.last_ms);
                 totals.block_count += 1;
                 totals.chunk_count += h.chunks.len() as u64;
                 totals.raw_bytes += h.raw_len as u64;
@@ -190,15 +195,18 @@ fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
     if let Some(f) = seg.footer() {
         let t = f.totals;
         let same = (
-            t.min_ts,
-            t.max_ts,
+            (t.min_ts, t.max_ts, t.min_arrival_ms, t.max_arrival_ms),
             t.block_count,
             t.chunk_count,
             t.raw_bytes,
             t.stored_bytes,
         ) == (
-            totals.min_ts,
-            totals.max_ts,
+            (
+                totals.min_ts,
+                totals.max_ts,
+                totals.min_arrival_ms,
+                totals.max_arrival_ms,
+            ),
             totals.block_count,
             totals.chunk_count,
             totals.raw_bytes,

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Group, Stamped};
 use crate::format::key_hash;
 
 pub(crate) struct WriteBuffer {
-    shards: Vec<Mutex<Vec<Chunk>>>,
+    shards: Vec<Mutex<Vec<Stamped>>>,
     bytes: AtomicUsize,
 }
 
@@ -22,15 +22,15 @@ impl WriteBuffer {
         }
     }
 
-    fn shard(&self, c: &Chunk) -> &Mutex<Vec<Chunk>> {
+    fn shard(&self, c: &Chunk) -> &Mutex<Vec<Stamped>> {
         let h = key_hash(c.team, &c.session_id);
         &self.shards[(h % self.shards.len() as u64) as usize]
     }
 
     /// Adds a validated chunk; returns the bytes now buffered.
-    pub fn push(&self, c: Chunk) -> usize {
+    pub fn push(&self, c: Stamped) -> usize {
         let n = c.buffered_bytes();
-        self.shard(&c).lock().push(c);
+        self.shard(&c.chunk).lock().push(c);
         self.bytes.fetch_add(n, Ordering::AcqRel) + n
     }
 
@@ -40,22 +40,20 @@ impl WriteBuffer {
 
     /// Takes everything buffered, grouped by (team, session): each group in append order,
     /// groups in order of their first chunk within a shard.
-    pub fn drain_groups(&self) -> Vec<Vec<Chunk>> {
-        let mut groups: Vec<Vec<Chunk>> = Vec::new();
+    pub fn drain_groups(&self) -> Vec<Group> {
+        let mut groups: Vec<Group> = Vec::new();
         let mut drained = 0usize;
         for shard in &self.shards {
             let chunks = std::mem::take(&mut *shard.lock());
             let mut at: HashMap<(u64, String), usize> = HashMap::new();
             for c in chunks {
                 drained += c.buffered_bytes();
-                let key = (c.team, c.session_id.clone());
-                match at.get(&key) {
-                    Some(&i) => groups[i].push(c),
-                    None => {
-                        at.insert(key, groups.len());
-                        groups.push(vec![c]);
-                    }
-                }
+                let key = (c.chunk.team, c.chunk.session_id.clone());
+                let i = *at.entry(key).or_insert_with(|| {
+                    groups.push(Group::default());
+                    groups.len() - 1
+                });
+                groups[i].push(c);
             }
         }
         self.bytes.fetch_sub(drained, Ordering::AcqRel);
@@ -71,7 +69,7 @@ impl WriteBuffer {
             let before = chunks.len();
             let mut freed = 0;
             chunks.retain(|c| {
-                let gone = pred(c);
+                let gone = pred(&c.chunk);
                 if gone {
                     freed += c.buffered_bytes();
                 }
@@ -85,13 +83,14 @@ impl WriteBuffer {
 
     /// Puts back groups a failed flush could not make durable, ahead of anything appended since,
     /// so that a later flush writes them in their original order.
-    pub fn requeue(&self, groups: Vec<Vec<Chunk>>) {
+    pub fn requeue(&self, groups: Vec<Group>) {
         for g in groups {
-            let Some(first) = g.first() else { continue };
-            let n: usize = g.iter().map(Chunk::buffered_bytes).sum();
-            let mut shard = self.shard(first).lock();
+            let chunks: Vec<Stamped> = g.into_stamped().collect();
+            let Some(first) = chunks.first() else { continue };
+            let n: usize = chunks.iter().map(Stamped::buffered_bytes).sum();
+            let mut shard = self.shard(&first.chunk).lock();
             let newer = std::mem::take(&mut *shard);
-            shard.extend(g);
+            shard.extend(chunks);
             shard.extend(newer);
             self.bytes.fetch_add(n, Ordering::AcqRel);
         }

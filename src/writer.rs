@@ -127,7 +127,7 @@ impl ActiveWriter {
     pub fn publish(&mut self, blocks: &[(BlockHeader, u64)], written: u64) {
         let mut m = self.index.write();
         for (h, rel) in blocks {
-            m.add_block(h, self.len + rel);
+            m.add_block(h, self.len + rel, self.segment.created_ms);
         }
         self.len += written;
     }
@@ -147,6 +147,7 @@ impl ActiveWriter {
             footer_offset: self.len,
             footer_len: footer.len() as u32,
             footer_crc: crc,
+            version: crate::format::FORMAT_VERSION,
         };
         footer.extend_from_slice(&trailer.encode());
         let path = seg.path.clone();

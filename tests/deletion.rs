@@ -178,7 +178,9 @@ fn deleted_session_refuses_every_later_chunk() {
     assert!(store.read_session(7, "alice-s1").unwrap().is_none());
     assert!(store.read_session(7, "alice-s0").unwrap().is_some());
     let mut late = person_chunk("alice-s1", "alice", 99);
-    late.first_ts_ms = i64::MAX / 2;
+    // Recorded long after the request (by its timestamps): still refused, the whole session
+    // is deleted.
+    late.first_ts_ms += 365 * replaystore::DAY_MS;
     late.last_ts_ms = late.first_ts_ms;
     assert!(matches!(store.append(late), Err(Error::Deleted { .. })));
     store.compact().unwrap();
@@ -300,7 +302,9 @@ fn background_maintenance_purges_within_purge_within() {
     let cfg = config()
         .with_clock(clock.clone())
         .with_maintenance_interval(Some(std::time::Duration::from_millis(20)))
-        .with_purge_within(std::time::Duration::from_secs(3600));
+        .with_purge_within(std::time::Duration::from_secs(3600))
+        // Nothing is idle yet by this clock: only the deletions make compaction due.
+        .with_regroup_idle(std::time::Duration::from_secs(3600));
     let store = Store::open(dir.path(), cfg).unwrap();
     populate(&store);
     let wait_done = |id: u64| {

@@ -20,6 +20,8 @@ enum Op {
     Append {
         session: usize,
         size: usize,
+        /// Which device clock sends it (see `DEVICES`).
+        device: usize,
     },
     Flush,
     Read {
@@ -43,7 +45,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..SESSIONS, 1usize..3000).prop_map(|(session, size)| Op::Append { session, size }),
+        6 => (0..SESSIONS, 1usize..3000, 0..DEVICES.len())
+            .prop_map(|(session, size, device)| Op::Append { session, size, device }),
         3 => Just(Op::Flush),
         2 => (0..SESSIONS).prop_map(|session| Op::Read { session }),
         1 => Just(Op::List),
@@ -56,13 +59,39 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+const HOUR: i64 = 3_600_000;
+
+/// Device clocks: (offset from the store's clock in ms, whether the chunk carries its send
+/// time). Some are corrected, some accepted as they are, some refused.
+const DEVICES: [(i64, bool); 7] = [
+    (0, false),
+    (50 * 60_000, false),
+    (-40 * HOUR, false),
+    (365 * DAY_MS, true),
+    (1000 - T0, true),
+    (365 * DAY_MS, false),
+    (-50 * HOUR, false),
+];
+
 /// One chunk as the model knows it.
 #[derive(Clone)]
 struct Known {
     payload: Vec<u8>,
+    /// Its first timestamp once the store corrected the device's clock.
     first_ts: i64,
-    last_ts: i64,
+    arrival: i64,
+    /// Order of appends, for chunks with equal timestamps.
+    seq: usize,
     durable: bool,
+}
+
+/// What the store must do with a chunk from `device` appended at `now`: its corrected first
+/// timestamp, or `None` when it must be refused for its timestamps.
+fn corrected_first_ts(device: usize, now: i64) -> Option<i64> {
+    let (skew, sends) = DEVICES[device];
+    let correction = if sends && skew.abs() > 10_000 { -skew } else { 0 };
+    let (first, last) = (now + skew - 500 + correction, now + skew + correction);
+    (first >= now - 48 * HOUR && last <= now + HOUR).then_some(first)
 }
 
 #[derive(Default)]
@@ -87,23 +116,26 @@ impl Model {
                 .get(&Self::person(session))
                 .is_some_and(|&at| first_ts <= at)
     }
-    /// What a read of `session` must return at `now`.
-    fn visible(&self, session: usize, now: i64) -> Vec<Vec<u8>> {
+    /// What a read of `session` must return at `now`: payloads and arrival times, in
+    /// timestamp order (append order for ties).
+    fn visible(&self, session: usize, now: i64) -> Vec<(Vec<u8>, i64)> {
         if self.deleted_sessions.contains(&session) {
             return Vec::new();
         }
         let cut = now - RETENTION_DAYS * DAY_MS;
         let deleted_at = self.deleted_persons.get(&Self::person(session)).copied();
-        self.sessions
+        let mut cs: Vec<&Known> = self
+            .sessions
             .get(&session)
             .map(|cs| {
                 cs.iter()
-                    .filter(|c| c.durable && c.last_ts >= cut)
-                    .filter(|c| deleted_at.is_none_or(|at| c.first_ts > at))
-                    .map(|c| c.payload.clone())
+                    .filter(|c| c.durable && c.arrival >= cut)
+                    .filter(|c| deleted_at.is_none_or(|at| c.arrival > at))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        cs.sort_by_key(|c| (c.first_ts, c.seq));
+        cs.iter().map(|c| (c.payload.clone(), c.arrival)).collect()
     }
 }
 
@@ -130,34 +162,49 @@ fn run(ops: Vec<Op>) {
         let s = store.as_ref().unwrap();
         let now = clock.now();
         match op {
-            Op::Append { session, size } => {
+            Op::Append {
+                session,
+                size,
+                device,
+            } => {
                 model.appended += 1;
                 let payload = common::payload(&sid(session), model.appended, size);
+                let (skew, sends) = DEVICES[device];
                 let c = Chunk {
                     team: 1,
                     session_id: sid(session),
                     person: format!("person-{}", Model::person(session)),
                     window_id: None,
-                    first_ts_ms: now - 500,
-                    last_ts_ms: now,
-                    sent_at_ms: None,
+                    first_ts_ms: now + skew - 500,
+                    last_ts_ms: now + skew,
+                    sent_at_ms: sends.then_some(now + skew),
                     payload: payload.clone(),
                 };
-                match s.append(c) {
-                    Ok(()) => {
+                let expected = corrected_first_ts(device, now);
+                match (s.append(c), expected) {
+                    (Ok(()), Some(first_ts)) => {
                         assert!(
-                            !model.refused(session, now - 500),
+                            !model.refused(session, first_ts),
                             "a deleted chunk was accepted"
                         );
+                        // Admitted after a deletion of its person: arrives after it.
+                        let arrival = match model.deleted_persons.get(&Model::person(session)) {
+                            Some(&at) => now.max(at + 1),
+                            None => now,
+                        };
                         model.sessions.entry(session).or_default().push(Known {
                             payload,
-                            first_ts: now - 500,
-                            last_ts: now,
+                            first_ts,
+                            arrival,
+                            seq: model.appended,
                             durable: false,
                         });
                     }
-                    Err(Error::Deleted { .. }) => assert!(model.refused(session, now - 500)),
-                    Err(e) => panic!("append: {e}"),
+                    (Err(Error::Deleted { .. }), Some(first_ts)) => {
+                        assert!(model.refused(session, first_ts))
+                    }
+                    (Err(Error::Timestamp { .. }), None) => {}
+                    (got, expected) => panic!("append: {got:?}, expected {expected:?}"),
                 }
             }
             Op::Flush => {
@@ -169,11 +216,7 @@ fn run(ops: Vec<Op>) {
                     .for_each(|c| c.durable = true);
             }
             Op::Read { session } => {
-                let got: Vec<Vec<u8>> = s
-                    .read_session(1, &sid(session))
-                    .unwrap()
-                    .map(|d| d.chunks.into_iter().map(|c| c.payload).collect())
-                    .unwrap_or_default();
+                let got = read(s, session);
                 assert_eq!(got, model.visible(session, now), "read of {}", sid(session));
             }
             Op::List => {
@@ -203,10 +246,10 @@ fn run(ops: Vec<Op>) {
             Op::DeletePerson { person } => {
                 s.delete_person(1, &format!("person-{person}")).unwrap();
                 model.deleted_persons.insert(person, now);
-                // Buffered chunks of the person recorded up to now are purged.
+                // Buffered chunks of the person (all arrived up to now) are purged.
                 for (session, cs) in model.sessions.iter_mut() {
                     if Model::person(*session) == person {
-                        cs.retain(|c| c.durable || c.first_ts > now);
+                        cs.retain(|c| c.durable);
                     }
                 }
             }
@@ -258,11 +301,7 @@ fn run(ops: Vec<Op>) {
     // Final check of every session.
     let s = store.as_ref().unwrap();
     for n in 0..SESSIONS {
-        let got: Vec<Vec<u8>> = s
-            .read_session(1, &sid(n))
-            .unwrap()
-            .map(|d| d.chunks.into_iter().map(|c| c.payload).collect())
-            .unwrap_or_default();
+        let got = read(s, n);
         assert_eq!(
             got,
             model.visible(n, clock.now()),
@@ -270,6 +309,19 @@ fn run(ops: Vec<Op>) {
             sid(n)
         );
     }
+}
+
+/// A session's chunks as the store returns them: payloads and arrival times, in order.
+fn read(s: &Store, session: usize) -> Vec<(Vec<u8>, i64)> {
+    s.read_session(1, &sid(session))
+        .unwrap()
+        .map(|d| {
+            d.chunks
+                .into_iter()
+                .map(|c| (c.payload, c.arrival_ms))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 proptest! {

@@ -35,7 +35,8 @@ fn sessions_vanish_at_their_lanes_retention_and_files_go_at_the_next_enforcement
     store.flush().unwrap();
     clock.set(T0 + 2 * HOUR);
     store.flush().unwrap(); // seals both lanes' segments by age
-    let last_ts = T0 + 900; // every chunk's last timestamp
+    // Retention counts from arrival (the store's clock at append), not the SDK timestamps.
+    let last_ts = T0;
     let visible = |team: u64| {
         store
             .list_sessions(team, &SessionFilter::default())
@@ -77,8 +78,8 @@ fn sessions_vanish_at_their_lanes_retention_and_files_go_at_the_next_enforcement
 #[test]
 fn nothing_outlives_retention_by_more_than_segment_age_plus_schedule() {
     // Retention 1 day, segments roll every hour, maintenance every 10 minutes: a chunk must be
-    // hidden from reads right after last_ts + 1 day and gone from every file by
-    // last_ts + 1 day + 1 h + 10 min.
+    // hidden from reads right after its arrival + 1 day and gone from every file by
+    // arrival + 1 day + 1 h + 10 min (here its last timestamp is its arrival).
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let cfg = config(&clock).with_default_retention_days(1);
@@ -149,13 +150,17 @@ fn compaction_reclaims_expired_blocks_of_a_mostly_expired_segment() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let store = Store::open(dir.path(), config(&clock)).unwrap();
-    // One segment: a big old session and a small fresh one.
+    // One segment: a big session that arrived 40 days ago and a small fresh one (the flush
+    // that writes the fresh one into the segment then seals it by age).
+    clock.set(T0 - 40 * DAY_MS);
     let mut old = chunk(1, "old", "p", 0, 50_000);
     (old.first_ts_ms, old.last_ts_ms) = (T0 - 40 * DAY_MS, T0 - 40 * DAY_MS);
     store.append(old).unwrap();
+    store.flush().unwrap();
+    clock.set(T0);
     store.append(chunk(1, "fresh", "p", 0, 500)).unwrap();
     store.flush().unwrap();
-    store.seal_active().unwrap();
+    assert_eq!(segment_files(dir.path(), 30).len(), 1);
     assert!(
         store.read_session(1, "old").unwrap().is_none(),
         "past retention already"

@@ -195,7 +195,7 @@ fn list_sessions_filters_by_person_time_and_limit() {
 #[test]
 fn segments_roll_by_age_with_an_injected_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(replaystore::ManualClock::new(1_000_000));
+    let clock = std::sync::Arc::new(replaystore::ManualClock::new(1_795_000_000_000));
     let cfg = config()
         .with_segment_bytes(1 << 30)
         .with_segment_max_age(std::time::Duration::from_secs(3600))

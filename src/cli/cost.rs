@@ -37,6 +37,7 @@ struct Measured {
 
 fn measure_store(dir: &Path) -> Result<Measured> {
     let cfg = Config::default()
+        .with_regroup_idle(std::time::Duration::ZERO)
         .with_maintenance_interval(None)
         .with_default_retention_days(3650);
     let st = Store::open(dir, cfg)?.stats()?;
@@ -57,6 +58,7 @@ fn measure_generated(n: usize) -> Result<Measured> {
         source: e,
     })?;
     let cfg = Config::default()
+        .with_regroup_idle(std::time::Duration::ZERO)
         .with_maintenance_interval(None)
         .with_default_retention_days(3650);
     let store = Store::open(tmp.path(), cfg)?;

@@ -201,7 +201,16 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
             })
             .collect();
         let mut bytes = Vec::new();
-        writer.encode(7, &group, &mut bytes).map_err(io("encode"))?;
+        let stamps: Vec<replaystore::format::Stamp> = group
+            .iter()
+            .map(|c| replaystore::format::Stamp {
+                arrival_ms: c.last_ts_ms,
+                clock_offset_ms: 0,
+            })
+            .collect();
+        writer
+            .encode(7, &group, &stamps, &mut bytes)
+            .map_err(io("encode"))?;
         put("block", &format!("block-{i}"), &bytes)?;
     }
     // Segments: a sealed one (footer target and open target) and an unsealed one.

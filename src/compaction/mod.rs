@@ -120,7 +120,7 @@ impl Doomed {
                 if let Some(reqs) = self.persons.get(&(e.team, e.person.clone())) {
                     ids.extend(
                         reqs.iter()
-                            .filter(|(_, at)| e.first_ts <= *at)
+                            .filter(|(_, at)| e.arrival().first_ms <= *at)
                             .map(|(id, _)| *id),
                     );
                 }
@@ -129,8 +129,9 @@ impl Doomed {
         Ok(ids)
     }
 
-    /// The request ids that cover a block, by its header fields.
-    fn covering(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Vec<u64> {
+    /// The request ids that cover a block: its session's, and its person's made after the
+    /// block's first chunk arrived (store clock; SDK timestamps do not count).
+    fn covering(&self, team: u64, session: &str, person: &str, arrival_ms: i64) -> Vec<u64> {
         let mut ids = Vec::new();
         if let Some(&id) = self.sessions.get(&(team, session.to_string())) {
             ids.push(id);
@@ -138,7 +139,7 @@ impl Doomed {
         if let Some(reqs) = self.persons.get(&(team, person.to_string())) {
             ids.extend(
                 reqs.iter()
-                    .filter(|(_, at)| first_ts <= *at)
+                    .filter(|(_, at)| arrival_ms <= *at)
                     .map(|(id, _)| *id),
             );
         }
@@ -175,11 +176,12 @@ impl<'a> Sieve<'a> {
         report: &mut CompactionReport,
     ) -> bool {
         report.bytes_read += bytes.len() as u64;
+        let arrival = h.arrival(src.created_ms);
         let covering = self
             .doomed
-            .covering(h.team, &h.session, &h.person, h.first_ts);
+            .covering(h.team, &h.session, &h.person, arrival.first_ms);
         let duplicate = !self.seen.insert((h.team, h.session.clone(), h.seq, h.crc));
-        let expired = h.last_ts < cutoff(src.lane_days, self.now);
+        let expired = arrival.last_ms < cutoff(src.lane_days, self.now);
         if covering.is_empty() && !expired && !duplicate {
             return true;
         }
@@ -240,6 +242,9 @@ impl Inner {
         let pending: Vec<Tombstone> = self.tombstones.read().pending().to_vec();
         let doomed = Doomed::new(&pending);
         self.seal_actives_holding(&doomed)?;
+        // Active segments past their age (by the store's clock, which a CLI `--now` sets) are
+        // sealed, so that retention and regrouping see them as a flush round would.
+        self.seal_aged(&mut self.writers.lock(), now)?;
 
         let mut report = CompactionReport::default();
         let mut progress: HashMap<u64, Progress> = HashMap::new();
@@ -400,7 +405,7 @@ impl Inner {
         }
         let t = s.totals();
         let cut = cutoff(s.lane_days, now);
-        if t.min_ts >= cut || t.stored_bytes == 0 {
+        if t.min_arrival_ms >= cut || t.stored_bytes == 0 {
             return Ok(false);
         }
         // Share of block bytes past retention, from the session table (no block read).
@@ -413,7 +418,7 @@ impl Inner {
         }
         for team in teams {
             s.for_each_session(team, None, &mut |e| {
-                if e.last_ts < cut {
+                if e.arrival().last_ms < cut {
                     expired += e.stored_bytes;
                 }
             })?;

@@ -73,7 +73,9 @@ impl<'a> Output<'a> {
     /// Appends one whole block (its bytes and parsed header).
     pub fn push(&mut self, bytes: &[u8], h: &BlockHeader) -> Result<()> {
         self.write(bytes)?;
-        self.index.add_block(h, self.len);
+        // A block of format 1 copied here takes this segment's creation time as its arrival:
+        // the earliest of its sources', so never later than where it came from.
+        self.index.add_block(h, self.len, self.header.created_ms);
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -114,6 +116,7 @@ impl<'a> Output<'a> {
             footer_offset: self.len,
             footer_len: footer.len() as u32,
             footer_crc: crc,
+            version: crate::format::FORMAT_VERSION,
         };
         self.write(&footer)?;
         self.write(&trailer.encode())?;

@@ -11,12 +11,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Group, Stamped};
 use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
 use crate::error::Result;
 use crate::format::block::{BLOCK_NORMALIZED, BLOCK_REGROUPED};
 use crate::format::footer::SEGMENT_REGROUPED;
-use crate::format::{BlockRef, BlockWriter};
+use crate::format::{BlockRef, BlockWriter, Stamp};
 use crate::segment::Segment;
 use crate::store::Inner;
 
@@ -28,9 +28,16 @@ const BATCH: usize = 32;
 
 type SessionKey = (u64, String, String);
 
+/// A chunk read back for regrouping, with its sort key: (first_ts, block seq, index in
+/// block), the order reads return chunks in.
+struct SortedChunk {
+    key: (i64, u64, usize),
+    chunk: Stamped,
+}
+
 impl Inner {
-    /// Jobs: per lane, in id order, sealed segments not yet regrouped whose newest data is
-    /// older than `regroup_idle`, packed up to `regroup_job_bytes`.
+    /// Jobs: per lane, in id order, sealed segments not yet regrouped whose newest chunk
+    /// arrived more than `regroup_idle` ago (store clock), packed up to `regroup_job_bytes`.
     pub(super) fn regroup_jobs(&self, now: i64) -> Vec<Vec<Arc<Segment>>> {
         if !self.config.regroup {
             return Vec::new();
@@ -42,7 +49,10 @@ impl Inner {
             .read()
             .iter()
             .filter(|s| !active.contains(&s.id) && s.is_sealed() && !s.is_remote())
-            .filter(|s| s.totals().flags & SEGMENT_REGROUPED == 0 && s.totals().max_ts < idle_since)
+            .filter(|s| {
+                let t = s.totals();
+                t.flags & SEGMENT_REGROUPED == 0 && t.max_arrival_ms <= idle_since
+            })
             .cloned()
             .collect();
         segs.sort_by_key(|s| (s.lane_days, s.id));
@@ -84,6 +94,7 @@ impl Inner {
                         offset,
                         len: bytes.len() as u32,
                         chunks: h.chunks.len() as u32,
+                        arrival: h.arrival(src.created_ms),
                     };
                     let list = blocks.entry(key.clone()).or_insert_with(|| {
                         order.push(key);
@@ -123,7 +134,7 @@ impl Inner {
         sources: &[Arc<Segment>],
         refs: &[(usize, BlockRef)],
     ) -> Result<Vec<Encoded>> {
-        let mut chunks: Vec<(i64, u64, usize, Chunk)> = Vec::new();
+        let mut chunks: Vec<SortedChunk> = Vec::new();
         let mut summaries: Vec<(i64, crate::summary::Summary)> = Vec::new();
         let mut max_seq = 0;
         let mut normalized = false;
@@ -145,11 +156,25 @@ impl Inner {
                     sent_at_ms: None,
                     payload,
                 };
-                chunks.push((c.first_ts, h.seq, k, chunk));
+                let stamp = Stamp {
+                    arrival_ms: c.arrival_ms.unwrap_or(sources[i].created_ms),
+                    clock_offset_ms: 0, // carried by the summary
+                };
+                chunks.push(SortedChunk {
+                    key: (c.first_ts, h.seq, k),
+                    chunk: Stamped { chunk, stamp },
+                });
             }
         }
-        chunks.sort_by_key(|(ts, seq, k, _)| (*ts, *seq, *k));
-        let mut chunks: Vec<Chunk> = chunks.into_iter().map(|(_, _, _, c)| c).collect();
+        chunks.sort_by_key(|c| c.key);
+        let mut group = Group::default();
+        for c in chunks {
+            group.push(c.chunk);
+        }
+        let Group {
+            mut chunks,
+            stamps,
+        } = group;
         if let Some(t) = self
             .config
             .transform
@@ -164,12 +189,13 @@ impl Inner {
         // The regrouped block's summary is its parts' summaries merged in time order.
         let summary =
             (!summaries.is_empty()).then(|| crate::summary::Summary::merge_in_order(summaries));
-        split_groups(vec![chunks])
+        split_groups(vec![Group { chunks, stamps }])
             .iter()
             .enumerate()
             // A session too big for one block: the first carries the summary of all.
             .map(|(k, g)| {
-                encode(w, max_seq, flags, summary.as_ref().filter(|_| k == 0), g)
+                let summary = summary.as_ref().filter(|_| k == 0);
+                encode(w, max_seq, flags, summary, &g.chunks, &g.stamps)
                     .map_err(|e| crate::error::Error::io("encode regrouped block", e))
             })
             .collect()

@@ -8,9 +8,16 @@
 //! 52 stored_len u32          56 chunk_count u32       60 session_len u8
 //! 61 reserved u8             62 person_len u16
 //! 64 session bytes | person bytes | window_count x (len u8, bytes)
-//!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64)
+//!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64
+//!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL])
+//!    [| summary_len u32, summary bytes when flags has BLOCK_HAS_SUMMARY]
 //! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
 //! ```
+//!
+//! `first_ts`/`last_ts` are the SDK's timestamps (after the store's skew correction): data for
+//! ordering and playback. `arrival_ms` is the store's clock when `append` accepted the chunk:
+//! what retention and erasure decide by. Blocks written before format 2 have no arrival times;
+//! they take their segment's `created_ms` (docs/format.md, "Arrival time").
 
 use super::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, MAX_BLOCK_RAW};
 use crate::chunk::Chunk;
@@ -22,10 +29,14 @@ pub const BLOCK_REGROUPED: u8 = 1;
 pub const BLOCK_NORMALIZED: u8 = 2;
 /// Block flag: the header ends with the block's session summary (u32 length, then bytes).
 pub const BLOCK_HAS_SUMMARY: u8 = 4;
+/// Block flag: each chunk-table entry ends with the chunk's arrival time (format 2).
+pub const BLOCK_ARRIVAL: u8 = 8;
 pub const BLOCK_FIXED_LEN: usize = 64;
 /// Upper bound on header_len (identifiers, windows and the chunk table).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
 const CHUNK_ENTRY_LEN: usize = 24;
+/// A chunk-table entry with its arrival time (`BLOCK_ARRIVAL`).
+const CHUNK_ENTRY_ARRIVAL_LEN: usize = 32;
 const NO_WINDOW: u16 = u16::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +62,25 @@ pub struct ChunkEntry {
     pub window: Option<u16>,
     pub first_ts: i64,
     pub last_ts: i64,
+    /// The store's clock when the chunk was accepted; `None` in blocks of format 1.
+    pub arrival_ms: Option<i64>,
+}
+
+/// When the chunks of a block arrived, by the store's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrivalRange {
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
+/// correction applied to its timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub arrival_ms: i64,
+    /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
+    /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
+    pub clock_offset_ms: i64,
 }
 
 /// A decoded block header: everything needed to index the block without its payload.
@@ -82,6 +112,18 @@ impl BlockHeader {
     /// Bytes the whole block occupies: header, payload, crc.
     pub fn total_len(&self) -> u64 {
         self.header_len as u64 + self.stored_len as u64 + 4
+    }
+
+    /// When the block's chunks arrived; a block of format 1 takes `legacy_ms` (its segment's
+    /// creation time).
+    pub fn arrival(&self, legacy_ms: i64) -> ArrivalRange {
+        let mut it = self.chunks.iter().map(|c| c.arrival_ms.unwrap_or(legacy_ms));
+        let first = it.next().unwrap_or(legacy_ms);
+        let (lo, hi) = it.fold((first, first), |(lo, hi), a| (lo.min(a), hi.max(a)));
+        ArrivalRange {
+            first_ms: lo,
+            last_ms: hi,
+        }
     }
 }
 
@@ -159,7 +201,13 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     if raw_len as usize > MAX_BLOCK_RAW {
         return Err(DecodeError::new(format!("raw_len {raw_len} out of bounds")));
     }
-    if chunk_count == 0 || chunk_count * CHUNK_ENTRY_LEN > header_len as usize {
+    let has_arrival = flags & BLOCK_ARRIVAL != 0;
+    let entry_len = if has_arrival {
+        CHUNK_ENTRY_ARRIVAL_LEN
+    } else {
+        CHUNK_ENTRY_LEN
+    };
+    if chunk_count == 0 || chunk_count * entry_len > header_len as usize {
         return Err(DecodeError::new(format!(
             "chunk_count {chunk_count} out of bounds"
         )));
@@ -185,6 +233,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         let _ = b.u16()?;
         let c_first = b.i64()?;
         let c_last = b.i64()?;
+        let arrival_ms = if has_arrival { Some(b.i64()?) } else { None };
         let window = if w == NO_WINDOW { None } else { Some(w) };
         if let Some(w) = window {
             if w as usize >= window_count {
@@ -199,6 +248,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
             window,
             first_ts: c_first,
             last_ts: c_last,
+            arrival_ms,
         });
     }
     let summary = if flags & BLOCK_HAS_SUMMARY != 0 {
@@ -306,20 +356,16 @@ impl BlockWriter {
     }
 
     /// Encodes the chunks (all of one team and session, already validated, in append order) as
-    /// one block appended to `out`. The caller keeps the total raw size under `MAX_BLOCK_RAW`.
-    pub fn encode(&mut self, seq: u64, chunks: &[Chunk], out: &mut Vec<u8>) -> std::io::Result<()> {
-        self.encode_with_flags(seq, 0, chunks, out)
-    }
-
-    /// `encode` with block flags.
-    pub fn encode_with_flags(
+    /// one block appended to `out`, each chunk with its stamp (`stamps[i]` is `chunks[i]`'s).
+    /// The caller keeps the total raw size under `MAX_BLOCK_RAW`.
+    pub fn encode(
         &mut self,
         seq: u64,
-        flags: u8,
         chunks: &[Chunk],
+        stamps: &[Stamp],
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        self.encode_full(seq, flags, None, chunks, out)
+        self.encode_full(seq, 0, None, chunks, stamps, out)
     }
 
     /// `encode` with block flags and the block's session summary.
@@ -329,8 +375,17 @@ impl BlockWriter {
         mut flags: u8,
         summary: Option<&crate::summary::Summary>,
         chunks: &[Chunk],
+        stamps: &[Stamp],
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
+        if chunks.is_empty() || stamps.len() != chunks.len() {
+            return Err(std::io::Error::other(format!(
+                "a block needs one stamp per chunk and at least one chunk ({} chunks, {} stamps)",
+                chunks.len(),
+                stamps.len()
+            )));
+        }
+        flags |= BLOCK_ARRIVAL;
         let mut summary_bytes = Vec::new();
         if let Some(s) = summary {
             s.encode(&mut summary_bytes);
@@ -339,9 +394,9 @@ impl BlockWriter {
         let first = &chunks[0];
         self.raw.clear();
         let mut windows: Vec<&str> = Vec::new();
-        let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_LEN);
+        let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for c in chunks {
+        for (c, stamp) in chunks.iter().zip(stamps) {
             self.raw.extend_from_slice(&c.payload);
             let w = match &c.window_id {
                 None => NO_WINDOW,
@@ -358,6 +413,7 @@ impl BlockWriter {
             put_u16(&mut table, 0);
             put_i64(&mut table, c.first_ts_ms);
             put_i64(&mut table, c.last_ts_ms);
+            put_i64(&mut table, stamp.arrival_ms);
             lo = lo.min(c.first_ts_ms);
             hi = hi.max(c.last_ts_ms);
         }
@@ -439,8 +495,22 @@ mod tests {
             chunk(b"y", Some("w1"), 30),
         ];
         let mut out = Vec::new();
-        BlockWriter::new(3)?.encode(42, &chunks, &mut out)?;
+        let stamps: Vec<Stamp> = (0..chunks.len() as i64)
+            .map(|i| Stamp {
+                arrival_ms: 1000 + i,
+                clock_offset_ms: 0,
+            })
+            .collect();
+        BlockWriter::new(3)?.encode(42, &chunks, &stamps, &mut out)?;
         let h = parse_block(&out)?;
+        assert_eq!(
+            h.arrival(0),
+            ArrivalRange {
+                first_ms: 1000,
+                last_ms: 1003
+            }
+        );
+        assert_eq!(h.chunks[2].arrival_ms, Some(1002));
         assert_eq!(h.total_len() as usize, out.len());
         assert_eq!((h.team, h.seq, h.first_ts, h.last_ts), (7, 42, 5, 35));
         assert_eq!(h.codec, Codec::Zstd);

@@ -1,11 +1,12 @@
 //! The footer of a sealed segment: its session index, read in place through the mmap.
 //!
 //! ```text
-//! fixed (96 B): 0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
+//! fixed (112 B; 96 B in format 1, which ends at 88 with 8 reserved bytes):
+//!   0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
 //!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
 //!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
 //!   80 flags u32 (bit 0: every session in it was regrouped) | 84 summaries_len u32
-//!   88..96 reserved (zero)
+//!   88 min_arrival_ms i64 | 96 max_arrival_ms i64 | 104..112 reserved (zero)
 //! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
 //! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
 //! sessions: session_count x 80 B, sorted by (team, session_hash, session bytes):
@@ -13,7 +14,8 @@
 //!   40 raw_bytes u64 | 48 stored_bytes u64 | 56 chunk_count u32 | 60 first_block_ref u32
 //!   64 block_ref_count u32 | 68 heap_offset u32 | 72 session_len u8 | 73 reserved u8
 //!   74 person_len u16 | 76 crc32 of (bytes 0..76, its block refs, its two strings)
-//! block_refs: block_ref_count x 16 B: offset u64 | len u32 | chunk_count u32 (file order)
+//! block_refs: block_ref_count x 32 B (16 B in format 1, without the arrival times):
+//!   offset u64 | len u32 | chunk_count u32 | arrival_first_ms i64 | arrival_last_ms i64
 //! heap: session id and person bytes, back to back
 //! summaries (summaries_len bytes): session_count x u32 offsets into the records, then per
 //!   session entry a record: len u32 | crc32 u32 of the bytes | encoded `Summary`
@@ -21,11 +23,54 @@
 //! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
 //! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
 
-use super::{key_hash, put_i64, put_u32, put_u64, Bytes, DecodeError, DecodeResult};
+use super::{
+    key_hash, put_i64, put_u32, put_u64, ArrivalRange, Bytes, DecodeError, DecodeResult,
+    FORMAT_VERSION,
+};
 
-pub const FOOTER_FIXED_LEN: usize = 96;
+pub const FOOTER_FIXED_LEN: usize = 112;
+const FOOTER_FIXED_LEN_V1: usize = 96;
 pub const SESSION_ENTRY_LEN: usize = 80;
-pub const BLOCK_REF_LEN: usize = 16;
+pub const BLOCK_REF_LEN: usize = 32;
+const BLOCK_REF_LEN_V1: usize = 16;
+
+/// What reading a footer needs besides its bytes: the layout version (the trailer's), and the
+/// arrival time of blocks written before arrival times existed (the segment's `created_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FooterFormat {
+    pub version: u16,
+    pub legacy_arrival_ms: i64,
+}
+
+impl FooterFormat {
+    /// The format this code writes.
+    pub fn current() -> Self {
+        FooterFormat {
+            version: FORMAT_VERSION,
+            legacy_arrival_ms: 0,
+        }
+    }
+
+    fn v1(&self) -> bool {
+        self.version < 2
+    }
+
+    fn fixed_len(&self) -> usize {
+        if self.v1() {
+            FOOTER_FIXED_LEN_V1
+        } else {
+            FOOTER_FIXED_LEN
+        }
+    }
+
+    fn ref_len(&self) -> usize {
+        if self.v1() {
+            BLOCK_REF_LEN_V1
+        } else {
+            BLOCK_REF_LEN
+        }
+    }
+}
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_K: u32 = 7;
 
@@ -35,6 +80,8 @@ pub struct BlockRef {
     pub offset: u64,
     pub len: u32,
     pub chunks: u32,
+    /// When the block's chunks arrived (store clock).
+    pub arrival: ArrivalRange,
 }
 
 /// One session's record in one segment.
@@ -53,6 +100,18 @@ pub struct SessionEntry {
     pub summary: crate::summary::Summary,
 }
 
+impl SessionEntry {
+    /// When this record's chunks arrived: the earliest and latest arrival of its blocks.
+    pub fn arrival(&self) -> ArrivalRange {
+        let first = self.blocks.iter().map(|b| b.arrival.first_ms).min();
+        let last = self.blocks.iter().map(|b| b.arrival.last_ms).max();
+        ArrivalRange {
+            first_ms: first.unwrap_or(i64::MAX),
+            last_ms: last.unwrap_or(i64::MIN),
+        }
+    }
+}
+
 /// Segment-wide totals stored in the footer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FooterTotals {
@@ -66,6 +125,10 @@ pub struct FooterTotals {
     pub max_seq: u64,
     /// Segment flags (`SEGMENT_REGROUPED`).
     pub flags: u32,
+    /// Earliest and latest arrival (store clock) of any chunk in the segment: retention
+    /// drops the segment once `max_arrival_ms` is past the lane's cutoff.
+    pub min_arrival_ms: i64,
+    pub max_arrival_ms: i64,
 }
 
 /// Footer flag: the segment was written by regrouping, its sessions are cold copies.
@@ -122,6 +185,8 @@ pub fn encode_footer(
     put_u64(&mut out, totals.max_seq);
     put_u32(&mut out, totals.flags);
     put_u32(&mut out, summaries_len);
+    put_i64(&mut out, totals.min_arrival_ms);
+    put_i64(&mut out, totals.max_arrival_ms);
     out.resize(FOOTER_FIXED_LEN, 0);
     for w in &bloom.words {
         put_u64(&mut out, *w);
@@ -140,6 +205,8 @@ pub fn encode_footer(
             put_u64(&mut refs, b.offset);
             put_u32(&mut refs, b.len);
             put_u32(&mut refs, b.chunks);
+            put_i64(&mut refs, b.arrival.first_ms);
+            put_i64(&mut refs, b.arrival.last_ms);
         }
         let heap_offset = heap.len();
         heap.extend_from_slice(s.session.as_bytes());
@@ -232,24 +299,37 @@ pub struct FooterView {
     heap_len: usize,
     summaries_at: usize,
     summaries_len: usize,
+    format: FooterFormat,
 }
 
 impl FooterView {
     /// Parses the footer at `file[offset..offset + len]`, checking `crc` over its fixed part,
     /// bloom and replaces list, and that every section fits the footer exactly.
-    pub fn parse(file: &[u8], offset: u64, len: u32, crc: u32) -> DecodeResult<FooterView> {
+    pub fn parse(
+        file: &[u8],
+        offset: u64,
+        len: u32,
+        crc: u32,
+        format: FooterFormat,
+    ) -> DecodeResult<FooterView> {
         let start = offset as usize;
         let footer = file
             .get(start..start + len as usize)
             .ok_or_else(|| DecodeError::new("footer outside the file"))?;
-        Self::parse_meta(footer, offset, len, crc)
+        Self::parse_meta(footer, offset, len, crc, format)
     }
 
     /// Parses a footer of `len` bytes at `offset` from its first bytes only: the fixed part,
     /// bloom and replaces list (`meta_len()` bytes; more are ignored). The entries are read
     /// later from whatever holds the whole footer at the same offset (a remote segment keeps
     /// this part in RAM and the rest in an evictable cache).
-    pub fn parse_meta(footer: &[u8], offset: u64, len: u32, crc: u32) -> DecodeResult<FooterView> {
+    pub fn parse_meta(
+        footer: &[u8],
+        offset: u64,
+        len: u32,
+        crc: u32,
+        format: FooterFormat,
+    ) -> DecodeResult<FooterView> {
         let start = offset as usize;
         let mut b = Bytes::new(footer);
         let session_count = b.u32()?;
@@ -258,7 +338,7 @@ impl FooterView {
         let k = b.u32()?;
         let replaces_count = b.u32()? as usize;
         let heap_len = b.u32()? as usize;
-        let totals = FooterTotals {
+        let mut totals = FooterTotals {
             min_ts: b.i64()?,
             max_ts: b.i64()?,
             chunk_count: b.u64()?,
@@ -267,14 +347,20 @@ impl FooterView {
             block_count: b.u64()?,
             max_seq: b.u64()?,
             flags: b.u32()?,
+            min_arrival_ms: format.legacy_arrival_ms,
+            max_arrival_ms: format.legacy_arrival_ms,
         };
         let summaries_len = b.u32()? as usize;
+        if !format.v1() {
+            totals.min_arrival_ms = b.i64()?;
+            totals.max_arrival_ms = b.i64()?;
+        }
         let sizes = [
-            FOOTER_FIXED_LEN as u64,
+            format.fixed_len() as u64,
             bloom_words as u64 * 8,
             replaces_count as u64 * 8,
             session_count as u64 * SESSION_ENTRY_LEN as u64,
-            ref_count as u64 * BLOCK_REF_LEN as u64,
+            ref_count as u64 * format.ref_len() as u64,
             heap_len as u64,
             summaries_len as u64,
         ];
@@ -294,7 +380,7 @@ impl FooterView {
         if crc32fast::hash(meta) != crc {
             return Err(DecodeError::new("footer checksum mismatch"));
         }
-        let mut b = Bytes::new(&meta[FOOTER_FIXED_LEN..]);
+        let mut b = Bytes::new(&meta[format.fixed_len()..]);
         let mut words = Vec::with_capacity(bloom_words);
         for _ in 0..bloom_words {
             words.push(b.u64()?);
@@ -319,13 +405,14 @@ impl FooterView {
             heap_len,
             summaries_at: heap_at + heap_len,
             summaries_len,
+            format,
         })
     }
 
     /// Length of the footer's fixed part, bloom filter and replaces list (what `parse_meta`
     /// needs).
     pub fn meta_len(&self) -> usize {
-        FOOTER_FIXED_LEN + self.bloom.words.len() * 8 + self.replaces.len() * 8
+        self.format.fixed_len() + self.bloom.words.len() * 8 + self.replaces.len() * 8
     }
 
     /// (team, session_hash) of entry `i`, for binary search. Unchecked by crc on purpose: a
@@ -371,8 +458,9 @@ impl FooterView {
         {
             return Err(DecodeError::new("session entry points outside the footer"));
         }
-        let refs_start = self.refs_at + first_ref as usize * BLOCK_REF_LEN;
-        let refs = &file[refs_start..refs_start + nrefs as usize * BLOCK_REF_LEN];
+        let ref_len = self.format.ref_len();
+        let refs_start = self.refs_at + first_ref as usize * ref_len;
+        let refs = &file[refs_start..refs_start + nrefs as usize * ref_len];
         let strings = &file
             [self.heap_at + heap_offset..self.heap_at + heap_offset + session_len + person_len];
         let mut h = crc32fast::Hasher::new();
@@ -388,10 +476,23 @@ impl FooterView {
         let mut r = Bytes::new(refs);
         let mut blocks = Vec::with_capacity(nrefs as usize);
         for _ in 0..nrefs {
+            let (offset, len, chunks) = (r.u64()?, r.u32()?, r.u32()?);
+            let arrival = if self.format.v1() {
+                ArrivalRange {
+                    first_ms: self.format.legacy_arrival_ms,
+                    last_ms: self.format.legacy_arrival_ms,
+                }
+            } else {
+                ArrivalRange {
+                    first_ms: r.i64()?,
+                    last_ms: r.i64()?,
+                }
+            };
             blocks.push(BlockRef {
-                offset: r.u64()?,
-                len: r.u32()?,
-                chunks: r.u32()?,
+                offset,
+                len,
+                chunks,
+                arrival,
             });
         }
         let summary = self.summary(file, i)?;
@@ -491,6 +592,10 @@ mod tests {
                 offset: off,
                 len: 5,
                 chunks: 1,
+                arrival: ArrivalRange {
+                    first_ms: off as i64 * 2,
+                    last_ms: off as i64 * 2 + 1,
+                },
             }],
             summary: Default::default(),
         }
@@ -504,17 +609,19 @@ mod tests {
         let (bytes, crc) = encode_footer(&mut es, FooterTotals::default(), &[4, 5]);
         let mut file = vec![0u8; 10];
         file.extend_from_slice(&bytes);
-        let f = FooterView::parse(&file, 10, bytes.len() as u32, crc)?;
+        let fmt = FooterFormat::current();
+        let f = FooterView::parse(&file, 10, bytes.len() as u32, crc, fmt)?;
         assert_eq!(f.replaces, vec![4, 5]);
         for i in 0..500u64 {
             let e = f.find(&file, i % 3, &format!("s{i}"))?.remove(0);
             assert_eq!(e.blocks[0].offset, i);
+            assert_eq!(e.arrival().first_ms, i as i64 * 2);
             assert_eq!(e.person, format!("p{}", i % 7));
             assert!(f.find(&file, (i % 3) + 1, &format!("s{i}"))?.is_empty());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);
         assert!(f.find(&file, 0, "nope")?.is_empty());
-        assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1).is_err());
+        assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1, fmt).is_err());
         // A flipped bit in an entry's strings is caught when the entry is read.
         let last = file.len() - 1;
         file[last] ^= 0x20;

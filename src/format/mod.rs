@@ -6,14 +6,17 @@ pub mod block;
 pub mod footer;
 pub mod segment;
 
-pub use block::{BlockHeader, BlockWriter, ChunkEntry, Codec};
-pub use footer::{BlockRef, FooterView, SessionEntry};
+pub use block::{ArrivalRange, BlockHeader, BlockWriter, ChunkEntry, Codec, Stamp};
+pub use footer::{BlockRef, FooterFormat, FooterView, SessionEntry};
 pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
 pub const MAX_BLOCK_RAW: usize = 1 << 30;
-/// Format version written in segment headers and trailers.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version written in segment headers and trailers. Version 2 added arrival times
+/// (chunk tables, block refs, footer totals); version 1 files still open (docs/format.md).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Stable 64-bit hash of a (team, identifier) pair, stored on disk: xxh3-64 of the team's 8
 /// little-endian bytes followed by the identifier. Must never change within a format version.

@@ -7,7 +7,10 @@
 //!          18 reserved u16 | 20 crc32 of bytes 0..20 | 24 magic "RSEGEND\0"
 //! ```
 
-use super::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, FORMAT_VERSION};
+use super::{
+    put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, FORMAT_VERSION,
+    OLDEST_READABLE_VERSION,
+};
 
 pub const SEGMENT_MAGIC: [u8; 4] = *b"RSEG";
 pub const TRAILER_MAGIC: [u8; 8] = *b"RSEGEND\0";
@@ -51,11 +54,7 @@ impl SegmentHeader {
         if crc != crc32fast::hash(&buf[..28]) {
             return Err(DecodeError::new("segment header checksum mismatch"));
         }
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::new(format!(
-                "unsupported segment version {version}"
-            )));
-        }
+        check_version(version, "segment")?;
         Ok(SegmentHeader {
             lane_days,
             segment_id,
@@ -69,6 +68,27 @@ pub struct Trailer {
     pub footer_offset: u64,
     pub footer_len: u32,
     pub footer_crc: u32,
+    /// Format version of the footer (its layout differs between versions 1 and 2).
+    pub version: u16,
+}
+
+impl Trailer {
+    /// How to read the footer this trailer points at, in a segment created at `created_ms`.
+    pub fn footer_format(&self, created_ms: i64) -> super::FooterFormat {
+        super::FooterFormat {
+            version: self.version,
+            legacy_arrival_ms: created_ms,
+        }
+    }
+}
+
+fn check_version(version: u16, what: &str) -> DecodeResult<()> {
+    if (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return Ok(());
+    }
+    Err(DecodeError::new(format!(
+        "unsupported {what} version {version}"
+    )))
 }
 
 impl Trailer {
@@ -77,7 +97,7 @@ impl Trailer {
         put_u64(&mut v, self.footer_offset);
         put_u32(&mut v, self.footer_len);
         put_u32(&mut v, self.footer_crc);
-        put_u16(&mut v, FORMAT_VERSION);
+        put_u16(&mut v, self.version);
         put_u16(&mut v, 0);
         let crc = crc32fast::hash(&v);
         put_u32(&mut v, crc);
@@ -102,11 +122,7 @@ impl Trailer {
         if b.u32()? != crc32fast::hash(&buf[..20]) {
             return Err(DecodeError::new("trailer checksum mismatch"));
         }
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::new(format!(
-                "unsupported trailer version {version}"
-            )));
-        }
+        check_version(version, "trailer")?;
         let end = footer_offset.checked_add(footer_len as u64);
         let trailer_at = file_len.checked_sub(TRAILER_LEN as u64);
         if footer_offset < SEGMENT_HEADER_LEN as u64 || end.is_none() || end != trailer_at {
@@ -116,6 +132,7 @@ impl Trailer {
             footer_offset,
             footer_len,
             footer_crc,
+            version,
         })
     }
 }
@@ -177,6 +194,7 @@ mod tests {
             footer_offset: 100,
             footer_len: 50,
             footer_crc: 9,
+            version: FORMAT_VERSION,
         };
         assert_eq!(Trailer::decode(&t.encode(), 182)?, t);
         assert!(Trailer::decode(&t.encode(), 183).is_err());

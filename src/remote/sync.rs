@@ -193,9 +193,10 @@ impl Remote {
             self.tier.get_range(key, t.footer_offset..size)?
         };
         let header = self.tier.get_range(key, 0..SEGMENT_HEADER_LEN as u64)?;
-        SegmentHeader::decode(&header).map_err(|e| bad(e.0))?;
-        let view =
-            FooterView::parse(&footer, 0, t.footer_len, t.footer_crc).map_err(|e| bad(e.0))?;
+        let h = SegmentHeader::decode(&header).map_err(|e| bad(e.0))?;
+        let format = t.footer_format(h.created_ms);
+        let view = FooterView::parse(&footer, 0, t.footer_len, t.footer_crc, format)
+            .map_err(|e| bad(e.0))?;
         let trailer = &footer[footer.len() - TRAILER_LEN..];
         self.write_cache(id, &header, &footer, trailer, view.meta_len())
     }
@@ -280,7 +281,8 @@ impl Inner {
         let now = self.config.clock.now_ms();
         let keep_ms = remote.tier.config.local_retention.as_millis() as i64;
         for seg in &segs {
-            let due = !seg.is_remote() && seg.totals().max_ts <= now.saturating_sub(keep_ms);
+            let due =
+                !seg.is_remote() && seg.totals().max_arrival_ms <= now.saturating_sub(keep_ms);
             if due && remote.manifest.lock().is_verified(seg.id) {
                 if let Err(e) = self.drop_local_copy(remote, seg, &mut report) {
                     log::error!("remote: dropping the local copy of {} failed: {e}", seg.id);

@@ -15,20 +15,26 @@ pub(crate) struct MemIndex {
 }
 
 impl MemIndex {
-    /// Records one block written (or found) at `offset`.
-    pub fn add_block(&mut self, h: &BlockHeader, offset: u64) {
+    /// Records one block written (or found) at `offset`. `legacy_arrival_ms` (the segment's
+    /// creation time) stands for the arrival of a block written before arrival times existed.
+    pub fn add_block(&mut self, h: &BlockHeader, offset: u64, legacy_arrival_ms: i64) {
         let r = BlockRef {
             offset,
             len: h.total_len() as u32,
             chunks: h.chunks.len() as u32,
+            arrival: h.arrival(legacy_arrival_ms),
         };
         let t = &mut self.totals;
         if t.block_count == 0 {
             t.min_ts = h.first_ts;
             t.max_ts = h.last_ts;
+            t.min_arrival_ms = r.arrival.first_ms;
+            t.max_arrival_ms = r.arrival.last_ms;
         }
         t.min_ts = t.min_ts.min(h.first_ts);
         t.max_ts = t.max_ts.max(h.last_ts);
+        t.min_arrival_ms = t.min_arrival_ms.min(r.arrival.first_ms);
+        t.max_arrival_ms = t.max_arrival_ms.max(r.arrival.last_ms);
         t.chunk_count += h.chunks.len() as u64;
         t.raw_bytes += h.raw_len as u64;
         t.stored_bytes += r.len as u64;

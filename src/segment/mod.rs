@@ -72,8 +72,9 @@ impl Segment {
             .map(|at| &map[at..])
             .unwrap_or(&[]);
         let t = Trailer::decode(tail, len).map_err(bad)?;
-        let footer =
-            FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc).map_err(bad)?;
+        let format = t.footer_format(header.created_ms);
+        let footer = FooterView::parse(&map, t.footer_offset, t.footer_len, t.footer_crc, format)
+            .map_err(bad)?;
         Ok(Segment {
             id,
             lane_days: header.lane_days,

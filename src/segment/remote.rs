@@ -10,7 +10,7 @@ use object_store::path::Path as ObjPath;
 
 use crate::error::{IoContext, Result};
 use crate::format::{
-    BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN,
+    BlockHeader, BlockRef, DecodeError, FooterFormat, FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN,
     TRAILER_LEN,
 };
 use crate::remote::footer_cache::FooterCache;
@@ -54,6 +54,7 @@ pub(crate) struct RemoteData {
     /// The segment's header bytes and trailer, kept to fetch and check its whole footer.
     header: Vec<u8>,
     trailer: Trailer,
+    footer_format: FooterFormat,
     /// Whole footers, bounded; the fixed part and bloom stay in the segment's `FooterView`.
     cache: Arc<FooterCache>,
     /// Where whole-object downloads go (compaction of a remote segment).
@@ -90,8 +91,14 @@ impl RemoteData {
         let len = (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64;
         let valid = |b: &[u8]| {
             b.get(..SEGMENT_HEADER_LEN) == Some(&self.header[..])
-                && FooterView::parse(b, SEGMENT_HEADER_LEN as u64, t.footer_len, t.footer_crc)
-                    .is_ok()
+                && FooterView::parse(
+                    b,
+                    SEGMENT_HEADER_LEN as u64,
+                    t.footer_len,
+                    t.footer_crc,
+                    self.footer_format,
+                )
+                .is_ok()
         };
         let fetch = || -> Result<Vec<u8>> {
             self.tier.count_footer_fetch();
@@ -147,11 +154,13 @@ impl Segment {
         if header.segment_id != id {
             return Err(bad(DecodeError::new("footer cache of another segment")));
         }
+        let footer_format = t.footer_format(header.created_ms);
         let mut view = FooterView::parse_meta(
             &bytes[fixed..],
             SEGMENT_HEADER_LEN as u64,
             t.footer_len,
             t.footer_crc,
+            footer_format,
         )
         .map_err(bad)?;
         view.offset = t.footer_offset;
@@ -166,6 +175,7 @@ impl Segment {
                 size,
                 header: bytes[..SEGMENT_HEADER_LEN].to_vec(),
                 trailer: t,
+                footer_format,
                 cache,
                 scratch_dir: scratch_dir.to_path_buf(),
             }),

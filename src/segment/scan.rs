@@ -17,12 +17,13 @@ pub(crate) struct Scan {
     pub tail: Option<(u64, String)>,
 }
 
-/// Rebuilds the index of a segment from its blocks, from the header up to `end`.
+/// Rebuilds the index of a segment from its blocks, from the header up to `end`; blocks of
+/// format 1 take `created_ms` (the segment header's) as their arrival time.
 ///
 /// A block that fails its checks ends the scan (a torn tail: everything after it is cut) unless
 /// its length field is intact and another valid block starts right after it: then it is a
 /// corrupt block in the middle of acknowledged data, and it is skipped, not cut.
-pub(crate) fn scan_blocks(bytes: &[u8], end: u64) -> Scan {
+pub(crate) fn scan_blocks(bytes: &[u8], end: u64, created_ms: i64) -> Scan {
     let mut scan = Scan {
         index: MemIndex::default(),
         good_len: SEGMENT_HEADER_LEN as u64,
@@ -34,7 +35,7 @@ pub(crate) fn scan_blocks(bytes: &[u8], end: u64) -> Scan {
     while pos < end {
         match block::parse_block(&bytes[pos..end]) {
             Ok(h) => {
-                scan.index.add_block(&h, pos as u64);
+                scan.index.add_block(&h, pos as u64, created_ms);
                 pos += h.total_len() as usize;
                 scan.good_len = pos as u64;
             }

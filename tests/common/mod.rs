@@ -39,14 +39,17 @@ pub fn chunk(team: u64, session: &str, person: &str, i: usize, len: usize) -> Ch
 pub const LANE: u16 = 3650;
 
 /// A config for tests: no background threads (tests decide when to flush and compact), small
-/// segments, and a retention long enough that the fixed timestamps of test data stay visible
-/// (retention tests set their own clock and retention).
+/// segments, a long retention, and a timestamp window wide enough for the fixed timestamps of
+/// test data on the system clock (the tests of client clocks set their own clock and window).
 pub fn config() -> Config {
+    let wide = std::time::Duration::from_secs(3650 * 86_400);
     Config::default()
         .with_background_flush(false)
         .with_maintenance_interval(None)
         .with_segment_bytes(256 << 10)
         .with_default_retention_days(LANE)
+        .with_timestamp_window(wide, wide)
+        .with_regroup_idle(std::time::Duration::ZERO)
 }
 
 pub fn open(dir: &Path) -> Store {

@@ -282,6 +282,7 @@ pub fn run(args: Args) -> Result<i32> {
             .with_maintenance_interval(None)
             .with_default_retention_days(3650)
             .with_regroup(regroup)
+            .with_regroup_idle(std::time::Duration::ZERO)
             .with_analyzer(if args.no_analyzer {
                 None
             } else {
