@@ -25,6 +25,9 @@ pub struct RetentionReport {
     pub bytes_removed: u64,
     /// Objects deleted from the bucket (remote tier).
     pub objects_deleted: u64,
+    /// Steps that failed (an object that could not be deleted stays marked for deletion; the
+    /// next sync or retention pass retries it).
+    pub errors: Vec<String>,
 }
 
 impl Inner {
@@ -76,6 +79,9 @@ impl Inner {
             // A failed delete stays doomed in the manifest; the next sync retries it.
             if let Err(e) = self.delete_doomed(remote, &mut sync) {
                 log::error!("retention: deleting expired objects failed: {e}");
+                report
+                    .errors
+                    .push(format!("deleting expired objects from the bucket: {e}"));
             }
             report.objects_deleted = sync.objects_deleted;
         }

@@ -136,6 +136,14 @@ impl Store {
             }
             None => None,
         };
+        // Every lane that holds a segment has its directory, remote-only ones included (a
+        // store opened from the bucket alone has none yet): compaction writes its outputs there.
+        let mut lanes: Vec<u16> = rec.segments.iter().map(|s| s.lane_days).collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        for lane in lanes {
+            crate::writer::ensure_lane_dir(&fs, &dir, lane)?;
+        }
         let tombstones = Tombstones::open(&dir, &fs)?;
         let inner = Arc::new(Inner {
             buffer: WriteBuffer::new(config.buffer_shards),

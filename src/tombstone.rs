@@ -112,6 +112,18 @@ pub(crate) struct Tombstones {
 impl Tombstones {
     /// Opens (or creates) the log and the store's secret hashing key; a torn tail is cut.
     pub fn open(dir: &Path, fs: &Fs) -> Result<Tombstones> {
+        // Temp files of a rewrite (or an adoption) cut short by a crash: a log's may name
+        // deleted persons in clear long after their requests are retired.
+        for tmp in ["tombstones.log.tmp", "KEY.tmp"] {
+            let p = dir.join(tmp);
+            if p.exists() {
+                log::warn!(
+                    "{}: removing an interrupted rewrite's temp file",
+                    p.display()
+                );
+                fs.remove(&p).ctx(|| format!("remove {}", p.display()))?;
+            }
+        }
         let key = load_or_create_key(dir, fs)?;
         let path = dir.join("tombstones.log");
         let created = !path.exists();
@@ -453,6 +465,37 @@ impl Tombstones {
     }
 }
 
+/// A request as a tombstone log names it: (id, team, requested at ms).
+pub(crate) type RequestKey = (u64, u64, i64);
+
+/// The requests named by the whole records of a tombstone log's bytes (a torn tail is ignored),
+/// as (id, team, requested at): the pending ones, and all of them, pending or retired. Lets two
+/// copies of a log be compared without the key (adoption of a bucket, `remote::sync`).
+pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
+    let (mut pending, mut all) = (Vec::new(), Vec::new());
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
+        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if len > MAX_RECORD || crc32fast::hash(body) != crc {
+            break;
+        }
+        let mut b = Bytes::new(body);
+        let (Ok(kind), Ok(id), Ok(team), Ok(at)) = (b.u8(), b.u64(), b.u64(), b.i64()) else {
+            break;
+        };
+        all.push((id, team, at));
+        if kind != KIND_RETIRED {
+            pending.push((id, team, at));
+        }
+        pos += 8 + len;
+    }
+    (pending, all)
+}
+
 /// The store's secret key for hashing retired identifiers, created at first open.
 fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
     let path = dir.join("KEY");
@@ -486,6 +529,18 @@ mod tests {
     use super::*;
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// A rewrite's temp file left by a crash names identifiers in clear: open removes it.
+    #[test]
+    fn leftover_temp_files_are_removed_at_open() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let tmp = dir.path().join("tombstones.log.tmp");
+        std::fs::write(&tmp, b"alice@example.com")?;
+        std::fs::write(dir.path().join("KEY.tmp"), [7u8; 32])?;
+        let _t = Tombstones::open(dir.path(), &Fs::default())?;
+        assert!(!tmp.exists() && !dir.path().join("KEY.tmp").exists());
+        Ok(())
+    }
 
     #[test]
     fn requests_survive_reopen_and_retirement_forgets_identifiers() -> TestResult {

@@ -22,6 +22,22 @@ pub(crate) fn lane_dir(dir: &Path, lane_days: u16) -> PathBuf {
     dir.join("lanes").join(format!("{lane_days}d"))
 }
 
+/// Creates `lanes/<days>d/` if it is missing, with its entries up to the store root made
+/// durable, so that a segment created in it (an active one, a compaction output) can be found
+/// by open after a crash. Nothing is written when the directory exists.
+pub(crate) fn ensure_lane_dir(fs: &Fs, dir: &Path, lane_days: u16) -> Result<PathBuf> {
+    let lane = lane_dir(dir, lane_days);
+    if lane.is_dir() {
+        return Ok(lane);
+    }
+    std::fs::create_dir_all(&lane).ctx(|| format!("create {}", lane.display()))?;
+    if let Some(lanes) = lane.parent() {
+        fs.sync_dir_ctx(lanes)?;
+    }
+    fs.sync_dir_ctx(dir)?;
+    Ok(lane)
+}
+
 pub(crate) struct ActiveWriter {
     fs: Fs,
     /// The segment as readers see it (in-memory index, read through the file).

@@ -303,3 +303,135 @@ fn cost_projects_storage_from_a_store_and_writes_a_report() {
     let report = std::fs::read_to_string(&html).unwrap();
     assert!(report.contains("<svg") && report.contains("<polyline"));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn holds(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One clock for a dry run: a session ingested at `--now T0` on a 30-day team, then `expire`
+/// and `compact` at `--now T0+40d` (the store's clock for the whole run, sealing of the old
+/// active segment at open included) leave no byte of it on disk, raw or decompressed.
+#[test]
+fn expire_and_compact_forty_days_on_remove_every_byte_of_a_30_day_session() {
+    let (session, _, _) = expected_events();
+    let store = tempfile::tempdir().unwrap();
+    // A minute after the fixture's last event: arrival time T0.
+    let t0: i64 = 1_795_664_048_166 + 60_000;
+    let day: i64 = 86_400_000;
+    let at = |ms: i64| ms.to_string();
+    let team30 = ["--team-retention", "1=30"];
+    ok(cmd("ingest", store.path())
+        .args(team30)
+        .args(["--team", "1", "--now", &at(t0)])
+        .arg(data().join("snapshot-batches.jsonl")));
+    // Day 29: still there.
+    let ls = ok(cmd("ls", store.path()).args(team30).args([
+        "--team",
+        "1",
+        "--json",
+        "--now",
+        &at(t0 + 29 * day),
+    ]));
+    assert!(ls.contains(&session), "{ls}");
+    let later = at(t0 + 40 * day);
+    let out = ok(cmd("expire", store.path())
+        .args(team30)
+        .args(["--now", &later]));
+    assert!(out.starts_with("removed 1 segments"), "{out}");
+    ok(cmd("compact", store.path())
+        .args(team30)
+        .args(["--now", &later]));
+    let ls = ok(cmd("ls", store.path())
+        .args(team30)
+        .args(["--team", "1", "--json", "--now", &later]));
+    assert!(!ls.contains(&session), "{ls}");
+    for f in files_under(store.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !holds(&bytes, session.as_bytes()) && !holds(&bytes, b"realclient"),
+            "{} holds the session",
+            f.display()
+        );
+        assert!(
+            f.extension().is_none_or(|e| e != "seg"),
+            "segment left: {}",
+            f.display()
+        );
+    }
+}
+
+/// Honest exit codes: a compaction job that fails (a corrupt block in the segment to rewrite)
+/// makes `delete-person --wait`, `delete-session --wait` and `compact` exit 1, with the failed
+/// job and the requests not done on stderr; without --wait a request is only made durable
+/// (exit 0, status pending).
+#[test]
+fn erasure_commands_exit_non_zero_when_compaction_fails() {
+    let (session, _, _) = expected_events();
+    let person = "realclient-user-1-20261126033322";
+    let store = tempfile::tempdir().unwrap();
+    ok(cmd("ingest", store.path())
+        .args(["--team", "1"])
+        .arg(data().join("snapshot-batches.jsonl")));
+    let cfg = replaystore::Config::default().with_default_retention_days(3650);
+    replaystore::Store::open(store.path(), cfg)
+        .unwrap()
+        .seal_active()
+        .unwrap();
+    let seg = files_under(store.path())
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 200] ^= 0x55; // inside the first block, past the 32-byte segment header
+    std::fs::write(&seg, bytes).unwrap();
+
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let out = run(cmd("delete-person", store.path()).args(["--team", "1", "--person", person]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"status\":\"pending\""));
+    for args in [
+        vec!["delete-person", "--team", "1", "--person", person, "--wait"],
+        vec![
+            "delete-session",
+            "--team",
+            "1",
+            "--session",
+            &session,
+            "--wait",
+        ],
+        vec!["compact"],
+    ] {
+        let out = run(cmd(args[0], store.path()).args(&args[1..]));
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("compaction job failed: segments"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("are not done"), "{args:?}: {err}");
+    }
+    // `deletion-status` is a question, not a wait: pending is an answer (exit 0).
+    let out = run(cmd("deletion-status", store.path()).args(["--id", "1"]));
+    assert!(out.status.success() && text(&out).contains("pending"));
+}

@@ -38,6 +38,35 @@ fn retention_deletes_objects() {
 }
 
 #[test]
+fn handover_then_erase() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::remote::handover_then_erase(bucket(), a.path(), b.path());
+}
+
+/// The documented hand-over through the command line, on the local-file backend (the same
+/// scenario runs against moto in tests/remote_s3.rs).
+#[test]
+fn handover_through_the_cli() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bucket_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket_dir.path().display());
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_replaystore"));
+        c.args(args).args(["--remote", &url]);
+        c
+    };
+    // Keys of the file backend are paths from the file system's root.
+    let remove = |key: &str| std::fs::remove_file(std::path::Path::new("/").join(key)).unwrap();
+    common::remote::handover_through_the_cli(
+        &RemoteConfig::new(url.clone()),
+        &cli,
+        a.path(),
+        b.path(),
+        &remove,
+    );
+}
+
+#[test]
 fn deletion_rewrites_remote() {
     let dir = tempfile::tempdir().unwrap();
     common::remote::deletion_rewrites_remote(bucket(), dir.path());
@@ -286,4 +315,155 @@ fn an_unreachable_bucket_never_stops_ingestion() {
     assert!(store.pending_deletions().iter().any(|d| d.0 == id));
     assert!(store.read_session(1, "t1-s1").unwrap().is_none());
     store.close().unwrap();
+}
+
+/// The adoption of a bucket by a fresh directory, killed (a real process aborted at a crash
+/// point) after installing the bucket's `KEY` and after installing its tombstone log, before
+/// the manifest that records adoption complete. The next open adopts again, and the deletion
+/// made on the old machine is still in force: the person's session is hidden, then erased by
+/// compaction from the bucket and the new directory. Also with the adopted log torn or emptied
+/// after the kill (what an unsynced write can leave after a power loss): fetched again.
+#[test]
+fn adoption_killed_midway_finishes_at_next_open() {
+    use common::remote::{canary_hits, fill, read_all, CANARY_BYTES, CANARY_PERSON};
+    use replaystore::{DeletionStatus, Store};
+    use std::process::Command;
+    for (point, damage) in [
+        ("adopt:after_key", ""),
+        ("adopt:before_manifest", ""),
+        ("adopt:before_manifest", "torn"),
+        ("adopt:before_manifest", "empty"),
+    ] {
+        let what = format!("{point} {damage}");
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let bucket_dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", bucket_dir.path().display());
+        let cfg = RemoteConfig::new(url.clone()).with_local_retention(std::time::Duration::ZERO);
+        let config = common::config().with_remote(cfg.clone());
+        // The old owner: data, a deletion still pending, the hand-over sync.
+        let old = replaystore::Store::open(a.path(), config.clone()).unwrap();
+        // A finished request first: the log then holds a retired record too.
+        old.append(common::chunk(1, "gone-session", "p-gone", 0, 500))
+            .unwrap();
+        old.flush().unwrap();
+        let done = old.delete_session(1, "gone-session").unwrap();
+        assert!(old.compact().unwrap().deletions_completed.contains(&done));
+        let mut canary = common::chunk(1, "canary-session", CANARY_PERSON, 0, 2000);
+        canary.payload.extend_from_slice(CANARY_BYTES);
+        old.append(canary).unwrap();
+        let ids = fill(&old, 1, 6, 2);
+        let expected = read_all(&old, 1, &ids);
+        let id = old.delete_person(1, CANARY_PERSON).unwrap();
+        old.seal_active().unwrap();
+        let r = old.sync_remote().unwrap();
+        assert!(r.errors.is_empty(), "{r:?}");
+        assert!(matches!(
+            old.deletion_status(id),
+            DeletionStatus::Pending { .. }
+        ));
+        old.close().unwrap();
+
+        // The new owner's first open, killed midway through the adoption.
+        let out = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+            .args(["remote", "status", "--remote", &url])
+            .args(["--retention-days", &common::LANE.to_string(), "--dir"])
+            .arg(b.path())
+            .env("REPLAYSTORE_CRASH_AT", point)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: not interrupted: {err}");
+        assert!(err.contains(&format!("crash point {point}")), "{err}");
+        assert!(!b.path().join("REMOTE").exists(), "{what}");
+        assert!(b.path().join("KEY").exists(), "{what}");
+        let log = b.path().join("tombstones.log");
+        assert_eq!(log.exists(), point == "adopt:before_manifest", "{what}");
+        match damage {
+            "torn" => {
+                let bytes = std::fs::read(&log).unwrap();
+                std::fs::write(&log, &bytes[..bytes.len() / 2]).unwrap();
+            }
+            "empty" => std::fs::write(&log, b"").unwrap(),
+            _ => {}
+        }
+
+        let store = Store::open(b.path(), config.clone()).unwrap();
+        assert!(b.path().join("REMOTE").exists(), "{what}");
+        assert!(
+            store.read_session(1, "canary-session").unwrap().is_none(),
+            "{what}: the deleted person's session is readable"
+        );
+        assert!(store
+            .list_sessions(1, &Default::default())
+            .unwrap()
+            .iter()
+            .all(|s| s.person != CANARY_PERSON));
+        assert!(
+            store.pending_deletions().iter().any(|d| d.0 == id),
+            "{what}: the pending deletion was forgotten"
+        );
+        assert!(matches!(
+            store.deletion_status(done),
+            DeletionStatus::Done { .. }
+        ));
+        // Late chunks of both requests are still refused.
+        let late = common::chunk(1, "canary-session-2", CANARY_PERSON, 0, 100);
+        assert!(store.append(late).is_err(), "{what}");
+        let late = common::chunk(1, "gone-session", "p-gone", 5, 100);
+        assert!(store.append(late).is_err(), "{what}");
+        let rep = store.compact().unwrap();
+        assert!(rep.failed_jobs.is_empty(), "{what}: {rep:?}");
+        assert!(rep.deletions_completed.contains(&id), "{what}: {rep:?}");
+        for needle in [CANARY_BYTES, CANARY_PERSON.as_bytes()] {
+            assert_eq!(
+                canary_hits(&cfg, b.path(), needle),
+                Vec::<String>::new(),
+                "{what}"
+            );
+        }
+        assert_eq!(read_all(&store, 1, &ids), expected, "{what}");
+        store.close().unwrap();
+    }
+}
+
+/// An unfinished adoption never overwrites a deletion made in the directory meanwhile (opened
+/// without the remote): the next open with the remote refuses and says why.
+#[test]
+fn adoption_refuses_to_overwrite_a_local_deletion() {
+    use replaystore::{Error, Store};
+    use std::process::Command;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let bucket_dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", bucket_dir.path().display());
+    let config = common::config().with_remote(RemoteConfig::new(url.clone()));
+    let old = Store::open(a.path(), config.clone()).unwrap();
+    common::remote::fill(&old, 1, 3, 2);
+    old.delete_person(1, "person-1").unwrap();
+    old.seal_active().unwrap();
+    assert!(old.sync_remote().unwrap().errors.is_empty());
+    old.close().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+        .args(["remote", "status", "--remote", &url, "--dir"])
+        .arg(b.path())
+        .env("REPLAYSTORE_CRASH_AT", "adopt:before_manifest")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Opened without the remote, a deletion is made there.
+    let local = Store::open(b.path(), common::config()).unwrap();
+    let mine = local.delete_person(1, "person-2").unwrap();
+    local.close().unwrap();
+    let before = std::fs::read(b.path().join("tombstones.log")).unwrap();
+    match Store::open(b.path(), config) {
+        Err(Error::InvalidConfig { field, reason }) => {
+            assert_eq!(field, "remote");
+            assert!(reason.contains(&format!("[{mine}]")), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("adopted over a local deletion"),
+    }
+    assert_eq!(
+        std::fs::read(b.path().join("tombstones.log")).unwrap(),
+        before
+    );
 }

@@ -123,6 +123,57 @@ fn deletion_rewrites_remote_with_canary_scan() {
     assert!(text.contains(" 0 hits"), "{text}");
 }
 
+/// Deletes one object behind the store's back (moto refuses unsigned requests for objects).
+fn delete_object(ep: &str, key: &str) {
+    use object_store::ObjectStoreExt;
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(BUCKET)
+        .with_endpoint(ep)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(key);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { s3.delete(&path).await })
+        .unwrap();
+}
+
+/// The documented hand-over through the real binary: ingest two persons, `remote sync --seal
+/// --local-retention-hours 0`, open the prefix from a fresh directory, `delete-person --wait`
+/// (exit 0 only when done), `remote scan` finds the person in no object; then an object lost
+/// from the bucket makes the next erasure's compaction fail: exit 1, and why, on stderr.
+#[test]
+fn handover_through_the_cli() {
+    let Some(ep) = endpoint("handover_through_the_cli") else {
+        return;
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = bucket(&ep, &prefix("handover-cli"));
+    let cli = |args: &[&str]| {
+        let mut c = replaystore_cli(&ep, args);
+        c.args(["--remote", &cfg.url]);
+        c
+    };
+    let remove = |key: &str| delete_object(&ep, key);
+    common::remote::handover_through_the_cli(&cfg, &cli, a.path(), b.path(), &remove);
+}
+
+/// The same hand-over through the library, with a second lane (a 30-day team).
+#[test]
+fn handover_then_erase() {
+    let Some(ep) = endpoint("handover_then_erase") else {
+        return;
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::remote::handover_then_erase(bucket(&ep, &prefix("handover")), a.path(), b.path());
+}
+
 /// Incompressible payload bytes (so a segment is big enough for several upload parts).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use replaystore::{DeletionStatus, Error, Result, Store, Target};
+use replaystore::{CompactionReport, DeletionStatus, Error, Result, Store, Target};
 
 use super::mb;
 
@@ -64,21 +64,55 @@ fn delete(store: &Store, team: u64, targets: Vec<Target>, wait: bool) -> Result<
         ids[ids.len() - 1],
         slowest.as_secs_f64() * 1e3
     );
-    if wait {
-        let r = store.compact()?;
-        println!(
-            "compaction: {} segments rewritten, {} removed, {:.1} MB read, {:.1} MB written, {} blocks ({:.1} MB) dropped in {:.0} ms ({:.0} MB/s)",
-            r.segments_rewritten,
-            r.segments_removed,
-            mb(r.bytes_read),
-            mb(r.bytes_written),
-            r.blocks_dropped,
-            mb(r.bytes_dropped),
-            r.elapsed_ms,
-            r.rewrite_mb_s()
+    if !wait {
+        return print_status(store, &ids);
+    }
+    let r = store.compact()?;
+    println!(
+        "compaction: {} segments rewritten, {} removed, {:.1} MB read, {:.1} MB written, {} blocks ({:.1} MB) dropped in {:.0} ms ({:.0} MB/s)",
+        r.segments_rewritten,
+        r.segments_removed,
+        mb(r.bytes_read),
+        mb(r.bytes_written),
+        r.blocks_dropped,
+        mb(r.bytes_dropped),
+        r.elapsed_ms,
+        r.rewrite_mb_s()
+    );
+    let code = print_status(store, &ids)?;
+    Ok(code.max(waited_for(store, &ids, &r)))
+}
+
+/// The exit code of a command that ran a compaction pass for deletion requests `ids`: 0 when
+/// every one is done and no job failed, 1 otherwise, with the reasons on stderr.
+fn waited_for(store: &Store, ids: &[u64], r: &CompactionReport) -> i32 {
+    for f in &r.failed_jobs {
+        eprintln!("compaction job failed: {f}");
+    }
+    let pending: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|&id| matches!(store.deletion_status(id), DeletionStatus::Pending { .. }))
+        .collect();
+    if !pending.is_empty() {
+        let doomed = store.remote_status().map_or(0, |s| s.doomed);
+        let why = if !r.failed_jobs.is_empty() {
+            "a compaction job failed (above)".to_string()
+        } else if doomed > 0 {
+            format!("{doomed} replaced objects still wait for deletion from the bucket")
+        } else {
+            "a segment still holds their data".to_string()
+        };
+        eprintln!(
+            "deletion requests {pending:?} are not done: {why}; their data stays hidden, and the \
+             next compaction pass (or `compact`) retries"
         );
     }
-    print_status(store, &ids)
+    if r.failed_jobs.is_empty() && pending.is_empty() {
+        0
+    } else {
+        1
+    }
 }
 
 pub fn status(store: &Store, ids: &[u64]) -> Result<i32> {
@@ -93,18 +127,26 @@ pub fn status(store: &Store, ids: &[u64]) -> Result<i32> {
     print_status(store, ids)
 }
 
+/// Prints each request's status; 1 if an id is unknown.
 fn print_status(store: &Store, ids: &[u64]) -> Result<i32> {
-    let mut unknown = false;
+    let mut unknown = Vec::new();
     for &id in ids {
         let s = store.deletion_status(id);
-        unknown |= s == DeletionStatus::Unknown;
+        if s == DeletionStatus::Unknown {
+            unknown.push(id);
+        }
         let line = serde_json::to_string(&s).unwrap_or_default();
         println!("{id}\t{line}");
     }
-    Ok(if unknown { 1 } else { 0 })
+    if !unknown.is_empty() {
+        eprintln!("no deletion request with id {unknown:?}");
+    }
+    Ok(if unknown.is_empty() { 0 } else { 1 })
 }
 
+/// One compaction pass; exit 1 when a job failed or a request pending before it still is.
 pub fn compact(store: &Store) -> Result<i32> {
+    let before: Vec<u64> = store.pending_deletions().iter().map(|d| d.0).collect();
     let r = store.compact()?;
     println!(
         "{} segments rewritten into {}, {} removed; read {:.1} MB, wrote {:.1} MB, dropped {} blocks ({:.1} MB); {} deletions completed; {:.0} ms, {:.0} MB/s",
@@ -119,18 +161,23 @@ pub fn compact(store: &Store) -> Result<i32> {
         r.elapsed_ms,
         r.rewrite_mb_s()
     );
-    Ok(0)
+    Ok(waited_for(store, &before, &r))
 }
 
-pub fn expire(store: &Store, now: Option<i64>) -> Result<i32> {
-    let now = now.unwrap_or_else(|| store.config().clock.now_ms());
+/// Retention at the store's clock (`--now`); exit 1 when an expired object could not be deleted
+/// from the bucket (it stays marked for deletion and the next sync retries it).
+pub fn expire(store: &Store) -> Result<i32> {
+    let now = store.config().clock.now_ms();
     let r = store.enforce_retention(now)?;
     println!(
         "removed {} segments ({:.1} MB) past retention",
         r.segments_removed,
         mb(r.bytes_removed)
     );
-    Ok(0)
+    for e in &r.errors {
+        eprintln!("retention: {e}");
+    }
+    Ok(if r.errors.is_empty() { 0 } else { 1 })
 }
 
 /// Scrub: exit 0 when every check passes, 1 with the list of problems otherwise.

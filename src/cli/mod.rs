@@ -42,6 +42,11 @@ pub struct StoreArgs {
     team_retention: Vec<(u64, u16)>,
     #[command(flatten)]
     remote: remote::RemoteArgs,
+    /// The store's clock for this run, in ms since the epoch (default: the system clock). It
+    /// stands still at MS for the whole run, `serve` included: arrival times, sealing of old
+    /// segments at open, retention, regroup idleness and deletion times all use it.
+    #[arg(long, value_name = "MS")]
+    now: Option<i64>,
 }
 
 fn parse_token(s: &str) -> std::result::Result<(String, u64), String> {
@@ -67,6 +72,9 @@ impl StoreArgs {
             .with_maintenance_interval(None);
         for &(team, days) in &self.team_retention {
             c = c.with_team_retention_days(team, days);
+        }
+        if let Some(ms) = self.now {
+            c = c.with_clock(std::sync::Arc::new(replaystore::ManualClock::new(ms)));
         }
         match self.remote.config() {
             Some(r) => c.with_remote(r),
@@ -145,7 +153,8 @@ enum Command {
         /// A file of person ids, one per line (blank lines and #comments skipped).
         #[arg(long)]
         file: Option<PathBuf>,
-        /// Compact now and wait until the bytes are physically gone.
+        /// Compact now; exit 0 only if every request is done (bytes physically gone from every
+        /// file and object), 1 otherwise with the reason on stderr.
         #[arg(long)]
         wait: bool,
     },
@@ -157,6 +166,7 @@ enum Command {
         team: u64,
         #[arg(long)]
         session: Vec<String>,
+        /// As for delete-person: compact now, exit 0 only if every request is done.
         #[arg(long)]
         wait: bool,
     },
@@ -168,17 +178,17 @@ enum Command {
         id: Vec<u64>,
     },
     /// Run one compaction pass: purge deleted data, drop expired blocks, merge small segments.
+    /// Exits 1 (and says why on stderr) when a job failed or a deletion request pending before
+    /// the pass is still pending after it.
     Compact {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Remove segments past retention.
+    /// Remove segments past retention (at --now, default: the system clock). Exits 1 when an
+    /// expired object could not be deleted from the bucket.
     Expire {
         #[command(flatten)]
         store: StoreArgs,
-        /// Pretend it is this time (ms since epoch); default: now.
-        #[arg(long)]
-        now: Option<i64>,
     },
     /// Check every segment: checksums, decompression, footers against blocks. Exits 1 and
     /// lists the problems when there are any.
@@ -317,7 +327,7 @@ pub fn run() -> Result<i32> {
         } => admin::delete_sessions(&store.open()?, team, session, wait),
         Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
         Command::Compact { store } => admin::compact(&store.open()?),
-        Command::Expire { store, now } => admin::expire(&store.open()?, now),
+        Command::Expire { store } => admin::expire(&store.open()?),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
         Command::Bench(args) => bench::run(args),
         Command::Remote(cmd) => remote::run(cmd),

@@ -34,6 +34,8 @@ impl<'a> Output<'a> {
         let id = inner
             .next_segment_id
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // A store opened from the bucket alone has no lane directory for remote segments.
+        crate::writer::ensure_lane_dir(&inner.fs, &inner.dir, lane)?;
         let path = segment_path(&inner.dir, lane, id);
         let tmp = path.with_extension("seg.tmp");
         let header = SegmentHeader {

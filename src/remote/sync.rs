@@ -88,16 +88,20 @@ impl Remote {
             meta_uploaded: Mutex::new(vec![0; META_FILES.len()]),
         };
         if fresh && !has_local {
-            remote.adopt_bucket(dir)?;
+            remote.adopt_bucket(dir, fs)?;
         } else if fresh {
             remote.manifest.lock().save()?;
         }
         Ok(remote)
     }
 
-    /// Records every segment object of the bucket as verified and fetches the meta files that
-    /// the directory lacks. The tombstone log in the bucket is the one of the last sync.
-    fn adopt_bucket(&self, dir: &Path) -> Result<()> {
+    /// Adopts the bucket on a directory with no manifest and no segment (a partition moved to
+    /// this machine, docs/scale-out.md): records every segment object as verified, installs the
+    /// bucket's `KEY` and `tombstones.log` (`install_meta`), and writes the manifest last. The
+    /// manifest is the durable record that adoption is complete: a crash anywhere before it
+    /// leaves a directory that the next open adopts again from the start, and every file it
+    /// wrote is whole or absent (`Fs::replace_file`).
+    fn adopt_bucket(&self, dir: &Path, fs: &Fs) -> Result<()> {
         let objects = self.tier.list("segments")?;
         let mut m = self.manifest.lock();
         for o in &objects {
@@ -116,18 +120,8 @@ impl Remote {
                 },
             );
         }
-        for name in META_FILES {
-            let path = dir.join(name);
-            if path.exists() {
-                continue;
-            }
-            if let Some(bytes) = self
-                .tier
-                .get_small(&self.tier.meta_key(name), MAX_META_BYTES)?
-            {
-                std::fs::write(&path, &bytes).ctx(|| format!("write {}", path.display()))?;
-            }
-        }
+        self.install_meta(dir, fs)?;
+        crash_point("adopt:before_manifest");
         if !objects.is_empty() {
             log::info!(
                 "remote: adopted {} segments from {}",
@@ -136,6 +130,80 @@ impl Remote {
             );
         }
         m.save()
+    }
+
+    /// The meta files of an adoption. The bucket's tombstone log (the one of the last sync) and
+    /// its key replace whatever the directory holds: nothing (the usual case), or the files of
+    /// an adoption cut short (whole, or torn or empty if an older version wrote them without
+    /// fsync). One exception: a local log with a pending request the bucket's copy does not
+    /// know (a deletion made in this directory while it was opened without the remote) is
+    /// never overwritten; open fails and says so. A bucket without a tombstone log (a new
+    /// prefix) leaves the directory's files as they are.
+    fn install_meta(&self, dir: &Path, fs: &Fs) -> Result<()> {
+        let fetch = |name: &str| {
+            self.tier
+                .get_small(&self.tier.meta_key(name), MAX_META_BYTES)
+        };
+        let Some(log) = fetch("tombstones.log")? else {
+            return Ok(());
+        };
+        let key = fetch("KEY")?;
+        let log_path = dir.join("tombstones.log");
+        let local = match std::fs::read(&log_path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("read {}", log_path.display()), e)),
+        };
+        if let Some(local) = &local {
+            let (_, theirs) = crate::tombstone::log_requests(&log);
+            let (mine, _) = crate::tombstone::log_requests(local);
+            let missing: Vec<u64> = mine
+                .iter()
+                .filter(|r| !theirs.contains(r))
+                .map(|r| r.0)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::InvalidConfig {
+                    field: "remote",
+                    reason: format!(
+                        "adopting {}: {} holds pending deletion requests {missing:?} that the \
+                         bucket's tombstone log does not; refusing to overwrite them (this \
+                         directory was used without the remote, or belongs to another store)",
+                        self.tier.url,
+                        log_path.display()
+                    ),
+                });
+            }
+        }
+        let key_path = dir.join("KEY");
+        match key {
+            Some(k) if k.len() == 32 => {
+                if std::fs::read(&key_path).ok().as_deref() != Some(&k[..]) {
+                    fs.replace_file(&key_path, &dir.join("KEY.tmp"), &[&k])?;
+                }
+            }
+            Some(k) => {
+                return Err(Error::Corrupt {
+                    segment: 0,
+                    path: PathBuf::from(self.tier.meta_key("KEY").to_string()),
+                    offset: 0,
+                    reason: format!("the key file must hold exactly 32 bytes, holds {}", k.len()),
+                })
+            }
+            // The old owner died between uploading the log and its key: pending requests stay
+            // in force (they name their target in clear); retired ones no longer refuse late
+            // chunks.
+            None => log::error!(
+                "remote: {} has a tombstone log but no KEY: retired deletions will not refuse \
+                 late chunks",
+                self.tier.url
+            ),
+        }
+        crash_point("adopt:after_key");
+        if local.as_deref() != Some(&log[..]) {
+            fs.replace_file(&log_path, &dir.join("tombstones.log.tmp"), &[&log])?;
+        }
+        Ok(())
     }
 
     /// Opens a segment that is only in the bucket: from its `.meta` cache file, fetched

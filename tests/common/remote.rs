@@ -251,3 +251,194 @@ pub fn canary_hits(remote: &RemoteConfig, dir: &Path, needle: &[u8]) -> Vec<Stri
     }
     hits
 }
+
+/// The documented hand-over (docs/scale-out.md, "Moving a partition"): the old owner seals and
+/// syncs with no local retention, a new owner opens the prefix on an empty directory, erases a
+/// person there, and nothing in the bucket or the new directory holds the person's bytes. The
+/// new directory starts with no lane directory at all: compaction must create what it needs.
+pub fn handover_then_erase(remote: RemoteConfig, dir: &Path, dir2: &Path) {
+    let remote = remote.with_local_retention(Duration::ZERO);
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = store_config(remote.clone(), &clock);
+    let store = Store::open(dir, cfg.clone()).unwrap();
+    let ids = fill(&store, 1, 10, 2);
+    // Team 7 keeps 30 days: a second lane in the bucket.
+    let more = fill(&store, 7, 4, 2);
+    let mut canary = chunk(7, "canary-session", CANARY_PERSON, 0, 2000);
+    canary.payload.extend_from_slice(CANARY_BYTES);
+    store.append(canary).unwrap();
+    store.flush().unwrap();
+    store.seal_active().unwrap();
+    let expected = read_all(&store, 1, &ids);
+    let expected7 = read_all(&store, 7, &more);
+    let r = store.sync_remote().unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert!(segment_files(dir, LANE).is_empty() && segment_files(dir, 30).is_empty());
+    store.close().unwrap();
+    assert!(
+        !canary_hits(&remote, dir2, CANARY_BYTES).is_empty(),
+        "the canary scan must see the canary first"
+    );
+
+    let other = Store::open(dir2, cfg).unwrap();
+    let id = other.delete_person(7, CANARY_PERSON).unwrap();
+    let rep = other.compact().unwrap();
+    assert!(rep.failed_jobs.is_empty(), "{:?}", rep.failed_jobs);
+    assert!(rep.deletions_completed.contains(&id), "{rep:?}");
+    assert!(matches!(
+        other.deletion_status(id),
+        replaystore::DeletionStatus::Done { .. }
+    ));
+    assert_eq!(
+        canary_hits(&remote, dir2, CANARY_BYTES),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        canary_hits(&remote, dir2, CANARY_PERSON.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(other.remote_status().unwrap().doomed, 0);
+    assert_eq!(read_all(&other, 1, &ids), expected);
+    assert_eq!(read_all(&other, 7, &more), expected7);
+    other.close().unwrap();
+}
+
+/// The hand-over of docs/scale-out.md through the real command line, as an operator runs it:
+/// `ingest` two persons on machine A, `remote sync --seal --local-retention-hours 0`, then on
+/// machine B (an empty directory) `delete-person --wait` of one of them, which must exit 0
+/// only once done, and `remote scan` finds the person's bytes in no object. Then the failure
+/// path: an object lost behind the store's back (`remove_object`) makes the next erasure's
+/// compaction fail, and `delete-person --wait` and `compact` exit 1 and say why. `cli` gives the
+/// binary with the bucket's options (`--remote ...`); every command runs at a fixed `--now`.
+pub fn handover_through_the_cli(
+    remote: &RemoteConfig,
+    cli: &dyn Fn(&[&str]) -> std::process::Command,
+    a: &Path,
+    b: &Path,
+    remove_object: &dyn Fn(&str),
+) {
+    use std::process::Output;
+    let t0: i64 = 1_795_000_000_000 + 7 * 3_600_000;
+    let (alice, bob) = ("alice-canary-7731", "bob-keeps-his-data");
+    let input = a.join("input.jsonl");
+    let mut lines = String::new();
+    for (person, session, text) in [
+        (alice, "s-alice", std::str::from_utf8(CANARY_BYTES).unwrap()),
+        (bob, "s-bob", "bob's page text"),
+    ] {
+        for i in 0..3 {
+            let ts = t0 - 120_000 + i * 10_000;
+            lines.push_str(&format!(
+                r#"{{"event":"$snapshot","properties":{{"$session_id":"{session}","distinct_id":"{person}","$snapshot_data":[{{"type":3,"data":{{"source":5,"text":"{text} {i}"}},"timestamp":{ts}}}]}}}}"#
+            ));
+            lines.push('\n');
+        }
+    }
+    std::fs::write(&input, lines).unwrap();
+    let store = a.join("store");
+    let run = |dir: &Path, now: i64, args: &[&str]| -> Output {
+        let mut cmd = cli(args);
+        cmd.args(["--local-retention-hours", "0", "--now", &now.to_string()]);
+        cmd.arg("--dir").arg(dir);
+        cmd.output().unwrap()
+    };
+    let text = |o: &Output| {
+        format!(
+            "exit {:?}\nstdout: {}\nstderr: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let input_s = input.to_str().unwrap();
+    let o = run(&store, t0, &["ingest", "--team", "1", input_s]);
+    assert!(o.status.success(), "ingest: {}", text(&o));
+    let o = run(&store, t0, &["remote", "sync", "--seal"]);
+    assert!(o.status.success(), "sync: {}", text(&o));
+    assert!(
+        files_under(&store)
+            .iter()
+            .all(|f| f.extension().is_none_or(|e| e != "seg")),
+        "local copies left after the hand-over sync"
+    );
+    let scan = |needle: &str| -> Output {
+        let mut cmd = cli(&["remote", "scan", "--needle", needle]);
+        cmd.output().unwrap()
+    };
+    let o = scan(std::str::from_utf8(CANARY_BYTES).unwrap());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the scan must see the canary first: {}",
+        text(&o)
+    );
+
+    // Machine B: the bucket alone.
+    let b_store = b.join("store");
+    let later = t0 + 3_600_000;
+    let o = run(
+        &b_store,
+        later,
+        &["delete-person", "--team", "1", "--person", alice, "--wait"],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "delete-person --wait on B: {out}");
+    assert!(out.contains("\"status\":\"done\""), "{out}");
+    assert!(out.contains("\"sessions_removed\":1"), "{out}");
+    for needle in [std::str::from_utf8(CANARY_BYTES).unwrap(), alice] {
+        let o = scan(needle);
+        let t = text(&o);
+        assert!(o.status.success(), "scan for {needle}: {t}");
+        assert!(t.contains(" 0 hits"), "{t}");
+        assert_eq!(
+            canary_hits(remote, &b_store, needle.as_bytes()),
+            Vec::<String>::new()
+        );
+    }
+    let o = run(
+        &b_store,
+        later,
+        &["export", "--team", "1", "--session", "s-bob"],
+    );
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("bob's page text 2"), "{t}");
+    let o = run(
+        &b_store,
+        later,
+        &["export", "--team", "1", "--session", "s-alice"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    // An object lost behind the store's back: erasing bob needs it, and cannot finish.
+    let objects = replaystore::remote::bucket_objects(remote, false).unwrap();
+    let segs: Vec<&str> = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| k.ends_with(".seg"))
+        .collect();
+    assert!(!segs.is_empty());
+    for k in segs {
+        remove_object(k);
+    }
+    let o = run(
+        &b_store,
+        later,
+        &["delete-person", "--team", "1", "--person", bob, "--wait"],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("compaction job failed"), "{t}");
+    assert!(t.contains("are not done"), "{t}");
+    assert!(t.contains("\"status\":\"pending\""), "{t}");
+    let o = run(&b_store, later, &["compact"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("compaction job failed") && t.contains("are not done"),
+        "{t}"
+    );
+    // Still hidden from listings meanwhile.
+    let o = run(&b_store, later, &["ls", "--team", "1", "--json"]);
+    let t = text(&o);
+    assert!(o.status.success() && !t.contains(bob), "{t}");
+}
