@@ -100,12 +100,14 @@ impl Stamped {
     pub fn accept(mut chunk: Chunk, arrival_ms: i64, rules: &ClockRules) -> Result<Stamped> {
         let mut offset = 0i64;
         if let Some(sent) = chunk.sent_at_ms {
-            let skew = arrival_ms.checked_sub(sent).ok_or_else(|| Error::Timestamp {
-                field: "sent_at_ms",
-                value_ms: sent,
-                arrival_ms,
-                reason: "is not a time the store can compare with its clock".into(),
-            })?;
+            let skew = arrival_ms
+                .checked_sub(sent)
+                .ok_or_else(|| Error::Timestamp {
+                    field: "sent_at_ms",
+                    value_ms: sent,
+                    arrival_ms,
+                    reason: "is not a time the store can compare with its clock".into(),
+                })?;
             if skew.unsigned_abs() > rules.skew_tolerance.as_millis() as u64 {
                 offset = skew;
                 chunk.first_ts_ms = shifted("first_ts_ms", chunk.first_ts_ms, skew, arrival_ms)?;
@@ -124,7 +126,9 @@ impl Stamped {
                 field: "first_ts_ms",
                 value_ms: chunk.first_ts_ms,
                 arrival_ms,
-                reason: why(format!("is more than max_ts_behind ({behind} ms) in the past")),
+                reason: why(format!(
+                    "is more than max_ts_behind ({behind} ms) in the past"
+                )),
             });
         }
         if chunk.last_ts_ms > arrival_ms.saturating_add(ahead) {
@@ -132,7 +136,9 @@ impl Stamped {
                 field: "last_ts_ms",
                 value_ms: chunk.last_ts_ms,
                 arrival_ms,
-                reason: why(format!("is more than max_ts_ahead ({ahead} ms) in the future")),
+                reason: why(format!(
+                    "is more than max_ts_ahead ({ahead} ms) in the future"
+                )),
             });
         }
         Ok(Stamped {
@@ -311,7 +317,10 @@ mod tests {
         assert_eq!(s.chunk.first_ts_ms, NOW - 3000);
         // Latency within the tolerance is not "skew".
         let s = Stamped::accept(at(NOW - 9000, Some(NOW - 2000)), NOW, &rules())?;
-        assert_eq!((s.stamp.clock_offset_ms, s.chunk.first_ts_ms), (0, NOW - 9000));
+        assert_eq!(
+            (s.stamp.clock_offset_ms, s.chunk.first_ts_ms),
+            (0, NOW - 9000)
+        );
         // A send time that cannot be compared, or a chunk still outside after correction.
         assert_eq!(refused(at(NOW, Some(i64::MIN))), "sent_at_ms");
         assert_eq!(refused(at(NOW - 72 * HOUR, Some(NOW))), "first_ts_ms");

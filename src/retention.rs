@@ -36,11 +36,9 @@ impl Inner {
         let _one_at_a_time = self.maintenance.lock();
         let expired: Vec<_> = {
             let mut segs = self.segments.write();
-            let (gone, keep) = segs
-                .drain(..)
-                .partition(|s| {
-                    s.is_sealed() && s.totals().max_arrival_ms < cutoff(s.lane_days, now_ms)
-                });
+            let (gone, keep) = segs.drain(..).partition(|s| {
+                s.is_sealed() && s.totals().max_arrival_ms < cutoff(s.lane_days, now_ms)
+            });
             *segs = keep;
             gone
         };

@@ -206,12 +206,16 @@ impl Store {
         let stamped = match Stamped::accept(chunk, arrival_ms, &inner.clock_rules()) {
             Ok(s) => s,
             Err(e) => {
-                counters.chunks_refused_timestamp.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .chunks_refused_timestamp
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         };
         if stamped.stamp.clock_offset_ms != 0 {
-            counters.chunks_clock_corrected.fetch_add(1, Ordering::Relaxed);
+            counters
+                .chunks_clock_corrected
+                .fetch_add(1, Ordering::Relaxed);
         }
         // Back-pressure: past twice `max_buffer_bytes` (buffered plus blocks awaiting a retry),
         // the appending thread flushes itself; if that cannot bring it down (the disk fails),

@@ -86,7 +86,9 @@ impl WriteBuffer {
     pub fn requeue(&self, groups: Vec<Group>) {
         for g in groups {
             let chunks: Vec<Stamped> = g.into_stamped().collect();
-            let Some(first) = chunks.first() else { continue };
+            let Some(first) = chunks.first() else {
+                continue;
+            };
             let n: usize = chunks.iter().map(Stamped::buffered_bytes).sum();
             let mut shard = self.shard(&first.chunk).lock();
             let newer = std::mem::take(&mut *shard);

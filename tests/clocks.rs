@@ -70,7 +70,10 @@ fn nothing_on_disk_holds(dir: &std::path::Path, needles: &[&str]) {
     }
     for block in all_block_payloads(dir) {
         for n in needles {
-            assert!(!contains(&block, n.as_bytes()), "{n} in a decompressed block");
+            assert!(
+                !contains(&block, n.as_bytes()),
+                "{n} in a decompressed block"
+            );
         }
     }
 }
@@ -105,14 +108,20 @@ fn erasure_covers_every_clock_a_device_can_have() {
 
     let id = store.delete_person(TEAM, ALICE).unwrap();
     for (session, _, _) in devices {
-        assert!(store.read_session(TEAM, session).unwrap().is_none(), "{session}");
+        assert!(
+            store.read_session(TEAM, session).unwrap().is_none(),
+            "{session}"
+        );
     }
     assert_eq!(listed(&store), vec!["s-bob"]);
     store.compact().unwrap();
     let DeletionStatus::Done { purged, .. } = store.deletion_status(id) else {
         panic!("not done: {:?}", store.deletion_status(id));
     };
-    assert_eq!(purged.sessions_removed, 3, "every session of alice is counted");
+    assert_eq!(
+        purged.sessions_removed, 3,
+        "every session of alice is counted"
+    );
     store.close().unwrap();
 
     let needles = [
@@ -149,7 +158,13 @@ fn chunks_after_an_erasure_are_refused_when_recorded_before_it_and_kept_when_new
     assert!(matches!(store.append(replayed), Err(Error::Deleted { .. })));
     // The same from a device a year ahead that reports its send time: corrected, then refused.
     let now = clock.now();
-    let ahead = chunk("s-1", "carol", request_at - 60_000 + YEAR, Some(now + YEAR), "OLD-3");
+    let ahead = chunk(
+        "s-1",
+        "carol",
+        request_at - 60_000 + YEAR,
+        Some(now + YEAR),
+        "OLD-3",
+    );
     assert!(matches!(store.append(ahead), Err(Error::Deleted { .. })));
 
     // Wrong way 2: carol comes back and records a new session after the request; erasure is
@@ -179,7 +194,13 @@ fn retention_is_by_arrival_whatever_the_devices_clocks_say() {
         .append(from_device("s-bob", "bob", T0, 0, "BOB"))
         .unwrap();
     store
-        .append(chunk("s-edge", "dan", T0 + 59 * 60_000 - 1500, None, "EDGE"))
+        .append(chunk(
+            "s-edge",
+            "dan",
+            T0 + 59 * 60_000 - 1500,
+            None,
+            "EDGE",
+        ))
         .unwrap();
     store
         .append(from_device("s-future", "eve", T0, YEAR, "FUTURE"))
@@ -190,7 +211,10 @@ fn retention_is_by_arrival_whatever_the_devices_clocks_say() {
         .unwrap()
         .expect("corrected, stored");
     assert_eq!(stored.summary.activity.clock_offset_ms, -YEAR);
-    assert!(stored.chunks[0].first_ts_ms <= T0, "re-timed to the store's clock");
+    assert!(
+        stored.chunks[0].first_ts_ms <= T0,
+        "re-timed to the store's clock"
+    );
 
     // Still kept just before retention (30 days after arrival)...
     clock.set(T0 + 30 * DAY_MS - HOUR);
@@ -244,7 +268,15 @@ fn untrustworthy_timestamps_are_refused_with_their_field_or_corrected() {
                 assert_eq!(s.chunks[0].first_ts_ms, *first, "case {k}");
                 assert_eq!(s.chunks[0].arrival_ms, T0, "case {k}");
             }
-            (Err(field), Err(Error::Timestamp { field: f, value_ms, arrival_ms, reason })) => {
+            (
+                Err(field),
+                Err(Error::Timestamp {
+                    field: f,
+                    value_ms,
+                    arrival_ms,
+                    reason,
+                }),
+            ) => {
                 assert_eq!(*field, f, "case {k}: {reason}");
                 assert_eq!(arrival_ms, T0);
                 assert!(value_ms == *ts || value_ms == ts + 1500 || Some(value_ms) == *sent);

@@ -42,8 +42,21 @@ fn read_side_log(path: &Path) -> Acked {
     a
 }
 
+/// Arrival times the checks have seen, per (session, index): a reopen, a compaction, a sync
+/// must never change them.
+type Arrivals = HashMap<(String, usize), i64>;
+
 /// Checks the reopened store against the workload and the side log; returns chunks checked.
-fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usize {
+/// Arrival times must lie within `run` (when the writer ran, by the system clock), grow in
+/// append order within a session, and equal what earlier checks saw.
+fn check(
+    store: &Store,
+    expected: &[Chunk],
+    acked: &Acked,
+    cycle: usize,
+    run: (i64, i64),
+    seen: &mut Arrivals,
+) -> usize {
     let mut sessions: HashMap<&str, Vec<&Chunk>> = HashMap::new();
     for c in expected {
         sessions.entry(&c.session_id).or_default().push(c);
@@ -72,9 +85,23 @@ fn check(store: &Store, expected: &[Chunk], acked: &Acked, cycle: usize) -> usiz
             got.len() <= want.len(),
             "cycle {cycle}: {sid} has duplicates"
         );
-        for (g, w) in got.iter().zip(want) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
             assert_eq!(g.payload, w.payload, "cycle {cycle}: {sid} differs");
+            assert!(
+                (run.0..=run.1).contains(&g.arrival_ms),
+                "cycle {cycle}: {sid} chunk {i} arrived at {} outside the run {run:?}",
+                g.arrival_ms
+            );
+            let was = *seen.entry((sid.to_string(), i)).or_insert(g.arrival_ms);
+            assert_eq!(
+                was, g.arrival_ms,
+                "cycle {cycle}: {sid} chunk {i} changed arrival"
+            );
         }
+        assert!(
+            got.windows(2).all(|p| p[0].arrival_ms <= p[1].arrival_ms),
+            "cycle {cycle}: {sid} arrivals out of append order"
+        );
         checked += got.len();
         if acked.maybe_deleted.contains(person) {
             continue; // the deletion may or may not have been made durable
@@ -100,6 +127,13 @@ fn acknowledged_chunks_survive_sigkill_during_writes_deletions_and_compactions()
 #[test]
 fn acknowledged_chunks_survive_sigkill_with_a_remote_tier() {
     kill_cycles(cycles(30), true);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// `REPLAYSTORE_CRASH_CYCLES`, or `default`.
@@ -141,6 +175,7 @@ fn kill_cycles(cycles: usize, remote: bool) {
         if remote {
             cmd.args(["--remote", &bucket]);
         }
+        let run_start = now_ms();
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
@@ -153,6 +188,8 @@ fn kill_cycles(cycles: usize, remote: bool) {
         std::thread::sleep(Duration::from_micros(rng.below(250_000)));
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
+        let run = (run_start, now_ms());
+        let mut seen = Arrivals::new();
 
         let acked = read_side_log(&side);
         let mut config = Config::default()
@@ -165,7 +202,7 @@ fn kill_cycles(cycles: usize, remote: bool) {
         }
         let store = Store::open(&store_dir, config).unwrap();
         remote_segments += store.stats().unwrap().remote_segments;
-        checked += check(&store, &expected, &acked, cycle);
+        checked += check(&store, &expected, &acked, cycle, run, &mut seen);
         acked_total += acked.chunks;
         deletions += acked.deleted.len();
         // The store takes new writes after recovery, and a compaction pass.
@@ -176,14 +213,14 @@ fn kill_cycles(cycles: usize, remote: bool) {
         store.flush().unwrap();
         store.compact().unwrap();
         assert!(store.read_session(1, "after-recovery").unwrap().is_some());
-        checked += check(&store, &expected, &acked, cycle);
+        checked += check(&store, &expected, &acked, cycle, run, &mut seen);
         if remote {
             // The interrupted remote work finishes, and everything is still there.
             let r = store.sync_remote().unwrap();
             assert!(r.errors.is_empty(), "cycle {cycle}: {r:?}");
             let st = store.remote_status().unwrap();
             assert_eq!((st.uploading, st.doomed), (0, 0), "cycle {cycle}: {st:?}");
-            checked += check(&store, &expected, &acked, cycle);
+            checked += check(&store, &expected, &acked, cycle, run, &mut seen);
             let v = store.verify().unwrap();
             assert!(v.problems.is_empty(), "cycle {cycle}: {:?}", v.problems);
         }

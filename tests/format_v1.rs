@@ -44,12 +44,21 @@ fn a_format_1_store_opens_reads_and_erases_with_arrival_times() {
     let clock = Arc::new(ManualClock::new(ACTIVE_CREATED_MS + 60_000));
     let store = Store::open(dir.path(), config(&clock)).unwrap();
     assert!(store.verify().unwrap().problems.is_empty());
-    let s = store.read_session(1, SESSION).unwrap().expect("format 1 data");
+    let s = store
+        .read_session(1, SESSION)
+        .unwrap()
+        .expect("format 1 data");
     assert_eq!(s.chunks.len(), 24);
     assert_eq!(s.summary.raw_bytes, 178_846);
     // Chunks of format 1 arrive when their segment was created.
-    let sealed = s.chunks.iter().filter(|c| c.arrival_ms == SEALED_CREATED_MS);
-    let active = s.chunks.iter().filter(|c| c.arrival_ms == ACTIVE_CREATED_MS);
+    let sealed = s
+        .chunks
+        .iter()
+        .filter(|c| c.arrival_ms == SEALED_CREATED_MS);
+    let active = s
+        .chunks
+        .iter()
+        .filter(|c| c.arrival_ms == ACTIVE_CREATED_MS);
     assert_eq!((sealed.count(), active.count()), (12, 12));
     // The finished deletion of format 1 (team 2's copy of the session) still refuses chunks.
     let late = replaystore::Chunk {
@@ -79,11 +88,17 @@ fn a_format_1_store_opens_reads_and_erases_with_arrival_times() {
     let merged = store.read_session(1, SESSION).unwrap().unwrap();
     assert_eq!(merged.chunks.len(), 24);
     let payloads = |d: &replaystore::SessionData| {
-        d.chunks.iter().map(|c| c.payload.clone()).collect::<Vec<_>>()
+        d.chunks
+            .iter()
+            .map(|c| c.payload.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(payloads(&merged), payloads(&s));
     // Copied into a new segment, a format-1 block keeps an arrival no later than its own.
-    assert!(merged.chunks.iter().all(|c| c.arrival_ms <= ACTIVE_CREATED_MS));
+    assert!(merged
+        .chunks
+        .iter()
+        .all(|c| c.arrival_ms <= ACTIVE_CREATED_MS));
     store.close().unwrap();
 
     // Retention by arrival: 30 days and a bit after the files were written, all of it goes.
@@ -114,6 +129,10 @@ fn the_cli_exports_a_format_1_store_as_the_old_code_did() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout == expected, "export differs from format 1's");
 }

@@ -89,7 +89,11 @@ struct Known {
 /// timestamp, or `None` when it must be refused for its timestamps.
 fn corrected_first_ts(device: usize, now: i64) -> Option<i64> {
     let (skew, sends) = DEVICES[device];
-    let correction = if sends && skew.abs() > 10_000 { -skew } else { 0 };
+    let correction = if sends && skew.abs() > 10_000 {
+        -skew
+    } else {
+        0
+    };
     let (first, last) = (now + skew - 500 + correction, now + skew + correction);
     (first >= now - 48 * HOUR && last <= now + HOUR).then_some(first)
 }

@@ -35,7 +35,7 @@ fn sessions_vanish_at_their_lanes_retention_and_files_go_at_the_next_enforcement
     store.flush().unwrap();
     clock.set(T0 + 2 * HOUR);
     store.flush().unwrap(); // seals both lanes' segments by age
-    // Retention counts from arrival (the store's clock at append), not the SDK timestamps.
+                            // Retention counts from arrival (the store's clock at append), not the SDK timestamps.
     let last_ts = T0;
     let visible = |team: u64| {
         store

@@ -171,10 +171,7 @@ impl Inner {
         for c in chunks {
             group.push(c.chunk);
         }
-        let Group {
-            mut chunks,
-            stamps,
-        } = group;
+        let Group { mut chunks, stamps } = group;
         if let Some(t) = self
             .config
             .transform

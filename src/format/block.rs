@@ -117,7 +117,10 @@ impl BlockHeader {
     /// When the block's chunks arrived; a block of format 1 takes `legacy_ms` (its segment's
     /// creation time).
     pub fn arrival(&self, legacy_ms: i64) -> ArrivalRange {
-        let mut it = self.chunks.iter().map(|c| c.arrival_ms.unwrap_or(legacy_ms));
+        let mut it = self
+            .chunks
+            .iter()
+            .map(|c| c.arrival_ms.unwrap_or(legacy_ms));
         let first = it.next().unwrap_or(legacy_ms);
         let (lo, hi) = it.fold((first, first), |(lo, hi), a| (lo.min(a), hi.max(a)));
         ArrivalRange {

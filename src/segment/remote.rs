@@ -10,8 +10,8 @@ use object_store::path::Path as ObjPath;
 
 use crate::error::{IoContext, Result};
 use crate::format::{
-    BlockHeader, BlockRef, DecodeError, FooterFormat, FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN,
-    TRAILER_LEN,
+    BlockHeader, BlockRef, DecodeError, FooterFormat, FooterView, SegmentHeader, Trailer,
+    SEGMENT_HEADER_LEN, TRAILER_LEN,
 };
 use crate::remote::footer_cache::FooterCache;
 use crate::remote::tier::Tier;
