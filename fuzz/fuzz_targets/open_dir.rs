@@ -3,4 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| replaystore::fuzzing::open_dir(data));
+fuzz_target!(|data: &[u8]| replaystore_testkit::fuzzing::open_dir(data));

@@ -1,0 +1,303 @@
+//! Hidden measurement commands whose figures go into docs/ and issue notes.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use replaystore::{Chunk, Error, Result, Store};
+
+fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Io {
+        context: context.into(),
+        source: e,
+    }
+}
+
+/// Resident and anonymous memory of this process, in bytes, from /proc/self/status.
+fn memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// Builds (if empty) a store of `sessions` small sessions, then measures reopen time and memory.
+pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
+    let config = || {
+        crate::cli::posthog_config()
+            .with_background_flush(false)
+            .with_default_retention_days(3650)
+    };
+    let fresh = !dir.join("lanes").exists();
+    if fresh {
+        let store = Store::open(dir, config())?;
+        let t = Instant::now();
+        for i in 0..sessions {
+            store.append(Chunk {
+                team: 1 + (i % 4) as u64,
+                session_id: format!("01{i:030x}"),
+                person: format!("person-{}", i / 3),
+                window_id: None,
+                first_ts_ms: 1_795_000_000_000 + i as i64,
+                last_ts_ms: 1_795_000_000_000 + i as i64 + 1000,
+                sent_at_ms: None,
+                payload: format!(
+                    r#"[{{"type":4,"data":{{"href":"https://x/{i}","width":1280,"height":800}},"timestamp":{i}}}]"#
+                )
+                .into_bytes(),
+            })?;
+            if i % 100_000 == 99_999 {
+                store.flush()?;
+            }
+        }
+        store.seal_active()?;
+        store.close()?;
+        eprintln!(
+            "built {sessions} sessions in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let (rss0, anon0) = memory();
+    let t = Instant::now();
+    let store = Store::open(dir, config())?;
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
+    let (rss1, anon1) = memory();
+    let st = store.stats()?;
+    let n = st.sessions.max(1) as f64;
+    println!("sessions                   {}", st.sessions);
+    println!("segments                   {}", st.segments);
+    println!("open ms                    {open_ms:.1}");
+    println!(
+        "index heap bytes/session   {:.2}",
+        st.index_heap_bytes as f64 / n
+    );
+    println!(
+        "RSS delta bytes/session    {:.2}",
+        rss1.saturating_sub(rss0) as f64 / n
+    );
+    println!(
+        "anon RSS delta bytes/sess  {:.2}",
+        anon1.saturating_sub(anon0) as f64 / n
+    );
+    let probe = format!("01{:030x}", sessions / 2);
+    let t = Instant::now();
+    let found = store
+        .read_session(1 + ((sessions / 2) % 4) as u64, &probe)?
+        .is_some();
+    println!(
+        "point read of one session  {:.3} ms (found: {found})",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    // Listing: 100 matches of a filter among the team's quarter of the sessions.
+    let filter = replaystore::SessionFilter {
+        url_contains: Some("/99".into()),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut matched = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        matched = store.list_page(1, &filter)?.sessions.len();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "list 100 of team 1 (url contains /99; {matched} returned): p50 {:.0} ms, p99 {:.0} ms",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    Ok(0)
+}
+
+/// Stored bytes of the same chunks when every flush sees one chunk per session (a short flush
+/// interval) versus one flush for all (whole sessions in one block), measured through the store.
+pub fn grouping(fixtures: &[PathBuf], sessions: usize) -> Result<i32> {
+    let mut sets: Vec<(String, Vec<Chunk>)> = Vec::new();
+    for f in fixtures {
+        let text = std::fs::read(f).map_err(io("read fixture"))?;
+        let chunks: Vec<Chunk> = replaystore_posthog::posthog::parse_body(1, &text)
+            .into_iter()
+            .filter_map(|(_, r)| r.ok().flatten())
+            .collect();
+        sets.push((f.display().to_string(), chunks));
+    }
+    let w = replaystore_testkit::generator::Workload {
+        sessions,
+        ..Default::default()
+    };
+    sets.push((
+        format!("generated ({sessions} sessions)"),
+        replaystore_testkit::generator::interleaved(&w),
+    ));
+    println!(
+        "{:<60} {:>12} {:>14} {:>14} {:>8}",
+        "data", "raw bytes", "chunk/flush", "session/flush", "gain"
+    );
+    for (name, chunks) in sets {
+        let raw: usize = chunks.iter().map(|c| c.payload.len()).sum();
+        let per_chunk = stored(&chunks, true)?;
+        let whole = stored(&chunks, false)?;
+        println!(
+            "{name:<60} {raw:>12} {per_chunk:>14} {whole:>14} {:>7.2}x",
+            per_chunk as f64 / whole as f64
+        );
+    }
+    Ok(0)
+}
+
+fn stored(chunks: &[Chunk], flush_each: bool) -> Result<u64> {
+    let dir = tempfile::tempdir().map_err(io("temp dir"))?;
+    let store = Store::open(
+        dir.path(),
+        crate::cli::posthog_config().with_background_flush(false),
+    )?;
+    for c in chunks {
+        store.append(c.clone())?;
+        if flush_each {
+            store.flush()?;
+        }
+    }
+    store.flush()?;
+    Ok(store.stats()?.stored_bytes)
+}
+
+/// Writes the fuzz targets' seed corpus: valid blocks, sealed and unsealed segment files,
+/// and PostHog bodies, each a starting point the fuzzers mutate.
+pub fn fuzz_seeds(out: &Path) -> Result<i32> {
+    let put = |target: &str, name: &str, bytes: &[u8]| -> Result<()> {
+        let dir = out.join(target);
+        std::fs::create_dir_all(&dir).map_err(io("create corpus dir"))?;
+        std::fs::write(dir.join(name), bytes).map_err(io("write seed"))
+    };
+    let w = replaystore_testkit::generator::Workload {
+        sessions: 3,
+        median_session_bytes: 60_000,
+        ..Default::default()
+    };
+    let chunks = replaystore_testkit::generator::interleaved(&w);
+    // Blocks: one small chunk, a few chunks of one session with windows.
+    let mut writer = replaystore::format::BlockWriter::new(3).map_err(io("zstd"))?;
+    let busiest = chunks
+        .iter()
+        .max_by_key(|c| {
+            chunks
+                .iter()
+                .filter(|d| d.session_id == c.session_id)
+                .count()
+        })
+        .map(|c| c.session_id.clone())
+        .unwrap_or_default();
+    for (i, n) in [1usize, 4].iter().enumerate() {
+        let group: Vec<Chunk> = chunks
+            .iter()
+            .filter(|c| c.session_id == busiest)
+            .take(*n)
+            .map(|c| Chunk {
+                payload: c.payload[..c.payload.len().min(1000)].to_vec(),
+                ..c.clone()
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        let stamps: Vec<replaystore::format::Stamp> = group
+            .iter()
+            .map(|c| replaystore::format::Stamp {
+                arrival_ms: c.last_ts_ms,
+                clock_offset_ms: 0,
+            })
+            .collect();
+        writer
+            .encode(7, &group, &stamps, &mut bytes)
+            .map_err(io("encode"))?;
+        put("block", &format!("block-{i}"), &bytes)?;
+    }
+    // Segments: a sealed one (footer target and open target) and an unsealed one.
+    for sealed in [true, false] {
+        let dir = tempfile::tempdir().map_err(io("temp dir"))?;
+        let config = crate::cli::posthog_config()
+            .with_background_flush(false)
+            .with_maintenance_interval(None)
+            .with_default_retention_days(3650);
+        let store = Store::open(dir.path(), config)?;
+        for c in chunks.iter().take(12) {
+            let mut c = c.clone();
+            c.payload.truncate(2000); // small seeds mutate faster
+            store.append(c)?;
+            store.flush()?;
+        }
+        if sealed {
+            store.seal_active()?;
+        }
+        drop(store);
+        let seg = dir.path().join("lanes/3650d/00000000000000000001.seg");
+        let bytes = std::fs::read(&seg).map_err(io("read segment"))?;
+        let name = if sealed { "sealed.seg" } else { "active.seg" };
+        put("open_dir", name, &bytes)?;
+        if sealed {
+            put("footer", name, &bytes)?;
+        }
+    }
+    // PostHog bodies: a gzip body and a JSON array as posthog-js sends them.
+    let event = r#"[{"event":"$snapshot","properties":{"$session_id":"s1","$window_id":"w1","distinct_id":"p1","$snapshot_data":[{"type":4,"data":{"href":"https://x/"},"timestamp":1795000000000}]}}]"#;
+    put("posthog", "array.json", event.as_bytes())?;
+    put(
+        "posthog",
+        "lines.jsonl",
+        format!("{event}\n{event}\n").as_bytes(),
+    )?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, event.as_bytes()).map_err(io("gzip"))?;
+    put("posthog", "body.gz", &gz.finish().map_err(io("gzip"))?)?;
+    println!("seeds written to {}", out.display());
+    Ok(0)
+}
+
+/// The dictionary lever, measured: a zstd dictionary trained on some sessions of a site, used
+/// on other sessions of the same site, per chunk and per whole session.
+pub fn dict_gain(sessions: usize) -> Result<i32> {
+    use replaystore_testkit::generator::{session, Workload};
+    let w = Workload {
+        sessions: sessions * 2,
+        teams: 1,
+        median_session_bytes: 400_000,
+        ..Default::default()
+    };
+    let train: Vec<Vec<u8>> = (0..sessions)
+        .flat_map(|i| session(&w, i).chunks)
+        .map(|c| c.payload)
+        .collect();
+    let test: Vec<Vec<Chunk>> = (sessions..2 * sessions)
+        .map(|i| session(&w, i).chunks)
+        .collect();
+    let z = |e: std::io::Error| Error::Io {
+        context: "zstd".into(),
+        source: e,
+    };
+    println!(
+        "{:<10} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "dict KiB", "raw", "chunk", "chunk+dict", "session", "session+dict"
+    );
+    for kib in [64usize, 110] {
+        let dict = zstd::dict::from_samples(&train, kib << 10).map_err(z)?;
+        let mut plain = zstd::bulk::Compressor::new(3).map_err(z)?;
+        let mut with = zstd::bulk::Compressor::with_dictionary(3, &dict).map_err(z)?;
+        let (mut raw, mut c0, mut c1, mut s0, mut s1) = (0, 0, 0, 0, 0);
+        for s in &test {
+            let whole: Vec<u8> = s.iter().flat_map(|c| c.payload.clone()).collect();
+            raw += whole.len();
+            s0 += plain.compress(&whole).map_err(z)?.len();
+            s1 += with.compress(&whole).map_err(z)?.len();
+            for c in s {
+                c0 += plain.compress(&c.payload).map_err(z)?.len();
+                c1 += with.compress(&c.payload).map_err(z)?.len();
+            }
+        }
+        println!("{kib:<10} {raw:>14} {c0:>14} {c1:>14} {s0:>14} {s1:>14}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,384 @@
+//! Argument parsing and dispatch.
+
+mod admin;
+mod bench;
+mod cost;
+mod demo;
+mod ingest;
+mod load;
+mod measure;
+mod query;
+mod remote;
+
+mod torture;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use replaystore::{Config, Result, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "replaystore",
+    version,
+    about = "Embedded storage engine for session recordings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the store is and the retention it applies (the same on every command that opens it).
+#[derive(clap::Args, Clone)]
+pub struct StoreArgs {
+    /// Store directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Retention, in days, of teams without a --team-retention.
+    #[arg(long, default_value_t = replaystore::config::DEFAULT_RETENTION_DAYS)]
+    retention_days: u16,
+    /// Retention of one team, as TEAM=DAYS (repeatable).
+    #[arg(long, value_parser = parse_team_days)]
+    team_retention: Vec<(u64, u16)>,
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
+    /// The store's clock for this run, in ms since the epoch (default: the system clock). It
+    /// stands still at MS for the whole run, `serve` included: arrival times, sealing of old
+    /// segments at open, retention, regroup idleness and deletion times all use it.
+    #[arg(long, value_name = "MS")]
+    now: Option<i64>,
+}
+
+fn parse_token(s: &str) -> std::result::Result<(String, u64), String> {
+    let (t, team) = s.split_once('=').ok_or("expected TOKEN=TEAM")?;
+    Ok((
+        t.to_string(),
+        team.parse().map_err(|e| format!("team: {e}"))?,
+    ))
+}
+
+fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
+    let (t, d) = s.split_once('=').ok_or("expected TEAM=DAYS")?;
+    Ok((
+        t.parse().map_err(|e| format!("team: {e}"))?,
+        d.parse().map_err(|e| format!("days: {e}"))?,
+    ))
+}
+
+/// The engine's defaults plus the PostHog crate's rrweb analyzer: the command line stores
+/// posthog-js recordings, whose sessions `ls` filters by their summaries.
+pub fn posthog_config() -> Config {
+    Config::default().with_analyzer(Some(std::sync::Arc::new(
+        replaystore_posthog::RrwebAnalyzer,
+    )))
+}
+
+impl StoreArgs {
+    fn config(&self) -> Config {
+        let mut c = posthog_config()
+            .with_default_retention_days(self.retention_days)
+            .with_maintenance_interval(None);
+        for &(team, days) in &self.team_retention {
+            c = c.with_team_retention_days(team, days);
+        }
+        if let Some(ms) = self.now {
+            c = c.with_clock(std::sync::Arc::new(replaystore::ManualClock::new(ms)));
+        }
+        match self.remote.config() {
+            Some(r) => c.with_remote(r),
+            None => c,
+        }
+    }
+
+    /// Opens the store for a command-line tool (no background maintenance: commands do their
+    /// maintenance explicitly).
+    fn open(&self) -> Result<Store> {
+        Store::open(&self.dir, self.config())
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate sessions, ingest them from several threads, reopen, read back and verify.
+    Demo {
+        /// Store directory (default: a temporary directory, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Seed of the workload generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Ingest PostHog `$snapshot` request bodies (JSON, JSON lines, or gzip) from files or stdin.
+    Ingest {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        /// Input files; `-` or none reads stdin.
+        files: Vec<PathBuf>,
+    },
+    /// Print a session's rrweb events as JSON lines, in order (what rrweb-player loads).
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        #[arg(long)]
+        session: String,
+    },
+    /// List sessions of a team.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        #[command(flatten)]
+        filter: query::ListArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store-wide statistics.
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every recording of one or more persons (GDPR erasure).
+    DeletePerson {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        /// Person (distinct id); repeatable.
+        #[arg(long)]
+        person: Vec<String>,
+        /// A file of person ids, one per line (blank lines and #comments skipped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Compact now; exit 0 only if every request is done (bytes physically gone from every
+        /// file and object), 1 otherwise with the reason on stderr.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete one or more sessions.
+    DeleteSession {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        team: u64,
+        #[arg(long)]
+        session: Vec<String>,
+        /// As for delete-person: compact now, exit 0 only if every request is done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Status of deletion requests (all pending ones if no --id).
+    DeletionStatus {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        id: Vec<u64>,
+    },
+    /// Run one compaction pass: purge deleted data, drop expired blocks, merge small segments.
+    /// Exits 1 (and says why on stderr) when a job failed or a deletion request pending before
+    /// the pass is still pending after it.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove segments past retention (at --now, default: the system clock). Exits 1 when an
+    /// expired object could not be deleted from the bucket.
+    Expire {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Check every segment: checksums, decompression, footers against blocks. Exits 1 and
+    /// lists the problems when there are any.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve posthog-js recordings (`/s/`) into the store, acknowledging once durable.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on (port 0 picks a free one, printed on the first line).
+        #[arg(long, default_value = "127.0.0.1:8010")]
+        listen: std::net::SocketAddr,
+        /// Project token -> team, as TOKEN=TEAM (repeatable).
+        #[arg(long, value_parser = parse_token)]
+        token: Vec<(String, u64)>,
+        /// Largest accepted request body.
+        #[arg(long, default_value_t = 20 << 20)]
+        max_body_bytes: usize,
+        /// Requests processed at once; beyond, 503 with Retry-After.
+        #[arg(long, default_value_t = 256)]
+        max_inflight: usize,
+        /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
+        #[arg(long)]
+        normalize: bool,
+        /// Turn on the read API and replay pages, requiring this token.
+        #[arg(long)]
+        read_token: Option<String>,
+    },
+    /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
+    #[command(subcommand)]
+    Remote(remote::Command),
+    /// Measure this store beside the zstd-only limit and peer systems on the same data.
+    Bench(bench::Args),
+    /// What replay storage costs: bytes per session measured on a store (or on generated
+    /// sessions), projected for a traffic and a retention.
+    Cost(cost::Args),
+    /// Measure open time and index RAM per session for a store of many small sessions.
+    #[command(hide = true)]
+    IndexCost {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: usize,
+    },
+    /// Append a deterministic workload with flushes, deletions and compactions, recording what
+    /// was acknowledged in a side log; the crash test SIGKILLs it (see src/cli/torture.rs).
+    #[command(hide = true)]
+    CrashWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Start time of the generated sessions (ms since epoch).
+        #[arg(long)]
+        start_ms: i64,
+        /// The side log of acknowledgements.
+        #[arg(long)]
+        log: PathBuf,
+        /// With a remote tier at this URL: sync (upload, drop local copies) after every
+        /// compaction and every 60 chunks.
+        #[arg(long)]
+        remote: Option<String>,
+    },
+    /// Measure what a per-site zstd dictionary would save, per chunk and per session.
+    #[command(hide = true)]
+    DictGain {
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+    },
+    /// Load-test `serve` on loopback with posthog-js bodies from many connections.
+    #[command(hide = true)]
+    Load {
+        /// Directory of gzip request bodies (default: the real posthog-js captures).
+        #[arg(long, default_value = "tests/data/posthog-js/wire")]
+        bodies: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
+    /// Write the fuzz targets' seed corpus.
+    #[command(hide = true)]
+    FuzzSeeds {
+        #[arg(long, default_value = "fuzz/corpus")]
+        out: PathBuf,
+    },
+    /// Measure stored bytes when each flush sees one chunk per session vs whole sessions.
+    #[command(hide = true)]
+    Grouping {
+        /// A `snapshot-batches.jsonl` of real posthog-js bodies (default: generated data only).
+        #[arg(long)]
+        fixture: Vec<PathBuf>,
+        #[arg(long, default_value_t = 40)]
+        sessions: usize,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> Result<i32> {
+    match Cli::parse().command {
+        Command::Demo {
+            dir,
+            sessions,
+            threads,
+            seed,
+        } => demo::run(dir, sessions, threads, seed),
+        Command::Ingest { store, team, files } => ingest::run(&store.open()?, team, &files),
+        Command::Export {
+            store,
+            team,
+            session,
+        } => query::export(&store.open()?, team, &session),
+        Command::Ls {
+            store,
+            team,
+            filter,
+            json,
+        } => query::ls(&store.open()?, team, &filter.into_filter(), json),
+        Command::Stats { store, json } => query::stats(&store.open()?, json),
+        Command::DeletePerson {
+            store,
+            team,
+            person,
+            file,
+            wait,
+        } => admin::delete_persons(&store.open()?, team, person, file.as_deref(), wait),
+        Command::DeleteSession {
+            store,
+            team,
+            session,
+            wait,
+        } => admin::delete_sessions(&store.open()?, team, session, wait),
+        Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
+        Command::Compact { store } => admin::compact(&store.open()?),
+        Command::Expire { store } => admin::expire(&store.open()?),
+        Command::Verify { store, json } => admin::verify(&store.open()?, json),
+        Command::Bench(args) => bench::run(args),
+        Command::Remote(cmd) => remote::run(cmd),
+        Command::Cost(args) => cost::run(args),
+        Command::Serve {
+            store,
+            listen,
+            token,
+            max_body_bytes,
+            max_inflight,
+            normalize,
+            read_token,
+        } => replaystore_server::run(replaystore_server::Args {
+            dir: store.dir.clone(),
+            listen,
+            tokens: token.into_iter().collect(),
+            max_body_bytes,
+            max_inflight,
+            normalize,
+            read_token,
+            config: store
+                .config()
+                .with_maintenance_interval(Some(std::time::Duration::from_secs(600))),
+        }),
+        Command::IndexCost { dir, sessions } => measure::index_cost(&dir, sessions),
+        Command::CrashWriter {
+            dir,
+            seed,
+            start_ms,
+            log,
+            remote,
+        } => torture::run(&dir, seed, start_ms, &log, remote),
+        Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
+        Command::Load {
+            bodies,
+            connections,
+            rounds,
+        } => load::run(&bodies, connections, rounds),
+        Command::DictGain { sessions } => measure::dict_gain(sessions),
+        Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
+    }
+}
+
+pub(crate) fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}

@@ -1,0 +1,11 @@
+//! PostHog's side of replaystore: what posthog-js sends (`posthog`: request bodies in every
+//! encoding the SDK uses, `$snapshot` events to chunks, its in-event gzip normalized away) and
+//! what rrweb events mean (`rrweb::RrwebAnalyzer`: the session summaries PostHog lists
+//! recordings by). The engine stores opaque payloads; this crate gives them meaning.
+
+mod jsonscan;
+pub mod posthog;
+pub mod rrweb;
+
+pub use posthog::Normalize;
+pub use rrweb::RrwebAnalyzer;

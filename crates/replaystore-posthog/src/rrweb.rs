@@ -1,0 +1,180 @@
+//! The rrweb analyzer: computes a session's `Summary` from its rrweb events (as posthog-js
+//! sends them or normalized), as PostHog's session_replay_events defines the fields. It reads
+//! only the fields it needs with a scanner (`jsonscan`) that steps over full snapshots and
+//! mutations without parsing them: the analyzer runs on the flush path.
+
+use crate::jsonscan::{each_element, members, number, string};
+use replaystore::summary::{Analyzer, Summary, ACTIVITY_GAP_MS, MAX_URLS};
+use replaystore::Chunk;
+
+/// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
+const RAGE_CLICKS: u32 = 3;
+const RAGE_MS: f64 = 1000.0;
+const RAGE_PX: f64 = 30.0;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RrwebAnalyzer;
+
+/// State carried through a session's events.
+#[derive(Default)]
+struct Walk {
+    s: Summary,
+    /// (count, x, y, ts) of the current run of nearby clicks.
+    clicks: Option<(u32, f64, f64, f64)>,
+}
+
+impl Walk {
+    fn activity(&mut self, ts: i64) {
+        let s = &mut self.s;
+        if s.first_activity_ts == 0 {
+            s.first_activity_ts = ts;
+        } else {
+            let gap = ts - s.last_activity_ts;
+            if (0..=ACTIVITY_GAP_MS).contains(&gap) {
+                s.active_milliseconds += gap as u64;
+            }
+        }
+        s.last_activity_ts = s.last_activity_ts.max(ts);
+    }
+
+    fn click(&mut self, x: f64, y: f64, ts: f64) {
+        self.clicks = match self.clicks {
+            Some((n, lx, ly, lts))
+                if (x - lx).abs() + (y - ly).abs() < RAGE_PX && ts - lts < RAGE_MS =>
+            {
+                if n + 1 == RAGE_CLICKS {
+                    self.s.rage_click_count += 1;
+                }
+                Some((n + 1, x, y, ts))
+            }
+            _ => Some((1, x, y, ts)),
+        };
+    }
+
+    fn url(&mut self, href: String) {
+        if self.s.urls.len() < MAX_URLS && !self.s.urls.contains(&href) {
+            self.s.urls.push(href);
+        }
+    }
+
+    /// One event: its type, timestamp and data (a slice of the payload, not parsed yet).
+    fn event(&mut self, kind: i64, timestamp: f64, data: &[u8]) {
+        self.s.event_count += 1;
+        let ts = timestamp as i64;
+        match kind {
+            3 => {
+                let (mut source, mut interaction, mut x, mut y) = (None, None, None, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"source" => source = number(v).map(|n| n as i64),
+                    b"type" => interaction = number(v).map(|n| n as i64),
+                    b"x" => x = number(v),
+                    b"y" => y = number(v),
+                    _ => {}
+                });
+                let Some(source) = source else { return };
+                if (1..=7).contains(&source) || source == 12 {
+                    self.activity(ts);
+                }
+                match source {
+                    1 | 6 => self.s.mouse_activity_count += 1,
+                    2 => {
+                        self.s.mouse_activity_count += 1;
+                        // Click, ContextMenu, DblClick, TouchEnd.
+                        if matches!(interaction, Some(2 | 3 | 4 | 9)) {
+                            self.s.click_count += 1;
+                            if let (Some(2), Some(x), Some(y)) = (interaction, x, y) {
+                                self.click(x, y, timestamp);
+                            }
+                        }
+                    }
+                    5 => self.s.keypress_count += 1,
+                    _ => {}
+                }
+            }
+            4 => {
+                let (mut href, mut width, mut height) = (None, 0.0, 0.0);
+                members(data, 0, &mut |k, v| match k {
+                    b"href" => href = string(v),
+                    b"width" => width = number(v).unwrap_or(0.0),
+                    b"height" => height = number(v).unwrap_or(0.0),
+                    _ => {}
+                });
+                if self.s.viewport_width == 0 {
+                    (self.s.viewport_width, self.s.viewport_height) = (width as u16, height as u16);
+                }
+                if let Some(h) = href {
+                    self.url(h);
+                }
+            }
+            5 => {
+                let (mut pageview, mut payload) = (false, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"tag" => pageview = v == b"\"$pageview\"",
+                    b"payload" => payload = Some(v),
+                    _ => {}
+                });
+                if let (true, Some(p)) = (pageview, payload) {
+                    let mut href = None;
+                    members(p, 0, &mut |k, v| {
+                        if k == b"href" {
+                            href = string(v);
+                        }
+                    });
+                    if let Some(h) = href {
+                        self.url(h);
+                    }
+                }
+            }
+            6 => {
+                let (mut console, mut payload) = (false, None);
+                members(data, 0, &mut |k, v| match k {
+                    b"plugin" => console = v == b"\"rrweb/console@1\"",
+                    b"payload" => payload = Some(v),
+                    _ => {}
+                });
+                if !console {
+                    return;
+                }
+                let mut level = Vec::new();
+                if let Some(p) = payload {
+                    members(p, 0, &mut |k, v| {
+                        if k == b"level" {
+                            level = v.to_vec();
+                        }
+                    });
+                }
+                match level.as_slice() {
+                    b"\"warn\"" | b"\"countReset\"" => self.s.console_warn_count += 1,
+                    b"\"error\"" | b"\"assert\"" => self.s.console_error_count += 1,
+                    _ => self.s.console_log_count += 1,
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Analyzer for RrwebAnalyzer {
+    fn analyze(&self, chunks: &[Chunk]) -> Summary {
+        let mut walk = Walk::default();
+        for c in chunks {
+            // Each element of the payload array is an event; anything else is not counted.
+            let payload = &c.payload;
+            each_element(payload, 0, &mut |at| {
+                let (mut kind, mut ts, mut data) = (None, 0.0, &b"{}"[..]);
+                let end = members(payload, at, &mut |k, v| match k {
+                    b"type" => kind = number(v).map(|n| n as i64),
+                    b"timestamp" => ts = number(v).unwrap_or(0.0),
+                    b"data" => data = v,
+                    _ => {}
+                })?;
+                if let Some(kind) = kind {
+                    walk.event(kind, ts, data);
+                }
+                Some(end)
+            });
+        }
+        walk.s.add_windows(chunks);
+        walk.s
+    }
+}

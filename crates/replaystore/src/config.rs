@@ -1,0 +1,350 @@
+//! Store configuration with documented defaults. Build it with `Config::default()` and the
+//! `with_*` methods; `Store::open` validates it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Source of wall-clock time in milliseconds since the epoch. Segment ages (and, later, retention)
+/// are decided by it, so tests can move time without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(ms: i64) -> Self {
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
+    }
+    pub fn now(&self) -> i64 {
+        self.now_ms()
+    }
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, d: Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Rewrites chunk payloads into a better-compressing but equivalent form (for posthog-js data:
+/// `replaystore_posthog::posthog::Normalize` inflates the SDK's in-event gzip). `None` from
+/// `transform` keeps the payload as it is.
+pub trait PayloadTransform: Send + Sync + std::fmt::Debug {
+    fn transform(&self, payload: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// Default retention, in days, of a team with no entry in `team_retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u16 = 30;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted chunk payload. Default 16 MiB.
+    pub max_payload_bytes: usize,
+    /// The background flusher starts a flush when this many bytes are buffered; `append` itself
+    /// flushes (back-pressure) when twice this many are. Default 64 MiB.
+    pub max_buffer_bytes: usize,
+    /// The background flusher flushes at least this often (and also checks segment ages, at
+    /// least every second). Default 1 s: the longest an unflushed chunk waits, and what an
+    /// ingestion server that never calls `flush()` risks in a crash.
+    pub flush_interval: Duration,
+    /// A segment is sealed once it reaches this size. Default 256 MiB.
+    pub segment_bytes: u64,
+    /// A segment is sealed once it is this old (so retention can drop whole files). Default 1 h.
+    pub segment_max_age: Duration,
+    /// zstd level of the blocks a flush writes (the hot copy). Default 1 (~630 MB/s per core on
+    /// rrweb JSON): idle sessions are regrouped at `regroup_level` later, so the hot copy is
+    /// short-lived and the ingest path stays as fast as possible.
+    pub compression_level: i32,
+    /// Threads that compress a flush's blocks. Default: the machine's available parallelism.
+    pub compression_threads: usize,
+    /// Write buffer shards (appends to different shards never contend). Default 32.
+    pub buffer_shards: usize,
+    /// Run the background flusher thread. Default true.
+    pub background_flush: bool,
+    /// How often the maintenance thread enforces retention and considers compaction; `None`
+    /// runs no maintenance thread (call `enforce_retention` and `compact` yourself). Default
+    /// 10 min.
+    pub maintenance_interval: Option<Duration>,
+    /// Tombstoned bytes are physically removed within this time of the deletion request.
+    /// Default 24 h. Compaction batches requests for up to half of it.
+    pub purge_within: Duration,
+    /// Retention, in days, of teams not in `team_retention_days`. Default 30.
+    pub default_retention_days: u16,
+    /// Retention of each team, in days (1..=3650). A team's retention picks the lane (directory)
+    /// its new sessions are written to.
+    pub team_retention_days: HashMap<u64, u16>,
+    /// The store's clock: it stamps each chunk's arrival time when `append` accepts it, and
+    /// decides everything time-based (segment roll by age, retention, regroup idleness, purge
+    /// deadlines, deletion coverage). SDK timestamps never do. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
+    /// A chunk whose (skew-corrected) SDK timestamps start more than this before its arrival is
+    /// refused with `Error::Timestamp`. Default 48 h (a posthog-js offline queue, a retry).
+    pub max_ts_behind: Duration,
+    /// A chunk whose (skew-corrected) SDK timestamps end more than this after its arrival is
+    /// refused with `Error::Timestamp`. Default 1 h.
+    pub max_ts_ahead: Duration,
+    /// When a chunk carries its send time (`Chunk::sent_at_ms`) and the client's clock differs
+    /// from the store's by more than this, the chunk's timestamps are shifted by the difference
+    /// (PostHog capture's rule). Smaller differences are network latency and are left alone.
+    /// Default 10 s.
+    pub clock_skew_tolerance: Duration,
+    /// Regroup idle data during compaction: all blocks of a session within a job become one
+    /// block compressed at `regroup_level` (the cold copy). Default true.
+    pub regroup: bool,
+    /// A sealed segment is regrouped once its newest data is this old. Default 30 min.
+    pub regroup_idle: Duration,
+    /// zstd level of regrouped blocks. Default 9.
+    pub regroup_level: i32,
+    /// Input bytes one regroup job takes at most (sessions within a job become one block).
+    /// Default 512 MiB.
+    pub regroup_job_bytes: u64,
+    /// Payload transform applied when regrouping (or at ingest, see `transform_at_ingest`).
+    /// Default none: payloads are stored as sent.
+    pub transform: Option<Arc<dyn PayloadTransform>>,
+    /// Apply `transform` on the flush path instead of when regrouping. Default false: the hot
+    /// path stays fast and only the cold copy pays for it.
+    pub transform_at_ingest: bool,
+    /// Computes each block's session summary on the flush path (clicks, console errors, active
+    /// time...). Default `None`: opaque payloads, empty summaries; for rrweb recordings set
+    /// `replaystore_posthog::RrwebAnalyzer` (the command line and server do).
+    pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
+    /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
+    pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
+    /// The remote tier: sealed segments copied to object storage. Default none.
+    pub remote: Option<crate::remote::RemoteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_payload_bytes: 16 << 20,
+            max_buffer_bytes: 64 << 20,
+            flush_interval: Duration::from_secs(1),
+            segment_bytes: 256 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            compression_level: 1,
+            compression_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            buffer_shards: 32,
+            background_flush: true,
+            maintenance_interval: Some(Duration::from_secs(600)),
+            purge_within: Duration::from_secs(24 * 3600),
+            default_retention_days: DEFAULT_RETENTION_DAYS,
+            team_retention_days: HashMap::new(),
+            clock: Arc::new(SystemClock),
+            max_ts_behind: Duration::from_secs(48 * 3600),
+            max_ts_ahead: Duration::from_secs(3600),
+            clock_skew_tolerance: Duration::from_secs(10),
+            faults: None,
+            remote: None,
+            regroup: true,
+            regroup_idle: Duration::from_secs(30 * 60),
+            regroup_level: 9,
+            regroup_job_bytes: 512 << 20,
+            transform: None,
+            transform_at_ingest: false,
+            analyzer: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn with_max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload_bytes = n;
+        self
+    }
+    pub fn with_max_buffer_bytes(mut self, n: usize) -> Self {
+        self.max_buffer_bytes = n;
+        self
+    }
+    pub fn with_flush_interval(mut self, d: Duration) -> Self {
+        self.flush_interval = d;
+        self
+    }
+    pub fn with_segment_bytes(mut self, n: u64) -> Self {
+        self.segment_bytes = n;
+        self
+    }
+    pub fn with_segment_max_age(mut self, d: Duration) -> Self {
+        self.segment_max_age = d;
+        self
+    }
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+    pub fn with_compression_threads(mut self, n: usize) -> Self {
+        self.compression_threads = n;
+        self
+    }
+    pub fn with_background_flush(mut self, on: bool) -> Self {
+        self.background_flush = on;
+        self
+    }
+    pub fn with_maintenance_interval(mut self, every: Option<Duration>) -> Self {
+        self.maintenance_interval = every;
+        self
+    }
+    pub fn with_purge_within(mut self, d: Duration) -> Self {
+        self.purge_within = d;
+        self
+    }
+    pub fn with_default_retention_days(mut self, days: u16) -> Self {
+        self.default_retention_days = days;
+        self
+    }
+    pub fn with_team_retention_days(mut self, team: u64, days: u16) -> Self {
+        self.team_retention_days.insert(team, days);
+        self
+    }
+    pub fn with_regroup(mut self, on: bool) -> Self {
+        self.regroup = on;
+        self
+    }
+    pub fn with_regroup_idle(mut self, d: Duration) -> Self {
+        self.regroup_idle = d;
+        self
+    }
+    pub fn with_regroup_level(mut self, level: i32) -> Self {
+        self.regroup_level = level;
+        self
+    }
+    pub fn with_transform(mut self, t: Arc<dyn PayloadTransform>, at_ingest: bool) -> Self {
+        self.transform = Some(t);
+        self.transform_at_ingest = at_ingest;
+        self
+    }
+    pub fn with_analyzer(mut self, a: Option<Arc<dyn crate::summary::Analyzer>>) -> Self {
+        self.analyzer = a;
+        self
+    }
+    pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+    /// Copies sealed segments to object storage (see `RemoteConfig`, docs/scale-out.md).
+    pub fn with_remote(mut self, remote: crate::remote::RemoteConfig) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// The window of SDK timestamps accepted around a chunk's arrival (see `max_ts_behind`).
+    pub fn with_timestamp_window(mut self, behind: Duration, ahead: Duration) -> Self {
+        self.max_ts_behind = behind;
+        self.max_ts_ahead = ahead;
+        self
+    }
+    pub fn with_clock_skew_tolerance(mut self, d: Duration) -> Self {
+        self.clock_skew_tolerance = d;
+        self
+    }
+
+    /// Retention (and so lane) of a team.
+    pub fn retention_days(&self, team: u64) -> u16 {
+        self.team_retention_days
+            .get(&team)
+            .copied()
+            .unwrap_or(self.default_retention_days)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        fn bad(field: &'static str, reason: &str) -> Result<()> {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > crate::format::MAX_BLOCK_RAW {
+            return bad("max_payload_bytes", "must be in 1..=1 GiB");
+        }
+        if self.max_buffer_bytes == 0 {
+            return bad("max_buffer_bytes", "must be > 0");
+        }
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes", "must be at least 4096");
+        }
+        if self.flush_interval.is_zero() {
+            return bad("flush_interval", "must be > 0");
+        }
+        if self.maintenance_interval.is_some_and(|d| d.is_zero()) {
+            return bad("maintenance_interval", "must be > 0");
+        }
+        if self.purge_within.is_zero() {
+            return bad("purge_within", "must be > 0");
+        }
+        if self
+            .maintenance_interval
+            .is_some_and(|d| d > self.purge_within / 2)
+        {
+            return bad(
+                "maintenance_interval",
+                "must be at most half of purge_within",
+            );
+        }
+        // 3650 days: the longest retention; a wider window would let data outlive it.
+        let ten_years = Duration::from_secs(3650 * 86_400);
+        if self.max_ts_behind > ten_years || self.max_ts_ahead > ten_years {
+            return bad(
+                "max_ts_behind",
+                "the timestamp window is at most 3650 days each way",
+            );
+        }
+        if self.segment_max_age.is_zero() {
+            return bad("segment_max_age", "must be > 0");
+        }
+        if !(zstd::compression_level_range()).contains(&self.compression_level) {
+            return bad("compression_level", "is outside zstd's level range");
+        }
+        if !(zstd::compression_level_range()).contains(&self.regroup_level) {
+            return bad("regroup_level", "is outside zstd's level range");
+        }
+        if self.compression_threads == 0 || self.compression_threads > 256 {
+            return bad("compression_threads", "must be in 1..=256");
+        }
+        if self.buffer_shards == 0 || self.buffer_shards > 4096 {
+            return bad("buffer_shards", "must be in 1..=4096");
+        }
+        if !(1..=3650).contains(&self.default_retention_days) {
+            return bad("default_retention_days", "must be in 1..=3650");
+        }
+        for (&team, &days) in &self.team_retention_days {
+            if days == 0 || days > 3650 {
+                return Err(Error::InvalidConfig {
+                    field: "team_retention_days",
+                    reason: format!("team {team}: {days} days is outside 1..=3650"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

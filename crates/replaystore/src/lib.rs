@@ -1,0 +1,65 @@
+//! replaystore: an embedded, log-structured store for session-recording (rrweb) blobs.
+//!
+//! ```no_run
+//! use replaystore::{Chunk, Config, Store};
+//! let store = Store::open("/tmp/replays", Config::default())?;
+//! store.append(Chunk {
+//!     team: 1,
+//!     session_id: "0192d3c0-...".into(),
+//!     person: "user-42".into(),
+//!     window_id: None,
+//!     first_ts_ms: 1_700_000_000_000,
+//!     last_ts_ms: 1_700_000_002_000,
+//!     sent_at_ms: None,
+//!     payload: br#"[{"type":4,"data":{},"timestamp":1700000000000}]"#.to_vec(),
+//! })?;
+//! store.flush()?; // durable from here on
+//! // `None` means never stored, expired by retention, or erased by a deletion.
+//! if let Some(session) = store.read_session(1, "0192d3c0-...")? {
+//!     assert_eq!(session.chunks.len(), 1);
+//! }
+//! # Ok::<(), replaystore::Error>(())
+//! ```
+//!
+//! See docs/design.md for the architecture and durability contract, docs/format.md for bytes,
+//! docs/scale-out.md for the object-storage tier (`Config::with_remote(RemoteConfig::new("s3://..."))`).
+
+mod background;
+pub mod chunk;
+mod compaction;
+mod compress;
+pub mod config;
+mod deletion;
+pub mod error;
+mod failpoint;
+pub mod filter;
+mod flush;
+pub mod format;
+pub mod fs;
+mod read;
+mod recovery;
+pub mod remote;
+mod retention;
+mod segment;
+mod store;
+pub mod summary;
+mod tombstone;
+mod verify;
+mod write_buffer;
+mod writer;
+
+pub use chunk::Chunk;
+pub use compaction::CompactionReport;
+pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
+pub use error::{Error, Result};
+pub use filter::{Page, SessionFilter, SortBy};
+pub use read::{SessionData, SessionSummary, Stats, StoredChunk};
+pub use recovery::RecoveryReport;
+pub use remote::sync::SyncReport;
+pub use remote::{RemoteConfig, RemoteStatus, TierStats};
+pub use retention::{RetentionReport, DAY_MS};
+pub use segment::RemoteRead;
+pub use store::Store;
+pub use summary::{Analyzer, Summary};
+pub use tombstone::{DeletionStatus, Purged, Target};
+pub use verify::VerifyReport;
