@@ -34,6 +34,7 @@ pub(super) fn build(config: &RemoteConfig) -> Result<Built> {
         return Ok((mem.clone(), Some(mem.clone()), prefix));
     }
     match url.scheme() {
+        #[cfg(feature = "remote")]
         "s3" | "s3a" => {
             let retry = object_store::RetryConfig {
                 max_retries: config.max_retries,
@@ -50,6 +51,10 @@ pub(super) fn build(config: &RemoteConfig) -> Result<Built> {
             let s3 = Arc::new(b.build().map_err(bad)?);
             Ok((s3.clone(), Some(s3), prefix))
         }
+        #[cfg(not(feature = "remote"))]
+        "s3" | "s3a" => Err(bad(
+            "this build has no S3 client: enable the `remote` feature of the replaystore crate",
+        )),
         "memory" => {
             let m = Arc::new(InMemory::new());
             Ok((m.clone(), Some(m), prefix))
