@@ -47,6 +47,7 @@ pub mod remote;
 mod retention;
 pub mod rrweb;
 mod segment;
+pub mod storage;
 mod store;
 pub mod summary;
 mod tombstone;
