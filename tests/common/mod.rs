@@ -8,6 +8,21 @@ use std::path::{Path, PathBuf};
 
 use replaystore::{Chunk, Config, Store};
 
+/// Whether the crash points (`REPLAYSTORE_CRASH_AT`) are compiled in: they need
+/// `cargo test --release --features failpoints`. Without them a test that kills a process at a
+/// crash point says SKIPPED, loudly; under CI (`CI` set) it fails instead.
+pub fn failpoints(test: &str) -> bool {
+    if cfg!(feature = "failpoints") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must run the tests with --features failpoints"
+    );
+    eprintln!("SKIPPED {test}: crash points need `cargo test --release --features failpoints`");
+    false
+}
+
 /// A deterministic, compressible payload for chunk `i` of a session.
 pub fn payload(session: &str, i: usize, len: usize) -> Vec<u8> {
     let mut out = format!(r#"[{{"session":"{session}","i":{i},"pad":""#).into_bytes();
