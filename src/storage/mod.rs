@@ -12,6 +12,8 @@ mod os;
 mod sim;
 
 pub use os::OsStorage;
+/// A test tool (the simulated power failures of tests/sim_crash.rs), not a production backend.
+#[doc(hidden)]
 pub use sim::SimStorage;
 
 use std::any::Any;
