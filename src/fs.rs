@@ -339,8 +339,10 @@ impl Fs {
         if !missing.is_empty() {
             self.create_dir_all(dir)?;
             for p in missing {
-                if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    self.sync_dir_ctx(parent)?;
+                // A relative directory's parent may be the working directory ("").
+                match p.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => self.sync_dir_ctx(parent)?,
+                    None => self.sync_dir_ctx(Path::new("."))?,
                 }
             }
         }

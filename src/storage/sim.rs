@@ -74,9 +74,9 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
-/// Absolute form of `p` (the simulator's root is "/").
+/// Absolute, normal form of `p` (the simulator's root is "/", also its working directory).
 fn abs(p: &Path) -> PathBuf {
-    Path::new("/").join(p)
+    Path::new("/").join(p).components().collect()
 }
 
 fn split(p: &Path) -> io::Result<(PathBuf, OsString)> {
