@@ -1,6 +1,8 @@
 //! Model-based test (proptest): random sequences of append, flush, read, list, delete_person,
 //! delete_session, clock moves with enforce_retention, compact, clean reopen and crash, checked
-//! against a plain in-memory model of what must be visible.
+//! against a plain in-memory model of what must be visible. It runs twice: on a real directory
+//! (a crash drops the store's buffers), and on `SimStorage` (a crash also loses every byte and
+//! directory entry not synced, so a missing fsync anywhere shows).
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use replaystore::storage::SimStorage;
 use replaystore::{Chunk, Config, Error, ManualClock, SessionFilter, Store, DAY_MS};
 
 const SESSIONS: usize = 6;
@@ -157,10 +160,41 @@ fn config(clock: &Arc<ManualClock>) -> Config {
         .with_clock(clock.clone())
 }
 
-fn run(ops: Vec<Op>) {
-    let dir = tempfile::tempdir().unwrap();
+/// Where the store lives.
+enum Disk {
+    Real(tempfile::TempDir),
+    Sim(SimStorage),
+}
+
+impl Disk {
+    fn new(simulated: bool) -> Disk {
+        match simulated {
+            true => Disk::Sim(SimStorage::new()),
+            false => Disk::Real(tempfile::tempdir().unwrap()),
+        }
+    }
+    fn open(&self, clock: &Arc<ManualClock>) -> Store {
+        match self {
+            Disk::Real(d) => Store::open(d.path(), config(clock)).unwrap(),
+            Disk::Sim(sim) => {
+                let c = config(clock).with_storage(Arc::new(sim.clone()));
+                Store::open("/model/store", c).unwrap()
+            }
+        }
+    }
+    /// The process dies (buffers lost); on the simulated disk, the power too.
+    fn crash(&self, store: Store) {
+        store.simulate_crash();
+        if let Disk::Sim(sim) = self {
+            sim.crash();
+        }
+    }
+}
+
+fn run(ops: Vec<Op>, simulated: bool) {
+    let disk = Disk::new(simulated);
     let clock = Arc::new(ManualClock::new(T0));
-    let mut store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+    let mut store = Some(disk.open(&clock));
     let mut model = Model::default();
     for op in ops {
         let s = store.as_ref().unwrap();
@@ -290,15 +324,15 @@ fn run(ops: Vec<Op>) {
                     .values_mut()
                     .flatten()
                     .for_each(|c| c.durable = true);
-                store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+                store = Some(disk.open(&clock));
             }
             Op::Crash => {
-                store.take().unwrap().simulate_crash();
+                disk.crash(store.take().unwrap());
                 model
                     .sessions
                     .values_mut()
                     .for_each(|cs| cs.retain(|c| c.durable));
-                store = Some(Store::open(dir.path(), config(&clock)).unwrap());
+                store = Some(disk.open(&clock));
             }
         }
     }
@@ -332,6 +366,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn store_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops);
+        run(ops, false);
+    }
+
+    #[test]
+    fn store_matches_the_model_on_a_simulated_disk(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops, true);
     }
 }

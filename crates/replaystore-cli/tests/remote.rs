@@ -325,6 +325,9 @@ fn an_unreachable_bucket_never_stops_ingestion() {
 /// after the kill (what an unsynced write can leave after a power loss): fetched again.
 #[test]
 fn adoption_killed_midway_finishes_at_next_open() {
+    if !common::failpoints("adoption_killed_midway_finishes_at_next_open") {
+        return;
+    }
     use common::remote::{canary_hits, fill, read_all, CANARY_BYTES, CANARY_PERSON};
     use replaystore::{DeletionStatus, Store};
     use std::process::Command;
@@ -430,6 +433,9 @@ fn adoption_killed_midway_finishes_at_next_open() {
 /// without the remote): the next open with the remote refuses and says why.
 #[test]
 fn adoption_refuses_to_overwrite_a_local_deletion() {
+    if !common::failpoints("adoption_refuses_to_overwrite_a_local_deletion") {
+        return;
+    }
     use replaystore::{Error, Store};
     use std::process::Command;
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -193,6 +193,9 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 /// verification: the recorded upload id is stale then, and the next sync starts over.
 #[test]
 fn crash_during_upload_resumes() {
+    if !common::failpoints("crash_during_upload_resumes") {
+        return;
+    }
     let Some(ep) = endpoint("crash_during_upload_resumes") else {
         return;
     };
@@ -273,6 +276,9 @@ fn crash_during_upload_resumes() {
 /// object and file, everyone else's data is intact, no object is left waiting for deletion.
 #[test]
 fn crash_during_remote_compaction() {
+    if !common::failpoints("crash_during_remote_compaction") {
+        return;
+    }
     let Some(ep) = endpoint("crash_during_remote_compaction") else {
         return;
     };
@@ -345,6 +351,9 @@ fn crash_during_remote_compaction() {
 /// bucket holds exactly the live segments, nothing is left doomed, every session reads back.
 #[test]
 fn crash_during_sync_steps() {
+    if !common::failpoints("crash_during_sync_steps") {
+        return;
+    }
     let Some(ep) = endpoint("crash_during_sync_steps") else {
         return;
     };

@@ -41,20 +41,28 @@ pub fn footer(data: &[u8]) {
     }
 }
 
-/// Opening a directory that holds `data` as a segment file, then reading everything it lists.
+/// Opening a directory that holds `data` as a segment file, then reading everything it lists
+/// (on the simulated disk: no file system work per input).
 pub fn open_dir(data: &[u8]) {
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let lane = dir.path().join("lanes").join("30d");
-    if std::fs::create_dir_all(&lane).is_err()
-        || std::fs::write(lane.join("00000000000000000001.seg"), data).is_err()
+    use replaystore::storage::{OpenMode, SimStorage, Storage};
+    let sim = SimStorage::new();
+    let dir = std::path::Path::new("/store");
+    let lane = dir.join("lanes").join("30d");
+    let seg = lane.join("00000000000000000001.seg");
+    if sim.create_dir_all(&lane).is_err()
+        || sim
+            .open(&seg, OpenMode::CreateNew)
+            .and_then(|f| f.append(data))
+            .is_err()
     {
         return;
     }
     let config = replaystore::Config::default()
         .with_background_flush(false)
         .with_maintenance_interval(None)
-        .with_default_retention_days(3650);
-    let Ok(store) = replaystore::Store::open(dir.path(), config) else {
+        .with_default_retention_days(3650)
+        .with_storage(std::sync::Arc::new(sim));
+    let Ok(store) = replaystore::Store::open(dir, config) else {
         return;
     };
     let _ = store.stats();

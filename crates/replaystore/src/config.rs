@@ -134,6 +134,10 @@ pub struct Config {
     /// time...). Default `None`: opaque payloads, empty summaries; for rrweb recordings set
     /// `replaystore_posthog::RrwebAnalyzer` (the command line and server do).
     pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
+    /// Where the store's files live: every file operation goes through it. Default: the
+    /// operating system's (`OsStorage`); tests use `SimStorage`, a disk that loses what was
+    /// not synced on a simulated power failure.
+    pub storage: Arc<dyn crate::storage::Storage>,
     /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
     pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
     /// The remote tier: sealed segments copied to object storage. Default none.
@@ -162,6 +166,7 @@ impl Default for Config {
             max_ts_behind: Duration::from_secs(48 * 3600),
             max_ts_ahead: Duration::from_secs(3600),
             clock_skew_tolerance: Duration::from_secs(10),
+            storage: crate::storage::default_storage(),
             faults: None,
             remote: None,
             regroup: true,
@@ -243,6 +248,11 @@ impl Config {
     }
     pub fn with_analyzer(mut self, a: Option<Arc<dyn crate::summary::Analyzer>>) -> Self {
         self.analyzer = a;
+        self
+    }
+    /// Puts the store's files on `storage` instead of the operating system's file system.
+    pub fn with_storage(mut self, storage: Arc<dyn crate::storage::Storage>) -> Self {
+        self.storage = storage;
         self
     }
     pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {

@@ -1,14 +1,15 @@
-//! The file-operation layer. Every write, fsync, rename and removal the store does goes through
-//! `Fs`, so tests can make any of them fail (ENOSPC, EIO, a short write, a failed fsync or
-//! rename) with a `FaultInjector`, in the manner of raft-engine's `env` and redb's
-//! `StorageBackend`. Without an injector `Fs` is the plain system call.
+//! The file-operation layer the engine calls: a `Storage` (the OS, or the simulated disk of
+//! tests) with fault injection on top. Every write, fsync, rename and removal can be made to
+//! fail (ENOSPC, EIO, a short write, a failed fsync or rename) with a `FaultInjector`, in the
+//! manner of raft-engine's `env`; opens, reads, lists and maps go to the storage as they are.
+//! Without an injector `Fs` is the storage's plain operation.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::storage::{DirLock, FileHandle, Mapped, OpenMode, Storage};
 
 use parking_lot::Mutex;
 
@@ -48,14 +49,26 @@ pub trait FaultInjector: Send + Sync + fmt::Debug {
     fn inject(&self, op: &FileOp<'_>) -> Option<Fault>;
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Fs {
+    storage: Arc<dyn Storage>,
     faults: Option<Arc<dyn FaultInjector>>,
+}
+
+impl Default for Fs {
+    fn default() -> Self {
+        Fs::new(crate::storage::default_storage(), None)
+    }
 }
 
 impl fmt::Debug for Fs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fs {{ faults: {} }}", self.faults.is_some())
+        write!(
+            f,
+            "Fs {{ storage: {:?}, faults: {} }}",
+            self.storage,
+            self.faults.is_some()
+        )
     }
 }
 
@@ -64,8 +77,8 @@ fn errno(e: i32) -> io::Error {
 }
 
 impl Fs {
-    pub fn new(faults: Option<Arc<dyn FaultInjector>>) -> Fs {
-        Fs { faults }
+    pub fn new(storage: Arc<dyn Storage>, faults: Option<Arc<dyn FaultInjector>>) -> Fs {
+        Fs { storage, faults }
     }
 
     fn check(&self, op: FileOp<'_>) -> Option<Fault> {
@@ -73,7 +86,7 @@ impl Fs {
     }
 
     /// `write_all_at`, or what a fault leaves of it.
-    pub fn write_at(&self, file: &File, path: &Path, buf: &[u8], off: u64) -> io::Result<()> {
+    pub fn write_at(&self, file: &FileHandle, path: &Path, buf: &[u8], off: u64) -> io::Result<()> {
         match self.check(FileOp::Write {
             path,
             len: buf.len(),
@@ -103,7 +116,7 @@ impl Fs {
     }
 
     /// `set_len`: cutting a torn or unacknowledged tail.
-    pub fn truncate(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+    pub fn truncate(&self, file: &FileHandle, path: &Path, len: u64) -> io::Result<()> {
         match self.check(FileOp::Truncate { path, len }) {
             Some(Fault::Errno(e)) => Err(errno(e)),
             Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
@@ -112,7 +125,7 @@ impl Fs {
     }
 
     /// fdatasync (fsync for metadata too when `all`).
-    pub fn sync(&self, file: &File, path: &Path, all: bool) -> io::Result<()> {
+    pub fn sync(&self, file: &FileHandle, path: &Path, all: bool) -> io::Result<()> {
         match self.check(FileOp::Sync { path }) {
             Some(Fault::Errno(e)) => Err(errno(e)),
             Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
@@ -126,7 +139,7 @@ impl Fs {
         match self.check(FileOp::Sync { path }) {
             Some(Fault::Errno(e)) => Err(errno(e)),
             Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
-            None => File::open(path).and_then(|d| d.sync_all()),
+            None => self.storage.sync_dir(path),
         }
     }
 
@@ -134,7 +147,7 @@ impl Fs {
         match self.check(FileOp::Rename { from, to }) {
             Some(Fault::Errno(e)) => Err(errno(e)),
             Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
-            None => std::fs::rename(from, to),
+            None => self.storage.rename(from, to),
         }
     }
 
@@ -142,7 +155,7 @@ impl Fs {
         match self.check(FileOp::Remove { path }) {
             Some(Fault::Errno(e)) => Err(errno(e)),
             Some(Fault::ShortWrite(_)) => Err(errno(libc::EIO)),
-            None => std::fs::remove_file(path),
+            None => self.storage.remove_file(path),
         }
     }
 }
@@ -240,9 +253,12 @@ impl Fs {
     /// `path` as it was (and possibly `tmp`, which its owner removes at open).
     pub fn replace_file(&self, path: &Path, tmp: &Path, parts: &[&[u8]]) -> crate::Result<()> {
         use crate::error::IoContext;
-        let mut f = File::create(tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let f = self
+            .open(tmp, OpenMode::CreateTruncate)
+            .ctx(|| format!("create {}", tmp.display()))?;
+        let mut w = crate::storage::Appender(f.clone());
         for p in parts {
-            self.write(&mut f, tmp, p)
+            self.write(&mut w, tmp, p)
                 .ctx(|| format!("write {}", tmp.display()))?;
         }
         self.sync(&f, tmp, true)
@@ -250,5 +266,93 @@ impl Fs {
         self.rename(tmp, path)
             .ctx(|| format!("rename {} into place", tmp.display()))?;
         self.sync_dir_ctx(path.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+/// Operations that fault injection leaves alone: they go to the storage as they are.
+impl Fs {
+    pub fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileHandle> {
+        self.storage.open(path, mode)
+    }
+
+    /// `open` with the store's error context.
+    pub fn open_ctx(&self, path: &Path, mode: OpenMode) -> crate::Result<FileHandle> {
+        use crate::error::IoContext;
+        self.open(path, mode)
+            .ctx(|| format!("open {}", path.display()))
+    }
+
+    /// A whole file's bytes.
+    pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.storage.read(path)
+    }
+
+    /// A file's size; `NotFound` if there is none.
+    pub fn size(&self, path: &Path) -> io::Result<u64> {
+        self.storage.size(path)
+    }
+
+    pub fn exists(&self, path: &Path) -> bool {
+        self.storage.exists(path)
+    }
+
+    pub fn is_dir(&self, path: &Path) -> bool {
+        self.storage.is_dir(path)
+    }
+
+    /// A directory's entries (full paths, sorted).
+    pub fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.storage.list(dir)
+    }
+
+    /// `create_dir_all` with the store's error context. Not durable by itself: the caller
+    /// syncs the parents whose entries must survive a crash.
+    pub fn create_dir_all(&self, dir: &Path) -> crate::Result<()> {
+        use crate::error::IoContext;
+        self.storage
+            .create_dir_all(dir)
+            .ctx(|| format!("create {}", dir.display()))
+    }
+
+    /// Removes a file whose loss does not matter (a cache or scratch file), ignoring errors.
+    pub fn remove_quietly(&self, path: &Path) {
+        let _ = self.remove(path);
+    }
+
+    /// A whole file, mapped read-only.
+    pub fn map(&self, file: &FileHandle, path: &Path) -> crate::Result<Mapped> {
+        use crate::error::IoContext;
+        file.map().ctx(|| format!("mmap {}", path.display()))
+    }
+
+    pub fn lock(&self, path: &Path) -> io::Result<Option<DirLock>> {
+        self.storage.lock(path)
+    }
+
+    /// Creates the store directory if it is missing (its entry made durable in its parent, or a
+    /// power failure could take the whole store with it) and takes its `LOCK`.
+    pub fn open_store_dir(&self, dir: &Path) -> crate::Result<DirLock> {
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !self.is_dir(p))
+            .collect();
+        if !missing.is_empty() {
+            self.create_dir_all(dir)?;
+            for p in missing {
+                // A relative directory's parent may be the working directory ("").
+                match p.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => self.sync_dir_ctx(parent)?,
+                    None => self.sync_dir_ctx(Path::new("."))?,
+                }
+            }
+        }
+        let lock_path = dir.join("LOCK");
+        match self.lock(&lock_path) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(crate::Error::Locked {
+                path: dir.to_path_buf(),
+            }),
+            Err(e) => Err(crate::Error::io(format!("lock {}", lock_path.display()), e)),
+        }
     }
 }

@@ -41,12 +41,18 @@ mod recovery;
 pub mod remote;
 mod retention;
 mod segment;
+pub mod storage;
 mod store;
 pub mod summary;
 mod tombstone;
 mod verify;
 mod write_buffer;
 mod writer;
+
+/// Whether this build has crash points (the `failpoints` feature): tests that kill a process at
+/// one check it.
+#[doc(hidden)]
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;

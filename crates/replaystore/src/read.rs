@@ -346,8 +346,8 @@ impl Store {
                 st.bytes_remote += s.size();
                 continue;
             }
-            st.bytes_on_disk += match std::fs::metadata(&s.path) {
-                Ok(m) => m.len(),
+            st.bytes_on_disk += match self.inner.fs.size(&s.path) {
+                Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(Error::io(format!("stat {}", s.path.display()), e)),
             };

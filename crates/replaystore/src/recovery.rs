@@ -3,12 +3,9 @@
 //! of each lane as its active segment and seal the others.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use parking_lot::RwLock;
 
 use crate::error::{IoContext, Result};
@@ -16,6 +13,7 @@ use crate::format::segment::TRAILER_MAGIC;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN, TRAILER_LEN};
 use crate::fs::Fs;
 use crate::segment::{scan_blocks, MemIndex, Segment};
+use crate::storage::{FileHandle, OpenMode};
 use crate::writer::ActiveWriter;
 
 /// What open found and repaired; also logged.
@@ -50,7 +48,7 @@ pub(crate) struct Recovered {
 struct Found {
     path: PathBuf,
     header: SegmentHeader,
-    file: File,
+    file: FileHandle,
     len: u64,
 }
 
@@ -73,10 +71,7 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
             found.file.read_exact_at(&mut t, found.len - 8).is_ok() && t == TRAILER_MAGIC
         };
         if has_trailer {
-            let dup = found
-                .file
-                .try_clone()
-                .ctx(|| format!("dup {}", found.path.display()))?;
+            let dup = found.file.clone();
             match Segment::open_sealed(&found.path, found.header, dup, found.len) {
                 Ok(seg) => {
                     out.next_seq = out.next_seq.max(seg.totals().max_seq + 1);
@@ -87,7 +82,7 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
                 Err(e) => log::warn!("{e}; rebuilding its index from its blocks"),
             }
         }
-        let map = unsafe_map(&found)?;
+        let map = fs.map(&found.file, &found.path)?;
         let scan = scan_blocks(&map, found.len, found.header.created_ms);
         drop(map);
         out.report.scanned_segments += 1;
@@ -187,12 +182,6 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
     Ok(out)
 }
 
-fn unsafe_map(f: &Found) -> Result<Mmap> {
-    // SAFETY: the store holds the directory lock; nothing else writes this file while mapped,
-    // and the map is dropped before the file is cut.
-    unsafe { Mmap::map(&f.file) }.ctx(|| format!("mmap {}", f.path.display()))
-}
-
 /// Every `lanes/<days>d/<id>.seg` with a valid header. Files too short to hold a header are
 /// creations torn by a crash (the header is fsynced before any block) and are removed.
 /// Also returns the highest id found in a file name, so that new ids never collide even with
@@ -201,16 +190,16 @@ fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Ve
     let lanes = dir.join("lanes");
     let mut found = Vec::new();
     let mut max_id = 0u64;
-    let Ok(entries) = std::fs::read_dir(&lanes) else {
-        return Ok((found, max_id));
+    // Only a missing directory means "no segment": any other error must not open the store
+    // as empty.
+    let entries = match fs.list(&lanes) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((found, max_id)),
+        Err(e) => return Err(crate::Error::io(format!("list {}", lanes.display()), e)),
     };
-    for lane in entries {
-        let lane = lane.ctx(|| format!("list {}", lanes.display()))?.path();
-        let Ok(files) = std::fs::read_dir(&lane) else {
-            continue;
-        };
-        for f in files {
-            let path = f.ctx(|| format!("list {}", lane.display()))?.path();
+    for lane in entries.into_iter().filter(|l| fs.is_dir(l)) {
+        let files = fs.list(&lane).ctx(|| format!("list {}", lane.display()))?;
+        for path in files {
             if path.extension().is_some_and(|e| e == "tmp") {
                 log::warn!(
                     "{}: removing an interrupted compaction's temp file",
@@ -228,15 +217,8 @@ fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Ve
                 .file_stem()
                 .and_then(|s| s.to_str()?.parse::<u64>().ok());
             max_id = max_id.max(name_id.unwrap_or(0));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .ctx(|| format!("open {}", path.display()))?;
-            let len = file
-                .metadata()
-                .ctx(|| format!("stat {}", path.display()))?
-                .len();
+            let file = fs.open_ctx(&path, OpenMode::ReadWrite)?;
+            let len = file.size().ctx(|| format!("stat {}", path.display()))?;
             let mut buf = [0u8; SEGMENT_HEADER_LEN];
             if len < SEGMENT_HEADER_LEN as u64 {
                 log::warn!(

@@ -9,7 +9,6 @@
 //! they still finish in order (see `flush.rs`).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::background::Signal;
 use crate::chunk::{Chunk, ClockRules, Stamped};
 use crate::config::Config;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fs::Fs;
 use crate::recovery::{recover, RecoveryReport};
 use crate::segment::Segment;
@@ -66,7 +65,7 @@ pub(crate) struct Inner {
     pub config: Config,
     /// Every write, fsync, rename and removal goes through it (fault injection in tests).
     pub fs: Fs,
-    _lock: File,
+    _lock: crate::storage::DirLock,
     pub buffer: WriteBuffer,
     /// Every segment readers may look at, sealed and active, by id.
     pub segments: RwLock<Vec<Arc<Segment>>>,
@@ -102,24 +101,10 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("open {}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir }),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("lock {}", lock_path.display()), e))
-            }
-        }
+        let fs = Fs::new(config.storage.clone(), config.faults.clone());
+        let lock = fs.open_store_dir(&dir)?;
         let now = config.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
-        let fs = Fs::new(config.faults.clone());
         let mut rec = recover(&dir, &fs, now, max_age)?;
         // The remote tier first: on a fresh directory it fetches the tombstone log.
         let remote = match &config.remote {

@@ -8,13 +8,13 @@
 //! refused, plus the figures `deletion_status` reports.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeResult};
 use crate::fs::Fs;
+use crate::storage::{Appender, FileHandle, OpenMode};
 
 const KIND_PERSON: u8 = 1;
 const KIND_SESSION: u8 = 2;
@@ -94,7 +94,7 @@ struct Retired {
 
 pub(crate) struct Tombstones {
     path: PathBuf,
-    file: File,
+    file: FileHandle,
     fs: Fs,
     /// An append failed and could not be undone: the next change rewrites the whole log.
     needs_rewrite: bool,
@@ -116,7 +116,7 @@ impl Tombstones {
         // deleted persons in clear long after their requests are retired.
         for tmp in ["tombstones.log.tmp", "KEY.tmp"] {
             let p = dir.join(tmp);
-            if p.exists() {
+            if fs.exists(&p) {
                 log::warn!(
                     "{}: removing an interrupted rewrite's temp file",
                     p.display()
@@ -126,19 +126,14 @@ impl Tombstones {
         }
         let key = load_or_create_key(dir, fs)?;
         let path = dir.join("tombstones.log");
-        let created = !path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .ctx(|| format!("open {}", path.display()))?;
+        let created = !fs.exists(&path);
+        let file = fs.open_ctx(&path, OpenMode::Append)?;
         if created {
             // The first request fsyncs the file; its directory entry must be durable too.
             fs.sync_dir_ctx(dir)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
+        let bytes = file
+            .read_to_end()
             .ctx(|| format!("read {}", path.display()))?;
         let mut t = Tombstones {
             path,
@@ -291,12 +286,11 @@ impl Tombstones {
         let path = &self.path;
         let before = self
             .file
-            .metadata()
-            .ctx(|| format!("stat {}", path.display()))?
-            .len();
+            .size()
+            .ctx(|| format!("stat {}", path.display()))?;
         let res = self
             .fs
-            .write(&mut self.file, path, rec)
+            .write(&mut Appender(self.file.clone()), path, rec)
             .and_then(|_| self.fs.sync(&self.file, path, false))
             .ctx(|| format!("append to {}", path.display()));
         if res.is_err() {
@@ -455,10 +449,9 @@ impl Tombstones {
         }
         let tmp = self.path.with_extension("log.tmp");
         self.fs.replace_file(&self.path, &tmp, &[&out])?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
+        self.file = self
+            .fs
+            .open(&self.path, OpenMode::Append)
             .ctx(|| format!("reopen {}", self.path.display()))?;
         self.needs_rewrite = false;
         Ok(())
@@ -499,7 +492,7 @@ pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
 /// The store's secret key for hashing retired identifiers, created at first open.
 fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
     let path = dir.join("KEY");
-    match std::fs::read(&path) {
+    match fs.read(&path) {
         Ok(k) if k.len() == 32 => {
             let mut key = [0u8; 32];
             key.copy_from_slice(&k);
@@ -517,7 +510,8 @@ fn load_or_create_key(dir: &Path, fs: &Fs) -> Result<[u8; 32]> {
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     }
     let mut key = [0u8; 32];
-    File::open("/dev/urandom")
+    // The entropy source, not a store file: read from the OS whatever the storage.
+    std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut key))
         .ctx(|| "read /dev/urandom".to_string())?;
     fs.replace_file(&path, &dir.join("KEY.tmp"), &[&key])?;
@@ -608,7 +602,7 @@ mod tests {
         drop(t);
         let path = dir.path().join("tombstones.log");
         let len = std::fs::metadata(&path)?.len();
-        OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&path)?
             .set_len(len - 3)?;

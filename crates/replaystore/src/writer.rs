@@ -1,7 +1,6 @@
 //! The active segment of one lane: appends batches of encoded blocks, makes them durable, and
 //! seals the file (footer + trailer) when it is full or old.
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use crate::format::footer::encode_footer;
 use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
 use crate::fs::Fs;
 use crate::segment::{MemIndex, Segment};
+use crate::storage::{FileHandle, OpenMode};
 
 /// Path of segment `id` of the lane that keeps data `lane_days` days.
 pub(crate) fn segment_path(dir: &Path, lane_days: u16, id: u64) -> PathBuf {
@@ -27,10 +27,10 @@ pub(crate) fn lane_dir(dir: &Path, lane_days: u16) -> PathBuf {
 /// by open after a crash. Nothing is written when the directory exists.
 pub(crate) fn ensure_lane_dir(fs: &Fs, dir: &Path, lane_days: u16) -> Result<PathBuf> {
     let lane = lane_dir(dir, lane_days);
-    if lane.is_dir() {
+    if fs.is_dir(&lane) {
         return Ok(lane);
     }
-    std::fs::create_dir_all(&lane).ctx(|| format!("create {}", lane.display()))?;
+    fs.create_dir_all(&lane)?;
     if let Some(lanes) = lane.parent() {
         fs.sync_dir_ctx(lanes)?;
     }
@@ -44,7 +44,7 @@ pub(crate) struct ActiveWriter {
     pub segment: Arc<Segment>,
     /// The same index the segment holds; only the flush leader writes to it.
     index: Arc<RwLock<MemIndex>>,
-    file: File,
+    file: FileHandle,
     /// Bytes written and fsynced: everything before this offset is durable.
     pub len: u64,
 }
@@ -54,13 +54,10 @@ impl ActiveWriter {
     /// any block later acknowledged in it can be found by open.
     pub fn create(fs: &Fs, dir: &Path, lane_days: u16, id: u64, now_ms: i64) -> Result<Self> {
         let lane = lane_dir(dir, lane_days);
-        std::fs::create_dir_all(&lane).ctx(|| format!("create {}", lane.display()))?;
+        fs.create_dir_all(&lane)?;
         let path = segment_path(dir, lane_days, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
             .ctx(|| format!("create {}", path.display()))?;
         let header = SegmentHeader {
             lane_days,
@@ -93,11 +90,11 @@ impl ActiveWriter {
         fs: &Fs,
         path: &Path,
         header: SegmentHeader,
-        file: File,
+        file: FileHandle,
         index: MemIndex,
         len: u64,
     ) -> Result<Self> {
-        let reader = file.try_clone().ctx(|| format!("dup {}", path.display()))?;
+        let reader = file.clone();
         let index = Arc::new(RwLock::new(index));
         Ok(ActiveWriter {
             fs: fs.clone(),

@@ -8,6 +8,26 @@ use std::path::{Path, PathBuf};
 
 use replaystore::{Chunk, Config, Store};
 
+/// Whether the crash points (`REPLAYSTORE_CRASH_AT`) are compiled in (this crate's tests turn
+/// the engine's `failpoints` feature on through a dev-dependency). Without them a test that
+/// kills a process at a crash point says SKIPPED, loudly; under CI (`CI` set) it fails instead.
+pub fn failpoints(test: &str) -> bool {
+    if replaystore::FAILPOINTS {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: this test build has no crash points (replaystore's `failpoints` feature)"
+    );
+    // Straight to the stderr handle: the test harness captures `eprintln!` of passing tests.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: crash points need replaystore's `failpoints` feature"
+    );
+    false
+}
+
 /// A deterministic, compressible payload for chunk `i` of a session.
 pub fn payload(session: &str, i: usize, len: usize) -> Vec<u8> {
     let mut out = format!(r#"[{{"session":"{session}","i":{i},"pad":""#).into_bytes();

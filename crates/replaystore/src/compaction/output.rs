@@ -2,7 +2,6 @@
 //! with the crash-safe sequence of the module comment (fsync, rename, fsync directory, swap for
 //! readers, unlink sources, fsync directory).
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use crate::failpoint::crash_point;
 use crate::format::footer::encode_footer;
 use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
 use crate::segment::{MemIndex, Segment};
+use crate::storage::{Appender, OpenMode};
 use crate::store::Inner;
 use crate::writer::segment_path;
 
@@ -24,7 +24,7 @@ pub(super) struct Output<'a> {
     header: SegmentHeader,
     /// Until the file is renamed into place, it goes away with any error.
     guard: TempFile,
-    out: BufWriter<File>,
+    out: BufWriter<Appender>,
     index: MemIndex,
     len: u64,
 }
@@ -43,13 +43,10 @@ impl<'a> Output<'a> {
             segment_id: id,
             created_ms,
         };
-        let guard = TempFile(Some(tmp.clone()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
+        let guard = TempFile(Some((inner.fs.clone(), tmp.clone())));
+        let file = inner
+            .fs
+            .open(&tmp, OpenMode::CreateTruncate)
             .ctx(|| format!("create {}", tmp.display()))?;
         let mut o = Output {
             inner,
@@ -57,7 +54,7 @@ impl<'a> Output<'a> {
             tmp,
             header,
             guard,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out: BufWriter::with_capacity(1 << 20, Appender(file)),
             index: MemIndex::default(),
             len: SEGMENT_HEADER_LEN as u64,
         };
@@ -126,7 +123,8 @@ impl<'a> Output<'a> {
         let file = self
             .out
             .into_inner()
-            .map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?;
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?
+            .0;
         fs.sync(&file, &tmp, true)
             .ctx(|| format!("fsync {}", tmp.display()))?;
         let total = self.len + footer.len() as u64 + trailer.encode().len() as u64;
@@ -169,12 +167,12 @@ fn remove_sources(inner: &Inner, sources: &[Arc<Segment>], lane_dir: &Path) -> R
 }
 
 /// Removes a temp file when dropped, unless disarmed (`.0 = None`) once it is in place.
-struct TempFile(Option<PathBuf>);
+struct TempFile(Option<(crate::fs::Fs, PathBuf)>);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some((fs, p)) = self.0.take() {
+            fs.remove_quietly(&p);
         }
     }
 }

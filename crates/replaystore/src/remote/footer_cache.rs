@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use parking_lot::Mutex;
 
 use crate::error::{IoContext, Result};
 use crate::fs::Fs;
+use crate::storage::{Mapped, OpenMode};
 
 pub(crate) struct FooterCache {
     dir: PathBuf,
@@ -42,36 +42,35 @@ struct State {
 struct Entry {
     used_at: u64,
     len: u64,
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<Mapped>>,
 }
 
 impl FooterCache {
     /// Opens the cache directory, counting the footers already in it (and trimming them to
     /// the bound).
     pub fn open(dir: &Path, limit: u64, fs: &Fs) -> Result<FooterCache> {
-        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+        fs.create_dir_all(dir)?;
         let mut state = State::default();
-        let rd = std::fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))?;
-        for e in rd.flatten() {
-            let p = e.path();
+        let rd = fs.list(dir).ctx(|| format!("list {}", dir.display()))?;
+        for p in rd {
             let id = p
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".ftr"))
                 .and_then(|n| n.parse::<u64>().ok());
-            match (id, e.metadata()) {
-                (Some(id), Ok(md)) => {
-                    state.used += md.len();
+            match (id, fs.size(&p)) {
+                (Some(id), Ok(len)) => {
+                    state.used += len;
                     let entry = Entry {
                         used_at: 0,
-                        len: md.len(),
+                        len,
                         map: None,
                     };
                     state.entries.insert(id, entry);
                 }
                 // Temp files of a write cut short.
                 _ if p.extension().is_some_and(|x| x == "tmp") => {
-                    let _ = std::fs::remove_file(&p);
+                    fs.remove_quietly(&p);
                 }
                 _ => {}
             }
@@ -103,7 +102,7 @@ impl FooterCache {
         len: u64,
         valid: impl Fn(&[u8]) -> bool,
         fetch: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<Arc<Mmap>> {
+    ) -> Result<Arc<Mapped>> {
         {
             let mut st = self.state.lock();
             st.tick += 1;
@@ -116,14 +115,17 @@ impl FooterCache {
             }
         }
         let path = self.full_path(id);
-        if let Some(map) = map_file(&path).filter(|m| m.len() as u64 == len && valid(m)) {
+        if let Some(map) = self
+            .map_file(&path)
+            .filter(|m| m.len() as u64 == len && valid(m))
+        {
             let map = Arc::new(map);
             self.insert(id, len, map.clone());
             return Ok(map);
         }
         let bytes = fetch()?;
         self.write(&path, &[&bytes])?;
-        let map = map_file(&path).ok_or_else(|| crate::Error::Corrupt {
+        let map = self.map_file(&path).ok_or_else(|| crate::Error::Corrupt {
             segment: id,
             path: path.clone(),
             offset: 0,
@@ -170,7 +172,7 @@ impl FooterCache {
         Ok(())
     }
 
-    fn insert(&self, id: u64, len: u64, map: Arc<Mmap>) {
+    fn insert(&self, id: u64, len: u64, map: Arc<Mapped>) {
         let mut st = self.state.lock();
         st.tick += 1;
         let tick = st.tick;
@@ -198,7 +200,7 @@ impl FooterCache {
             let Some(id) = victim else { break };
             if let Some(e) = st.entries.remove(&id) {
                 st.used -= e.len;
-                let _ = std::fs::remove_file(self.full_path(id));
+                self.fs.remove_quietly(&self.full_path(id));
             }
         }
     }
@@ -209,19 +211,23 @@ impl FooterCache {
         if let Some(e) = st.entries.remove(&id) {
             st.used -= e.len;
         }
-        let _ = std::fs::remove_file(self.full_path(id));
-        let _ = std::fs::remove_file(self.meta_path(id));
+        self.fs.remove_quietly(&self.full_path(id));
+        self.fs.remove_quietly(&self.meta_path(id));
+    }
+
+    /// The storage the cache's files are on (remote segments' scratch downloads use it too).
+    pub fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
+    /// A cache file, mapped. Cache files are written whole and renamed into place, never
+    /// modified; an evicted one is unlinked, which leaves existing mappings valid.
+    fn map_file(&self, path: &Path) -> Option<Mapped> {
+        self.fs.open(path, OpenMode::Read).ok()?.map().ok()
     }
 
     /// Bytes of whole footers on disk now.
     pub fn used_bytes(&self) -> u64 {
         self.state.lock().used
     }
-}
-
-fn map_file(path: &Path) -> Option<Mmap> {
-    let f = std::fs::File::open(path).ok()?;
-    // SAFETY: cache files are written whole and renamed into place, never modified; an evicted
-    // one is unlinked, which leaves existing mappings valid.
-    unsafe { Mmap::map(&f) }.ok()
 }

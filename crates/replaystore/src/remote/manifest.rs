@@ -53,15 +53,15 @@ impl Manifest {
             fs: fs.clone(),
             entries: BTreeMap::new(),
         };
-        let len = match std::fs::metadata(&path) {
-            Ok(md) => md.len(),
+        let len = match fs.size(&path) {
+            Ok(len) => len,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(m),
             Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
         };
         if len > MAX_BYTES {
             return Err(m.corrupt(format!("{len} bytes, more than the {MAX_BYTES} allowed")));
         }
-        let bytes = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        let bytes = fs.read(&path).ctx(|| format!("read {}", path.display()))?;
         m.entries = decode(&bytes).map_err(|why| m.corrupt(why))?;
         Ok(m)
     }

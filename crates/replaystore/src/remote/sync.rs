@@ -71,14 +71,12 @@ impl Remote {
         let footers = dir.join("remote").join("footers");
         let cache = Arc::new(FooterCache::open(&footers, limit, fs)?);
         let scratch = dir.join("remote").join("tmp");
-        std::fs::create_dir_all(&scratch).ctx(|| format!("create {}", scratch.display()))?;
+        fs.create_dir_all(&scratch)?;
         // Leftovers of downloads cut short by a crash.
-        if let Ok(rd) = std::fs::read_dir(&scratch) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
+        for p in fs.list(&scratch).unwrap_or_default() {
+            fs.remove_quietly(&p);
         }
-        let fresh = !dir.join("REMOTE").exists();
+        let fresh = !fs.exists(&dir.join("REMOTE"));
         let manifest = Manifest::open(dir, fs)?;
         let remote = Remote {
             tier,
@@ -149,7 +147,7 @@ impl Remote {
         };
         let key = fetch("KEY")?;
         let log_path = dir.join("tombstones.log");
-        let local = match std::fs::read(&log_path) {
+        let local = match fs.read(&log_path) {
             Ok(b) => Some(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(format!("read {}", log_path.display()), e)),
@@ -178,7 +176,7 @@ impl Remote {
         let key_path = dir.join("KEY");
         match key {
             Some(k) if k.len() == 32 => {
-                if std::fs::read(&key_path).ok().as_deref() != Some(&k[..]) {
+                if fs.read(&key_path).ok().as_deref() != Some(&k[..]) {
                     fs.replace_file(&key_path, &dir.join("KEY.tmp"), &[&k])?;
                 }
             }
@@ -222,7 +220,7 @@ impl Remote {
         match open() {
             Ok(s) => Ok(s),
             Err(first) => {
-                if self.cache.meta_path(e.id).exists() {
+                if self.cache.fs().exists(&self.cache.meta_path(e.id)) {
                     log::warn!(
                         "remote: footer cache of {} refused ({first}); fetching it",
                         e.id
@@ -289,7 +287,7 @@ impl Remote {
         let mut n = 0;
         let mut last = self.meta_uploaded.lock();
         for (i, name) in META_FILES.iter().enumerate() {
-            let Ok(bytes) = std::fs::read(dir.join(name)) else {
+            let Ok(bytes) = self.cache.fs().read(&dir.join(name)) else {
                 continue;
             };
             let crc = crc32fast::hash(&bytes);
@@ -403,7 +401,7 @@ impl Inner {
         };
         remote
             .tier
-            .upload(&seg.path, &key, size, progress, &mut record)?;
+            .upload(bytes, &key, size, progress, &mut record)?;
         crash_point("upload:before_verify");
         match remote.tier.verify(&key, size, crc)? {
             Ok(()) => {

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use serde::Serialize;
 use super::RemoteConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::crash_point;
+use crate::storage::FileHandle;
 
 /// Where a multipart upload stands: what the manifest records after each part, so that a
 /// restarted process continues with the next part instead of starting over.
@@ -159,25 +159,24 @@ impl Tier {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Uploads the file at `file` (of `size` bytes) to `key`. Small files (and backends without
+    /// Uploads `data` (a sealed segment's mapped bytes, `size` of them) to `key`. Small files (and backends without
     /// resumable multipart) take one PUT; larger ones go in `part_bytes` parts, and `record` is
     /// called after the upload is created and after every part, with what a restarted process
     /// needs to resume (`progress` is where a previous process stopped). Idempotent: the key is
     /// derived from the segment id and a segment never changes once sealed.
     pub fn upload(
         &self,
-        file: &FsPath,
+        data: &[u8],
         key: &ObjPath,
         size: u64,
         progress: UploadProgress,
         record: &mut dyn FnMut(&UploadProgress) -> Result<()>,
     ) -> Result<()> {
         let part = self.config.part_bytes as u64;
-        let f = std::fs::File::open(file).ctx(|| format!("open {}", file.display()))?;
         let multipart = match &self.multipart {
             Some(m) if size > part => m.clone(),
             _ => {
-                let bytes = read_range(&f, file, 0..size)?;
+                let bytes = read_range(data, key, 0..size)?;
                 let (store, k) = (self.store.clone(), key.clone());
                 self.run(async move { store.put(&k, PutPayload::from(bytes)).await })?
                     .map_err(remote_err(format!("upload {key}")))?;
@@ -188,7 +187,7 @@ impl Tier {
         };
         let mut progress = progress;
         let resumed = progress.upload_id.is_some();
-        match self.upload_parts(&multipart, &f, file, key, size, &mut progress, record) {
+        match self.upload_parts(&multipart, data, key, size, &mut progress, record) {
             Ok(()) => {
                 if resumed {
                     self.counters
@@ -207,18 +206,16 @@ impl Tier {
                     let _ = self.run(async move { m.abort_multipart(&k, &id).await });
                 }
                 progress.parts.clear();
-                self.upload_parts(&multipart, &f, file, key, size, &mut progress, record)
+                self.upload_parts(&multipart, data, key, size, &mut progress, record)
             }
             Err(e) => Err(e),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn upload_parts(
         &self,
         multipart: &Arc<dyn MultipartStore>,
-        f: &std::fs::File,
-        file: &FsPath,
+        data: &[u8],
         key: &ObjPath,
         size: u64,
         progress: &mut UploadProgress,
@@ -242,7 +239,7 @@ impl Tier {
         for i in progress.parts.len() as u64..count {
             let range = i * part..((i + 1) * part).min(size);
             let len = range.end - range.start;
-            let bytes = read_range(f, file, range)?;
+            let bytes = read_range(data, key, range)?;
             let (m, k, uid) = (multipart.clone(), key.clone(), id.clone());
             let done = self
                 .run(async move {
@@ -404,26 +401,18 @@ impl Tier {
         })
     }
 
-    /// Downloads a whole object into `dest` (a new local file).
-    pub fn download(&self, key: &ObjPath, dest: &FsPath) -> Result<u64> {
+    /// Downloads a whole object into `dest` (a new, empty local file), appending as it comes.
+    pub fn download(&self, key: &ObjPath, dest: FileHandle) -> Result<u64> {
         let (store, k) = (self.store.clone(), key.clone());
-        let path = dest.to_path_buf();
         let got = self.run(async move {
-            use std::io::Write;
-            let mut out =
-                std::fs::File::create(&path).map_err(|e| object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                })?;
             let mut stream = store.get(&k).await?.into_stream();
             let mut n = 0u64;
             while let Some(b) = stream.try_next().await? {
                 n += b.len() as u64;
-                out.write_all(&b)
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "local",
-                        source: Box::new(e),
-                    })?;
+                dest.append(&b).map_err(|e| object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })?;
             }
             Ok::<_, object_store::Error>(n)
         })?;
@@ -502,12 +491,17 @@ impl Drop for Tier {
     }
 }
 
-fn read_range(f: &std::fs::File, path: &FsPath, r: Range<u64>) -> Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; (r.end - r.start) as usize];
-    f.read_exact_at(&mut buf, r.start)
-        .ctx(|| format!("read {} at {}", path.display(), r.start))?;
-    Ok(buf)
+/// One part of the bytes to upload.
+fn read_range(data: &[u8], key: &ObjPath, r: Range<u64>) -> Result<Vec<u8>> {
+    usize::try_from(r.start)
+        .ok()
+        .zip(usize::try_from(r.end).ok())
+        .and_then(|(a, b)| data.get(a..b))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Error::Remote {
+            context: format!("upload {key}"),
+            source: format!("range {r:?} outside the {} bytes to upload", data.len()).into(),
+        })
 }
 
 /// Sorts ranges and merges those whose gap is at most `gap` bytes.

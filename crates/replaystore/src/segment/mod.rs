@@ -12,12 +12,9 @@ pub use remote::RemoteRead;
 pub(crate) use remote::{encode_meta, read_blocks_many, DecodedBlock, FooterBytes, RemoteData};
 pub(crate) use scan::scan_blocks;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use parking_lot::RwLock;
 
 use crate::error::{Error, IoContext, Result};
@@ -27,19 +24,21 @@ use crate::format::{
     BlockHeader, BlockRef, DecodeError, FooterView, SegmentHeader, SessionEntry, Trailer,
     TRAILER_LEN,
 };
+use crate::storage::{FileHandle, Mapped};
 
 /// What `Segment::for_each_block` calls with each block's offset, bytes and header.
 pub(crate) type BlockVisitor<'a> = dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()> + 'a;
 
 enum Data {
-    Mapped(Mmap),
-    File(File),
+    Mapped(Mapped),
+    File(FileHandle),
     /// In object storage only: blocks are fetched by byte range, the footer is cached locally.
     Remote(RemoteData),
 }
 
 pub(crate) enum Index {
-    Footer(FooterView),
+    // Boxed: a footer view is ~200 bytes, the in-memory index a pointer.
+    Footer(Box<FooterView>),
     Memory(Arc<RwLock<MemIndex>>),
 }
 
@@ -60,10 +59,15 @@ impl Segment {
     }
 
     /// A sealed segment: header and trailer valid, footer's fixed part verified.
-    pub fn open_sealed(path: &Path, header: SegmentHeader, file: File, len: u64) -> Result<Self> {
-        // SAFETY: sealed segments are never modified in place; the store owns the directory
-        // (LOCK), and compaction replaces files by rename, so the mapping stays valid.
-        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", path.display()))?;
+    pub fn open_sealed(
+        path: &Path,
+        header: SegmentHeader,
+        file: FileHandle,
+        len: u64,
+    ) -> Result<Self> {
+        // Sealed segments are never modified in place and compaction replaces files by rename,
+        // so the mapping stays valid (see `OsStorage::map`).
+        let map = file.map().ctx(|| format!("mmap {}", path.display()))?;
         let id = header.segment_id;
         let bad = |e| corrupt(id, path, len.saturating_sub(TRAILER_LEN as u64), e);
         let tail = map
@@ -81,7 +85,7 @@ impl Segment {
             created_ms: header.created_ms,
             path: path.to_path_buf(),
             data: Data::Mapped(map),
-            index: Index::Footer(footer),
+            index: Index::Footer(Box::new(footer)),
         })
     }
 
@@ -89,7 +93,7 @@ impl Segment {
     pub fn in_memory(
         path: &Path,
         header: SegmentHeader,
-        file: File,
+        file: FileHandle,
         index: Arc<RwLock<MemIndex>>,
     ) -> Self {
         Segment {
@@ -126,7 +130,7 @@ impl Segment {
     pub fn size(&self) -> u64 {
         match &self.data {
             Data::Mapped(m) => m.len() as u64,
-            Data::File(f) => f.metadata().map(|m| m.len()).unwrap_or(0),
+            Data::File(f) => f.size().unwrap_or(0),
             Data::Remote(r) => r.size,
         }
     }

@@ -1,11 +1,10 @@
 //! Segments held in object storage: opening one from its footer cache, fetching its blocks by
 //! byte range (several segments at once), and downloading it whole for a scrub or a rewrite.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::Mmap;
 use object_store::path::Path as ObjPath;
 
 use crate::error::{IoContext, Result};
@@ -15,6 +14,7 @@ use crate::format::{
 };
 use crate::remote::footer_cache::FooterCache;
 use crate::remote::tier::Tier;
+use crate::storage::{Mapped, OpenMode};
 
 use super::{corrupt, Data, Index, Segment};
 
@@ -28,9 +28,24 @@ pub(crate) type DecodedBlock = (BlockHeader, Vec<Vec<u8>>);
 
 /// A whole segment's bytes (`Segment::whole_bytes`).
 pub(crate) struct WholeBytes {
-    pub map: Mmap,
-    _tmp: Option<tempfile::NamedTempFile>,
+    pub map: Mapped,
+    _tmp: Option<ScratchFile>,
 }
+
+/// A download in the scratch directory, removed when dropped (and at open after a crash).
+struct ScratchFile {
+    fs: crate::fs::Fs,
+    path: PathBuf,
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        self.fs.remove_quietly(&self.path);
+    }
+}
+
+/// Numbers scratch files: two scrubs may download at once.
+static NEXT_SCRATCH: AtomicU64 = AtomicU64::new(0);
 
 /// What reading remote blocks cost (`Store::read_session_traced`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -65,7 +80,7 @@ pub(crate) struct RemoteData {
 /// whole footer from the cache (segment header, footer, trailer).
 pub(crate) enum FooterBytes<'a> {
     Local(&'a [u8]),
-    Cached(Arc<Mmap>),
+    Cached(Arc<Mapped>),
 }
 
 impl std::ops::Deref for FooterBytes<'_> {
@@ -85,7 +100,7 @@ pub(crate) fn encode_meta(header: &[u8], trailer: &[u8], footer_meta: &[u8]) -> 
 
 impl RemoteData {
     /// The whole footer, from the cache or fetched (one range GET from the footer to the end).
-    pub fn whole_footer(&self, id: u64, read: &mut RemoteRead) -> Result<Arc<Mmap>> {
+    pub fn whole_footer(&self, id: u64, read: &mut RemoteRead) -> Result<Arc<Mapped>> {
         let fetched = std::cell::Cell::new(None);
         let t = &self.trailer;
         let len = (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 + t.footer_len as u64;
@@ -143,7 +158,10 @@ impl Segment {
                 return Err(corrupt(0, Path::new(key.as_ref()), 0, why));
             }
         };
-        let bytes = std::fs::read(&meta_path).ctx(|| format!("read {}", meta_path.display()))?;
+        let bytes = cache
+            .fs()
+            .read(&meta_path)
+            .ctx(|| format!("read {}", meta_path.display()))?;
         let bad = |e| corrupt(id, &meta_path, 0, e);
         let fixed = SEGMENT_HEADER_LEN + TRAILER_LEN;
         if bytes.len() < fixed {
@@ -179,36 +197,43 @@ impl Segment {
                 cache,
                 scratch_dir: scratch_dir.to_path_buf(),
             }),
-            index: Index::Footer(view),
+            index: Index::Footer(Box::new(view)),
         })
     }
 
     /// The whole segment, mapped: the local file, or for a remote segment a download into a
     /// scratch file (removed when the result drops). For scrubs and rewrites.
     pub fn whole_bytes(&self) -> Result<WholeBytes> {
-        let (file, name, tmp) = match &self.data {
+        match &self.data {
+            Data::Mapped(m) => Ok(WholeBytes {
+                map: m.clone(),
+                _tmp: None,
+            }),
+            // An active segment only grows past what its index covers.
+            Data::File(f) => Ok(WholeBytes {
+                map: f.map().ctx(|| format!("mmap {}", self.path.display()))?,
+                _tmp: None,
+            }),
             Data::Remote(r) => {
-                let tmp = tempfile::NamedTempFile::new_in(&r.scratch_dir)
-                    .ctx(|| format!("create a file in {}", r.scratch_dir.display()))?;
-                let n = r.tier.download(&r.key, tmp.path())?;
+                let fs = r.cache.fs().clone();
+                let n = NEXT_SCRATCH.fetch_add(1, Ordering::Relaxed);
+                let path = r.scratch_dir.join(format!("download-{n}.tmp"));
+                let file = fs
+                    .open(&path, OpenMode::CreateTruncate)
+                    .ctx(|| format!("create {}", path.display()))?;
+                let tmp = ScratchFile { fs, path };
+                let n = r.tier.download(&r.key, file.clone())?;
                 if n != r.size {
                     let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
                     return Err(self.corrupt(0, why));
                 }
-                let file =
-                    File::open(tmp.path()).ctx(|| format!("open {}", tmp.path().display()))?;
-                (file, tmp.path().to_path_buf(), Some(tmp))
+                let map = file.map().ctx(|| format!("mmap {}", tmp.path.display()))?;
+                Ok(WholeBytes {
+                    map,
+                    _tmp: Some(tmp),
+                })
             }
-            _ => {
-                let file =
-                    File::open(&self.path).ctx(|| format!("open {}", self.path.display()))?;
-                (file, self.path.clone(), None)
-            }
-        };
-        // SAFETY: a sealed file (never modified in place), an active one (only grows past what
-        // the index covers), or a private scratch file.
-        let map = unsafe { Mmap::map(&file) }.ctx(|| format!("mmap {}", name.display()))?;
-        Ok(WholeBytes { map, _tmp: tmp })
+        }
     }
 }
 
