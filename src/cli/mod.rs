@@ -210,6 +210,8 @@ enum Command {
         /// Turn on the read API and replay pages, requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        #[command(flatten)]
+        limits: serve::Limits,
     },
     /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
     #[command(subcommand)]
@@ -330,6 +332,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            limits,
         } => serve::run(serve::Args {
             dir: store.dir.clone(),
             listen,
@@ -338,6 +341,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            limits,
             config: store
                 .config()
                 .with_maintenance_interval(Some(std::time::Duration::from_secs(600))),
