@@ -59,6 +59,7 @@ pub fn run(args: Args) -> Result<i32> {
         eprintln!("{why}");
         return Ok(2);
     }
+    fixed_mmap_threshold();
     let mut config = args.config.clone();
     if args.normalize {
         config = config.with_transform(Arc::new(replaystore::posthog::Normalize), false);
@@ -106,6 +107,19 @@ pub fn run(args: Args) -> Result<i32> {
     drop(app);
     eprintln!("shut down cleanly");
     Ok(0)
+}
+
+/// Request buffers (bodies, decoded text) are large and short-lived, and freed on threads other
+/// than the ones that will allocate the next: glibc's default raises its mmap threshold after
+/// the first such free (up to 32 MiB), after which they come from per-thread arenas that keep
+/// the memory, and the process's RSS grows far past the bytes in flight (measured: 520 MiB peak
+/// with a 128 MiB budget; 170 MiB with a fixed threshold). A fixed threshold keeps every buffer
+/// of 128 KiB or more in its own mapping, returned to the system when freed.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
 }
 
 async fn shutdown_signal() {
