@@ -96,8 +96,8 @@ pub fn for_each_event<'a>(
     f: &mut dyn FnMut(&'a RawValue) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
     if text.trim_ascii_start().first() == Some(&b'{') {
-        let ev: &RawValue = serde_json::from_slice(text)
-            .or_else(|e| err(format!("invalid JSON: {e}")))?;
+        let ev: &RawValue =
+            serde_json::from_slice(text).or_else(|e| err(format!("invalid JSON: {e}")))?;
         return f(ev);
     }
     struct Events<'f, 'a> {
@@ -430,7 +430,15 @@ mod tests {
 
     #[test]
     fn timestamps_that_are_not_times_are_refused_naming_field_and_value() {
-        for bad in ["1e300", "-1e300", "9223372036854775808", "\"NaN\"", "\"abc\"", "null", "1.5"] {
+        for bad in [
+            "1e300",
+            "-1e300",
+            "9223372036854775808",
+            "\"NaN\"",
+            "\"abc\"",
+            "null",
+            "1.5",
+        ] {
             let ev = EV.replace(r#""timestamp":10"#, &format!(r#""timestamp":{bad}"#));
             match event_to_chunk(1, &ev) {
                 Err(WireError::Timestamp { field, value, .. }) => {
@@ -474,7 +482,10 @@ mod tests {
         for (line, r) in parsed {
             let c = r.map_err(|e| format!("line {line}: {e}"))?.ok_or("chunk")?;
             let sent = c.sent_at_ms.ok_or("no send time")?;
-            assert!(c.last_ts_ms <= sent && sent - c.first_ts_ms < 60_000, "line {line}");
+            assert!(
+                c.last_ts_ms <= sent && sent - c.first_ts_ms < 60_000,
+                "line {line}"
+            );
         }
         Ok(())
     }
@@ -500,7 +511,10 @@ mod tests {
         .is_ok());
         assert_eq!(n, 1, "a single event object");
         for bad in ["[1,", "[1] x", "\"a\"", ""] {
-            assert!(for_each_event(bad.as_bytes(), &mut |_| Ok(())).is_err(), "{bad}");
+            assert!(
+                for_each_event(bad.as_bytes(), &mut |_| Ok(())).is_err(),
+                "{bad}"
+            );
         }
         // Deep nesting is stepped over as one element (no recursion), then refused as an event.
         let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));

@@ -102,7 +102,10 @@ fn timestamps_that_are_not_times_are_refused_naming_the_field_and_counted() {
     assert!(why.contains("`sent_at`"), "{why}");
     refused += 2;
     assert_eq!(
-        metric(a, "replaystore_chunks_refused_timestamp_total{reason=\"invalid\"}"),
+        metric(
+            a,
+            "replaystore_chunks_refused_timestamp_total{reason=\"invalid\"}"
+        ),
         refused
     );
     assert_eq!(
@@ -140,28 +143,45 @@ fn skewed_clocks_are_corrected_from_the_send_time_or_refused_by_the_window() {
     assert_eq!(status, 200, "{why}");
     let ahead = now + 10 * YEAR;
     let sent = format!("\"{}\"", iso(ahead + 500));
-    let (status, why) = post(a, "/s/", &[event("ten-years-sent", &ts(ahead), Some(&sent))]);
+    let (status, why) = post(
+        a,
+        "/s/",
+        &[event("ten-years-sent", &ts(ahead), Some(&sent))],
+    );
     assert_eq!(status, 200, "{why}");
     // The body's send time wins over the query's.
     let path = format!("/s/?_={}", now);
     let body_sent = (ahead + 500).to_string();
-    let (status, why) = post(a, &path, &[event("body-wins", &ts(ahead), Some(&body_sent))]);
+    let (status, why) = post(
+        a,
+        &path,
+        &[event("body-wins", &ts(ahead), Some(&body_sent))],
+    );
     assert_eq!(status, 200, "{why}");
     // A request straddling the window: the chunk inside is stored, the other refused.
     let (status, why) = post(
         a,
         "/s/",
-        &[event("in-window", &ts(now), None), event("out", &ts(now + YEAR), None)],
+        &[
+            event("in-window", &ts(now), None),
+            event("out", &ts(now + YEAR), None),
+        ],
     );
     assert_eq!(status, 400);
     assert!(why.contains("1 of 2 chunks refused (1 stored)"), "{why}");
     assert_eq!(metric(a, "replaystore_chunks_clock_corrected_total"), 4);
     assert_eq!(
-        metric(a, "replaystore_chunks_refused_timestamp_total{reason=\"too_old\"}"),
+        metric(
+            a,
+            "replaystore_chunks_refused_timestamp_total{reason=\"too_old\"}"
+        ),
         2
     );
     assert_eq!(
-        metric(a, "replaystore_chunks_refused_timestamp_total{reason=\"too_new\"}"),
+        metric(
+            a,
+            "replaystore_chunks_refused_timestamp_total{reason=\"too_new\"}"
+        ),
         2
     );
     server.stop();
@@ -173,7 +193,13 @@ fn skewed_clocks_are_corrected_from_the_send_time_or_refused_by_the_window() {
     let names: Vec<&str> = stored.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         names,
-        ["body-wins", "dead-rtc-sent", "in-window", "minus-one-sent", "ten-years-sent"]
+        [
+            "body-wins",
+            "dead-rtc-sent",
+            "in-window",
+            "minus-one-sent",
+            "ten-years-sent"
+        ]
     );
     for (sid, first) in &stored {
         // Re-timed to the server's clock (the send happened right after the events).

@@ -11,50 +11,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use common::server::TOKEN;
+use common::server::{Server, TOKEN};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `serve` child on a free port (of `MEMTEST_BIN` when set).
-fn start(dir: &std::path::Path, extra: &[String]) -> (Child, String) {
-    common::server::no_inherited_fds();
-    let bin = std::env::var("MEMTEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_replaystore").into());
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--retention-days",
-            "3650",
-        ])
-        .arg("--token")
-        .arg(format!("{TOKEN}=1"))
-        .args(extra)
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("listening on http://")
-        .to_string();
-    (child, addr)
 }
 
 /// POST that tolerates the server answering (and closing) before the body is all sent.
@@ -82,10 +49,10 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn snapshot_event(i: usize, token: &str) -> String {
+fn snapshot_event(i: usize, token: &str, ts: i64) -> String {
     format!(
-        r#"{{"event":"$snapshot","properties":{{"$session_id":"s{i}","distinct_id":"p","token":"{token}","$snapshot_data":[{{"type":3,"data":{{}},"timestamp":{}}}]}}}}"#,
-        1_795_000_000_000u64 + i as u64
+        r#"{{"event":"$snapshot","properties":{{"$session_id":"s{i}","distinct_id":"p","token":"{token}","$snapshot_data":[{{"type":3,"data":{{"source":1,"positions":[{{"x":{i},"y":7}}]}},"timestamp":{}}}]}}}}"#,
+        ts + i as i64
     )
 }
 
@@ -95,14 +62,20 @@ fn bodies(body_bytes: usize, decoded: usize) -> Vec<(&'static str, String, Vec<u
     let mut out = Vec::new();
     // Inflates to `decoded` bytes of JSON whitespace.
     out.push(("gzip_bomb", "/s/".into(), gzip(&vec![b' '; decoded])));
-    // Many small valid events, and a last one without a session id.
+    // Many small valid events (timed now), and a last one without a session id.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let mut many = String::from("[");
     let mut i = 0;
     while many.len() + 400 < body_bytes {
-        many.push_str(&snapshot_event(i, TOKEN));
+        many.push_str(&snapshot_event(i, TOKEN, now));
         many.push(',');
         i += 1;
     }
+    // The same, all valid: stored (the store's write path under the burst).
+    let stored = format!("{}]", many.trim_end_matches(','));
+    out.push(("stored_events", "/s/".into(), stored.into_bytes()));
     many.push_str(r#"{"event":"$snapshot","properties":{}}]"#);
     out.push(("many_events", "/s/".into(), many.into_bytes()));
     // One event whose distinct_id is a huge array (a JSON value tree if parsed as one).
@@ -198,8 +171,9 @@ fn burst(
     decoded: usize,
 ) -> (u64, BTreeMap<String, BTreeMap<u16, usize>>) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path(), extra);
-    let pid = child.id();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut server = Server::start(dir.path(), &extra);
+    let (pid, addr) = (server.child.id(), server.addr.clone());
     let idle = vm_hwm_kib(pid).unwrap_or(0);
     let bodies = Arc::new(bodies(body_bytes, decoded));
     let barrier = Arc::new(Barrier::new(concurrency));
@@ -232,15 +206,12 @@ fn burst(
         *statuses.entry(kind).or_default().entry(status).or_default() += 1;
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let alive = child.try_wait().ok().flatten().is_none();
+    let alive = server.child.try_wait().ok().flatten().is_none();
     let peak = vm_hwm_kib(pid).unwrap_or(0).max(sampler.join().unwrap());
     if !alive {
         eprintln!("the server died during the burst");
     }
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    drop(server); // killed
     eprintln!(
         "server idle RSS {} MiB, peak {} MiB",
         idle / 1024,

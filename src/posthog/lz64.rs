@@ -163,7 +163,9 @@ mod tests {
             String::new(),
             "a".into(),
             "[{\"event\":\"$snapshot\",\"x\":\"ééé € 𝄞\"}]".repeat(50),
-            (0..3000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect(),
+            (0..3000)
+                .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+                .collect(),
             "a".repeat(100_000),
         ] {
             let lz = lz_str::compress_to_base64(text.as_str());
@@ -178,7 +180,10 @@ mod tests {
         let got = decompress_base64(lz.as_bytes(), 10_000, &mut Unbudgeted);
         assert!(matches!(got, Err(WireError::TooLarge(_))), "{got:?}");
         for bad in ["////", "A", "zzzzzzzzzzzzzzzz"] {
-            assert!(decompress_base64(bad.as_bytes(), 100, &mut Unbudgeted).is_err(), "{bad}");
+            assert!(
+                decompress_base64(bad.as_bytes(), 100, &mut Unbudgeted).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -30,7 +30,11 @@ pub fn json_ms(field: &str, v: &[u8]) -> Result<i64, WireError> {
     let v = v.trim_ascii();
     match v.first() {
         Some(b'-' | b'0'..=b'9') => number_ms(field, v),
-        Some(b'"') => Err(refuse(field, v, "is a string, not a number of milliseconds")),
+        Some(b'"') => Err(refuse(
+            field,
+            v,
+            "is a string, not a number of milliseconds",
+        )),
         _ => Err(refuse(field, v, "is not a number of milliseconds")),
     }
 }
@@ -103,7 +107,8 @@ fn iso8601_ms(s: &[u8]) -> Option<i64> {
         }
         // Milliseconds: the first three digits (finer ones are dropped).
         let first3 = &s[i + 1..i + 1 + digits.min(3)];
-        ms = std::str::from_utf8(first3).ok()?.parse::<i64>().ok()? * 10_i64.pow(3 - digits.min(3) as u32);
+        ms = std::str::from_utf8(first3).ok()?.parse::<i64>().ok()?
+            * 10_i64.pow(3 - digits.min(3) as u32);
         i += 1 + digits;
     }
     let offset_min = match s.get(i..)? {
@@ -139,7 +144,11 @@ mod tests {
     #[test]
     fn timestamps_are_whole_safe_numbers() {
         assert_eq!(json_ms("t", b"1795664003192"), Ok(1_795_664_003_192));
-        assert_eq!(json_ms("t", b"-1"), Ok(-1), "plausibility is the store's call");
+        assert_eq!(
+            json_ms("t", b"-1"),
+            Ok(-1),
+            "plausibility is the store's call"
+        );
         assert_eq!(json_ms("t", b"1.795664003192e12"), Ok(1_795_664_003_192));
         assert_eq!(json_ms("t", b"5.0"), Ok(5));
         for (bad, why) in [
@@ -167,13 +176,25 @@ mod tests {
     #[test]
     fn send_times_are_iso_8601_or_ms() {
         let at = |s: &str| sent_at_ms("sent_at", s.as_bytes());
-        assert_eq!(at("\"2026-11-26T03:33:26.011Z\""), Ok(Some(1_795_664_006_011)));
+        assert_eq!(
+            at("\"2026-11-26T03:33:26.011Z\""),
+            Ok(Some(1_795_664_006_011))
+        );
         assert_eq!(at("\"1970-01-01T00:00:00Z\""), Ok(Some(0)));
-        assert_eq!(at("\"2000-02-29T12:00:00.5+01:30\""), Ok(Some(951_820_200_500)));
+        assert_eq!(
+            at("\"2000-02-29T12:00:00.5+01:30\""),
+            Ok(Some(951_820_200_500))
+        );
         assert_eq!(at("\"1969-12-31T23:59:59.999999Z\""), Ok(Some(-1)));
         assert_eq!(at("1795664006011"), Ok(Some(1_795_664_006_011)));
         assert_eq!(at("null"), Ok(None));
-        for bad in ["\"yesterday\"", "\"2026-13-01T00:00:00Z\"", "\"2026-11-26T03:33:26\"", "1e300", "{}"] {
+        for bad in [
+            "\"yesterday\"",
+            "\"2026-13-01T00:00:00Z\"",
+            "\"2026-11-26T03:33:26\"",
+            "1e300",
+            "{}",
+        ] {
             assert!(at(bad).is_err(), "{bad}");
         }
     }

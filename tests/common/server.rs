@@ -49,7 +49,9 @@ impl Server {
 
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         no_inherited_fds();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+        // `MEMTEST_BIN`: another build of the server (tests/server_memory.rs measures one).
+        let bin = std::env::var("MEMTEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_replaystore").into());
+        let mut child = Command::new(bin)
             .envs(env.iter().copied())
             .args([
                 "serve",

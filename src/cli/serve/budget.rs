@@ -20,6 +20,11 @@ pub struct Limits {
     /// --max-decoded-bytes, so that the largest request fits.
     #[arg(long, default_value_t = 128 << 20)]
     pub memory_budget_bytes: usize,
+    /// Events one request may hold (posthog-js sends a few per request); more get 413 as
+    /// soon as they are counted. Each `$snapshot` event is a chunk, and each new session the
+    /// store keeps in memory until its segment is sealed.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_events_per_request: usize,
 }
 
 impl Limits {
@@ -127,6 +132,7 @@ mod tests {
         let limits = Limits {
             max_decoded_bytes: 32 << 20,
             memory_budget_bytes: 64 << 20,
+            max_events_per_request: 10,
         };
         assert!(limits.check(1 << 20).is_some());
         let limits = Limits {

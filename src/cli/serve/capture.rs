@@ -5,7 +5,7 @@
 //! (nothing stored), or when the store refused chunks for their timestamps (the others of the
 //! request are stored: the window is the store's, checked chunk by chunk at append, and a
 //! retry would refuse the same); 401 for an unknown token; 413 for a body too large, as sent or
-//! decoded; 503 with Retry-After when in-flight requests or their bytes are at their bound.
+//! decoded, or with too many events; 503 with Retry-After when in-flight requests or their bytes are at their bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -236,7 +236,15 @@ fn decode_chunks(
 ) -> Result<Vec<Chunk>, Refusal> {
     let mut out: Vec<Chunk> = Vec::new();
     let mut unauthorized = None;
+    let mut events = 0;
     let read = posthog::for_each_event(json, &mut |e| {
+        events += 1;
+        if events > app.max_events {
+            return Err(WireError::TooLarge(format!(
+                "more than {} events in one request",
+                app.max_events
+            )));
+        }
         let Some((token, mut chunk)) = posthog::parse_event(e.get())? else {
             return Ok(());
         };

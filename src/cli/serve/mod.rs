@@ -49,6 +49,7 @@ struct App {
     memory: Arc<MemoryBudget>,
     max_body: usize,
     max_decoded: usize,
+    max_events: usize,
     metrics: Metrics,
 }
 
@@ -73,6 +74,7 @@ pub fn run(args: Args) -> Result<i32> {
         memory: MemoryBudget::new(args.limits.memory_budget_bytes),
         max_body: args.max_body_bytes,
         max_decoded: args.limits.max_decoded_bytes,
+        max_events: args.limits.max_events_per_request,
         metrics: Metrics::default(),
     });
     let io = |e: std::io::Error| Error::Io {
