@@ -77,6 +77,7 @@ fn decompress(
     bits.val = first;
     // Codes 0 and 1 announce an 8- or 16-bit literal, 2 ends the stream; entries from 3.
     let mut dict: Vec<Range> = vec![(0, 0); 3];
+    // The stream opens with a literal (or ends at once).
     let first = match bits.bits(2)? {
         c @ (0 | 1) => bits.bits(8 + 8 * c)?,
         2 => return Ok(()),
@@ -113,18 +114,8 @@ fn decompress(
         }
         let entry = if entry.1 > 0 {
             entry
-        } else if let Some(&(s, n)) = dict.get(code as usize) {
-            reserve(out, n as usize, max, a, "the lz64 text")?;
-            out.extend_from_within(s as usize..(s + n) as usize);
-            (start, n)
-        } else if code as usize == dict.len() {
-            // The entry being defined: the previous output plus its own first character.
-            reserve(out, w.1 as usize + 1, max, a, "the lz64 text")?;
-            out.extend_from_within(w.0 as usize..(w.0 + w.1) as usize);
-            out.push(out[w.0 as usize]);
-            (start, w.1 + 1)
         } else {
-            break Err(invalid());
+            emit(out, &dict, code, w, max, a)?
         };
         // The previous output plus this entry's first character, which follows it.
         reserve(&mut dict, 1, 2 * max + 8, a, "the lz64 dictionary")?;
@@ -138,6 +129,31 @@ fn decompress(
     };
     a.give(dict.capacity() * std::mem::size_of::<Range>());
     result
+}
+
+/// Appends dictionary entry `code` to the output (the entry being defined, `code` one past the
+/// dictionary, is the previous output `w` plus its own first character); returns where it is.
+fn emit(
+    out: &mut Vec<u16>,
+    dict: &[Range],
+    code: u32,
+    w: Range,
+    max: usize,
+    a: &mut dyn Allowance,
+) -> Result<Range, WireError> {
+    let start = out.len() as u32;
+    if let Some(&(s, n)) = dict.get(code as usize) {
+        reserve(out, n as usize, max, a, "the lz64 text")?;
+        out.extend_from_within(s as usize..(s + n) as usize);
+        Ok((start, n))
+    } else if code as usize == dict.len() {
+        reserve(out, w.1 as usize + 1, max, a, "the lz64 text")?;
+        out.extend_from_within(w.0 as usize..(w.0 + w.1) as usize);
+        out.push(out[w.0 as usize]);
+        Ok((start, w.1 + 1))
+    } else {
+        Err(invalid())
+    }
 }
 
 fn to_utf8(units: &[u16], max: usize, a: &mut dyn Allowance) -> Result<Vec<u8>, WireError> {
