@@ -175,8 +175,9 @@ fn malformed_input_is_reported_with_file_and_line_and_the_rest_is_stored() {
     let bad_gzip = dir.path().join("bad.gz");
     std::fs::write(&bad_gzip, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
     let store = dir.path().join("store");
+    // The store's clock at the recording's time: its timestamp (no send time) is then fresh.
     let out = run(cmd("ingest", &store)
-        .args(["--team", "3"])
+        .args(["--team", "3", "--now", "1795000001000"])
         .arg(&input)
         .arg(&bad_gzip));
     assert!(!out.status.success());

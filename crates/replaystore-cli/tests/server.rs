@@ -74,7 +74,17 @@ fn the_sdks_wire_bodies_are_stored_durably_and_read_back() {
 #[test]
 fn bad_requests_are_refused_whole_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--max-body-bytes", "100000"]);
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--max-body-bytes",
+            "100000",
+            "--max-decoded-bytes",
+            "1000000",
+            "--max-events-per-request",
+            "3",
+        ],
+    );
     let good = std::fs::read_to_string(data().join("snapshot-batches.jsonl")).unwrap();
     let first_line = good.lines().nth(1).unwrap(); // a small request of the fixture
     let a = &server.addr;
@@ -92,6 +102,19 @@ fn bad_requests_are_refused_whole_and_store_nothing() {
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("$session_id"));
     assert_eq!(http(a, "POST", "/s/", &[], &vec![b' '; 200_000]).0, 413);
+    // A gzip bomb past the decoded cap, and more events than a request may hold.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &vec![b' '; 2_000_000]).unwrap();
+    let (status, _, body) = http(a, "POST", "/s/", &[], &gz.finish().unwrap());
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("decoded body exceeds 1000000 bytes"));
+    let event: serde_json::Value = serde_json::from_str::<Vec<serde_json::Value>>(first_line)
+        .unwrap()
+        .remove(0);
+    let four = serde_json::to_string(&vec![event; 4]).unwrap();
+    let (status, _, body) = http(a, "POST", "/s/", &[], four.as_bytes());
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("more than 3 events"));
     // Other encodings posthog-js uses: base64 forms and lz64.
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(first_line.as_bytes());

@@ -7,51 +7,64 @@
 //! event; its payload is the `$snapshot_data` array exactly as sent (byte for byte), its time
 //! range the min and max of its rrweb events' `timestamp`.
 
+mod decode;
+mod lz64;
+mod time;
+
 use std::io::Read;
 
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use replaystore::Chunk;
 
-/// Largest body accepted after gunzip; a larger one is refused, never allocated.
-pub const MAX_DECODED_BODY: usize = 512 << 20;
+pub use decode::{
+    decode_body, decode_request, gunzip, reserve, Allowance, Unbudgeted, MAX_DECODED_BODY,
+};
+pub use time::{number_ms, MAX_SAFE_MS};
 
 /// Why a body or an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct WireError(pub String);
-
-fn err<T>(s: impl Into<String>) -> Result<T, WireError> {
-    Err(WireError(s.into()))
+#[non_exhaustive]
+pub enum WireError {
+    /// The body or an event is malformed or lacks what a chunk needs; says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body, decoded, is larger than the receiver accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A client time (an rrweb `timestamp`, a send time) is not a time: names the field (e.g.
+    /// `$snapshot_data[3].timestamp`, `sent_at`, the `_` query parameter) and the value.
+    #[error("`{field}` = {value} {reason}")]
+    Timestamp {
+        field: String,
+        value: String,
+        reason: &'static str,
+    },
+    /// The receiver's memory budget for bodies in flight is spent: retry later.
+    #[error("too many bytes in flight, retry later")]
+    Busy,
 }
 
-/// Gunzips `body` if it starts with the gzip magic (bounded by `MAX_DECODED_BODY`).
-pub fn decode_body(body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, WireError> {
-    if !body.starts_with(&[0x1f, 0x8b]) {
-        return Ok(std::borrow::Cow::Borrowed(body));
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(body)
-        .take(MAX_DECODED_BODY as u64 + 1)
-        .read_to_end(&mut out)
-        .or_else(|e| err(format!("invalid gzip: {e}")))?;
-    if out.len() > MAX_DECODED_BODY {
-        return err(format!(
-            "body inflates to more than {MAX_DECODED_BODY} bytes"
-        ));
-    }
-    Ok(std::borrow::Cow::Owned(out))
+fn err<T>(s: impl Into<String>) -> Result<T, WireError> {
+    Err(WireError::Invalid(s.into()))
 }
 
 #[derive(Deserialize)]
 struct WireEvent<'a> {
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    distinct_id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    event: Option<std::borrow::Cow<'a, str>>,
+    /// Read only if a string or a number: never built into a value tree.
+    #[serde(borrow, default)]
+    distinct_id: Option<&'a RawValue>,
     #[serde(borrow)]
     properties: Option<WireProps<'a>>,
+    /// The client's clock when it sent the request (ISO 8601 or ms).
+    #[serde(borrow, default)]
+    sent_at: Option<&'a RawValue>,
+    #[serde(rename = "$sent_at", borrow, default)]
+    dollar_sent_at: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -60,10 +73,12 @@ struct WireProps<'a> {
     session_id: Option<String>,
     #[serde(rename = "$window_id", default)]
     window_id: Option<String>,
-    #[serde(default)]
-    distinct_id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    distinct_id: Option<&'a RawValue>,
     #[serde(rename = "$snapshot_data", borrow, default)]
     snapshot_data: Option<&'a RawValue>,
+    #[serde(rename = "$sent_at", borrow, default)]
+    sent_at: Option<&'a RawValue>,
     /// The project API key, which an ingestion server maps to a team.
     #[serde(default)]
     token: Option<String>,
@@ -73,35 +88,69 @@ struct WireProps<'a> {
 /// or `None` for a non-`$snapshot` event, which is skipped without error.
 pub type Parsed = (usize, Result<Option<Chunk>, WireError>);
 
-/// Parses a decoded body into chunks of `team`, each with the line it came from.
-pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
-    // A whole-body JSON array (what posthog-js POSTs), possibly pretty-printed.
-    if let Ok(events) = serde_json::from_slice::<Vec<&RawValue>>(text) {
-        return events
-            .iter()
-            .map(|e| (1, event_to_chunk(team, e.get())))
-            .collect();
+/// Calls `f` with each event of a decoded body, as it is read (no list of them is built): the
+/// elements of a JSON array, or the body itself if it is one JSON object. Stops at the first
+/// error, from the JSON or from `f`.
+pub fn for_each_event<'a>(
+    text: &'a [u8],
+    f: &mut dyn FnMut(&'a RawValue) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    if text.trim_ascii_start().first() == Some(&b'{') {
+        let ev: &RawValue =
+            serde_json::from_slice(text).or_else(|e| err(format!("invalid JSON: {e}")))?;
+        return f(ev);
     }
-    let mut out = Vec::new();
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
+    struct Events<'f, 'a> {
+        f: &'f mut dyn FnMut(&'a RawValue) -> Result<(), WireError>,
+        failed: Option<WireError>,
+    }
+    impl<'a> Visitor<'a> for &mut Events<'_, 'a> {
+        type Value = ();
+        fn expecting(&self, out: &mut std::fmt::Formatter) -> std::fmt::Result {
+            out.write_str("a JSON array of events")
         }
-        let line_no = i + 1;
-        match serde_json::from_slice::<&RawValue>(line) {
-            Err(e) => out.push((line_no, err(format!("invalid JSON: {e}")))),
-            Ok(v) if v.get().starts_with('[') => {
-                match serde_json::from_str::<Vec<&RawValue>>(v.get()) {
-                    Ok(events) => out.extend(
-                        events
-                            .iter()
-                            .map(|e| (line_no, event_to_chunk(team, e.get()))),
-                    ),
-                    Err(e) => out.push((line_no, err(format!("invalid event array: {e}")))),
+        fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(ev) = seq.next_element::<&'a RawValue>()? {
+                if let Err(e) = (self.f)(ev) {
+                    self.failed = Some(e);
+                    return Err(A::Error::custom("stopped"));
                 }
             }
-            Ok(v) => out.push((line_no, event_to_chunk(team, v.get()))),
+            Ok(())
+        }
+    }
+    let mut events = Events { f, failed: None };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let read = serde::Deserializer::deserialize_seq(&mut de, &mut events).and_then(|()| de.end());
+    match (events.failed, read) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => err(format!("invalid JSON: {e}")),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Parses a decoded body into chunks of `team`, each with the line it came from: one JSON
+/// array or object, or JSON lines of them.
+pub fn parse_body(team: u64, text: &[u8]) -> Vec<Parsed> {
+    let mut out = Vec::new();
+    let on_line = |line_no: usize, line: &[u8], out: &mut Vec<Parsed>| {
+        let read = for_each_event(line, &mut |e| {
+            out.push((line_no, event_to_chunk(team, e.get())));
+            Ok(())
+        });
+        if let Err(e) = read {
+            out.push((line_no, Err(e)));
+        }
+    };
+    // A whole-body JSON value (what posthog-js POSTs), possibly pretty-printed.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+        on_line(1, text, &mut out);
+        return out;
+    }
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if !line.is_empty() {
+            on_line(i + 1, line, &mut out);
         }
     }
     out
@@ -116,7 +165,8 @@ pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError>
 }
 
 /// One `$snapshot` event: its project token (if any) and its chunk (team 0, for the caller to
-/// set from the token). `Ok(None)` for other events.
+/// set from the token; `sent_at_ms` from the event's `sent_at` / `$sent_at`, if it has one).
+/// `Ok(None)` for other events.
 pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireError> {
     let ev: WireEvent =
         serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
@@ -129,32 +179,29 @@ pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireEr
     let Some(session_id) = props.session_id else {
         return err("event has no $session_id");
     };
-    let person = match ev.distinct_id.or(props.distinct_id) {
-        Some(serde_json::Value::String(s)) => s,
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return err("event has no distinct_id"),
+    let person = match ev.distinct_id.or(props.distinct_id).map(RawValue::get) {
+        Some(v) if v.starts_with('"') => serde_json::from_str::<String>(v).ok(),
+        Some(v) if v.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => Some(v.to_string()),
+        _ => None,
+    };
+    let Some(person) = person else {
+        return err("event has no distinct_id");
     };
     let Some(data) = props.snapshot_data else {
         return err("event has no $snapshot_data");
     };
-    // Only the events' timestamps are needed: read with the scanner, not a full parse.
-    let mut ts: Vec<i64> = Vec::new();
-    let bytes = data.get().as_bytes();
-    let scanned = crate::jsonscan::each_element(bytes, 0, &mut |at| {
-        crate::jsonscan::members(bytes, at, &mut |k, v| {
-            if k == b"timestamp" {
-                if let Some(t) = crate::jsonscan::number(v) {
-                    ts.push(t as i64);
-                }
-            }
-        })
-    });
-    if scanned.is_none() {
-        return err("$snapshot_data is not an array of rrweb events");
-    }
-    let (Some(&first), Some(&last)) = (ts.iter().min(), ts.iter().max()) else {
-        return err("$snapshot_data holds no timestamped rrweb event");
+    let sent_at = [
+        ("sent_at", ev.sent_at),
+        ("$sent_at", ev.dollar_sent_at),
+        ("properties.$sent_at", props.sent_at),
+    ]
+    .into_iter()
+    .find_map(|(field, v)| Some((field, v?)));
+    let sent_at_ms = match sent_at {
+        Some((field, v)) => time::sent_at_ms(field, v.get().as_bytes())?,
+        None => None,
     };
+    let (first, last) = time_range(data.get().as_bytes())?;
     Ok(Some((
         props.token,
         Chunk {
@@ -164,80 +211,50 @@ pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireEr
             window_id: props.window_id,
             first_ts_ms: first,
             last_ts_ms: last,
-            sent_at_ms: None,
+            sent_at_ms,
             payload: data.get().as_bytes().to_vec(),
         },
     )))
 }
 
-/// Decodes a request body as posthog-js sends it to `/s/`: gzip (by its magic bytes, with or
-/// without `?compression=gzip-js`), a `data=<base64>` form (`compression=base64`, or lz64 in it
-/// with `compression=lz64`), or plain JSON. Returns the JSON bytes.
-pub fn decode_request(body: &[u8], compression: Option<&str>) -> Result<Vec<u8>, WireError> {
-    use base64::Engine;
-    if body.starts_with(&[0x1f, 0x8b]) {
-        return decode_body(body).map(|b| b.into_owned());
-    }
-    let form = body.starts_with(b"data=").then(|| &body[5..]);
-    let raw = match form {
-        None => body.to_vec(),
-        Some(v) => {
-            let v = v.split(|&b| b == b'&').next().unwrap_or(&[]);
-            percent_decode(v)
-        }
-    };
-    match compression {
-        Some("lz64") => {
-            let s = std::str::from_utf8(&raw).or_else(|_| err("lz64 data is not text"))?;
-            let chars = lz_str::decompress_from_base64(s)
-                .ok_or_else(|| WireError("invalid lz64 data".into()))?;
-            String::from_utf16(&chars)
-                .map(String::into_bytes)
-                .or_else(|_| err("lz64 data is not UTF-16"))
-        }
-        _ if form.is_some() || compression == Some("base64") => {
-            let text: Vec<u8> = raw
-                .iter()
-                .copied()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(&text)
-                .or_else(|e| err(format!("invalid base64: {e}")))?;
-            if bytes.starts_with(&[0x1f, 0x8b]) {
-                decode_body(&bytes).map(|b| b.into_owned())
-            } else {
-                Ok(bytes)
+/// The min and max `timestamp` of the rrweb events in `$snapshot_data`, each of which must
+/// have a valid one (read with the scanner: the events are not parsed).
+fn time_range(data: &[u8]) -> Result<(i64, i64), WireError> {
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    let mut bad: Option<WireError> = None;
+    let mut i = 0usize;
+    let scanned = crate::jsonscan::each_element(data, 0, &mut |at| {
+        let mut ts: Option<Result<i64, WireError>> = None;
+        let field = || format!("$snapshot_data[{i}].timestamp");
+        let end = crate::jsonscan::members(data, at, &mut |k, v| {
+            if k == b"timestamp" && !matches!(ts, Some(Err(_))) {
+                ts = Some(time::json_ms(&field(), v));
             }
-        }
-        _ => Ok(raw),
-    }
-}
-
-/// Decodes `%XX` and `+` in a form value.
-fn percent_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < v.len() => {
-                let hex = std::str::from_utf8(&v[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
+        })?;
+        match ts {
+            Some(Ok(t)) => (min, max) = (min.min(t), max.max(t)),
+            Some(Err(e)) => bad = Some(e),
+            None => {
+                bad = Some(WireError::Timestamp {
+                    field: field(),
+                    value: "(none)".into(),
+                    reason: "is missing: every rrweb event has one",
+                })
             }
-            b => out.push(b),
         }
         i += 1;
+        bad.is_none().then_some(end)
+    });
+    if let Some(e) = bad {
+        return Err(e);
     }
-    out
+    if scanned.is_none() {
+        return err("$snapshot_data is not an array of rrweb events");
+    }
+    if i == 0 {
+        return err("$snapshot_data holds no rrweb event");
+    }
+    Ok((min, max))
 }
 
 /// The rrweb events of a stored chunk payload (a JSON array), each as its exact JSON text.
@@ -398,16 +415,110 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_store() -> TestResult {
         let no_session = EV.replace("$session_id", "x");
-        assert!(event_to_chunk(1, &no_session)
-            .unwrap_err()
-            .0
-            .contains("$session_id"));
+        let e = event_to_chunk(1, &no_session).unwrap_err();
+        assert!(e.to_string().contains("$session_id"), "{e}");
         let no_person = EV.replace("distinct_id", "x");
         assert!(event_to_chunk(1, &no_person).is_err());
+        let tree_person = EV.replace(r#""p1""#, r#"[["p1"]]"#);
+        assert!(event_to_chunk(1, &tree_person).is_err());
         let no_ts = EV.replace("timestamp", "t");
         assert!(event_to_chunk(1, &no_ts).is_err());
         let other = EV.replace("$snapshot", "$pageview");
-        assert_eq!(event_to_chunk(1, &other).map_err(|e| e.0)?, None);
+        assert_eq!(event_to_chunk(1, &other)?, None);
         Ok(())
+    }
+
+    #[test]
+    fn timestamps_that_are_not_times_are_refused_naming_field_and_value() {
+        for bad in [
+            "1e300",
+            "-1e300",
+            "9223372036854775808",
+            "\"NaN\"",
+            "\"abc\"",
+            "null",
+            "1.5",
+        ] {
+            let ev = EV.replace(r#""timestamp":10"#, &format!(r#""timestamp":{bad}"#));
+            match event_to_chunk(1, &ev) {
+                Err(WireError::Timestamp { field, value, .. }) => {
+                    assert_eq!(field, "$snapshot_data[1].timestamp");
+                    assert_eq!(value, bad);
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // One event without a timestamp spoils the chunk (it would have no place in time).
+        let missing = EV.replace(r#","timestamp":20"#, "");
+        let e = event_to_chunk(1, &missing).unwrap_err();
+        assert!(e.to_string().contains("$snapshot_data[0].timestamp"), "{e}");
+        // A 1970 clock is a valid time: whether it is plausible is the store's decision.
+        let ev = EV.replace(r#""timestamp":10"#, r#""timestamp":-1"#);
+        let c = event_to_chunk(1, &ev).ok().flatten().map(|c| c.first_ts_ms);
+        assert_eq!(c, Some(-1));
+    }
+
+    #[test]
+    fn the_send_time_comes_from_the_event() -> TestResult {
+        let c = event_to_chunk(1, EV)?.ok_or("chunk")?;
+        assert_eq!(c.sent_at_ms, None);
+        let with = |field: &str, v: &str| {
+            let ev = format!("{},\"{field}\":{v}}}", &EV[..EV.len() - 1]);
+            event_to_chunk(1, &ev)
+        };
+        let c = with("sent_at", r#""2026-11-26T03:33:26.011Z""#)?.ok_or("chunk")?;
+        assert_eq!(c.sent_at_ms, Some(1_795_664_006_011));
+        let c = with("$sent_at", "1795664006011")?.ok_or("chunk")?;
+        assert_eq!(c.sent_at_ms, Some(1_795_664_006_011));
+        let e = with("sent_at", r#""last tuesday""#).unwrap_err();
+        assert!(e.to_string().contains("sent_at"), "{e}");
+        // The fixture: every request carries its send time.
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/posthog-js/snapshot-batches.jsonl"),
+        )?;
+        let parsed = parse_body(1, &body);
+        assert_eq!(parsed.len(), 24);
+        for (line, r) in parsed {
+            let c = r.map_err(|e| format!("line {line}: {e}"))?.ok_or("chunk")?;
+            let sent = c.sent_at_ms.ok_or("no send time")?;
+            assert!(
+                c.last_ts_ms <= sent && sent - c.first_ts_ms < 60_000,
+                "line {line}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn events_are_read_one_by_one_and_a_failure_stops_the_walk() {
+        let body = format!("[{EV}, {EV} ,{EV}]");
+        let mut seen = 0;
+        let r = for_each_event(body.as_bytes(), &mut |e| {
+            seen += 1;
+            if seen == 2 {
+                return Err(WireError::Invalid(format!("stop at {}", e.get().len())));
+            }
+            Ok(())
+        });
+        assert_eq!(seen, 2);
+        assert!(matches!(r, Err(WireError::Invalid(s)) if s.starts_with("stop at")));
+        let mut n = 0;
+        assert!(for_each_event(EV.as_bytes(), &mut |_| {
+            n += 1;
+            Ok(())
+        })
+        .is_ok());
+        assert_eq!(n, 1, "a single event object");
+        for bad in ["[1,", "[1] x", "\"a\"", ""] {
+            assert!(
+                for_each_event(bad.as_bytes(), &mut |_| Ok(())).is_err(),
+                "{bad}"
+            );
+        }
+        // Deep nesting is stepped over as one element (no recursion), then refused as an event.
+        let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        let r = for_each_event(deep.as_bytes(), &mut |e| parse_event(e.get()).map(|_| ()));
+        assert!(matches!(r, Err(WireError::Invalid(s)) if s.starts_with("invalid event")));
     }
 }

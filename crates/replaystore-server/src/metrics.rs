@@ -14,7 +14,15 @@ pub struct Metrics {
     pub rejected_bad_request: AtomicU64,
     pub rejected_too_large: AtomicU64,
     pub rejected_overloaded: AtomicU64,
+    /// 503s for the memory budget of requests in flight.
+    pub rejected_over_budget: AtomicU64,
     pub chunks_refused_deleted: AtomicU64,
+    /// Chunks refused for a client time that is not a time (the request refused whole).
+    pub chunks_refused_timestamp_invalid: AtomicU64,
+    /// Chunks the store refused as before its window (`Config::max_ts_behind`).
+    chunks_refused_timestamp_too_old: AtomicU64,
+    /// Chunks the store refused as after its window (`Config::max_ts_ahead`).
+    chunks_refused_timestamp_too_new: AtomicU64,
     flush_buckets: [AtomicU64; 10],
     flush_count: AtomicU64,
     flush_sum_us: AtomicU64,
@@ -32,7 +40,24 @@ impl Metrics {
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
-    pub fn render(&self, fsyncs: u64) -> String {
+    /// Counts a chunk the store refused with `Error::Timestamp`, by side of the window.
+    pub fn count_timestamp_refusal(&self, e: &replaystore::Error) {
+        if let replaystore::Error::Timestamp {
+            value_ms,
+            arrival_ms,
+            ..
+        } = e
+        {
+            let c = if value_ms < arrival_ms {
+                &self.chunks_refused_timestamp_too_old
+            } else {
+                &self.chunks_refused_timestamp_too_new
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn render(&self, stats: &replaystore::Stats, bytes_in_flight: usize) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
@@ -58,19 +83,39 @@ impl Metrics {
         counter(
             "replaystore_fsyncs_total",
             "fsyncs of segment data.",
-            fsyncs,
+            stats.fsyncs,
+        );
+        counter(
+            "replaystore_chunks_clock_corrected_total",
+            "Chunks whose timestamps the store shifted by their client's clock skew (from the send time).",
+            stats.chunks_clock_corrected,
         );
         counter(
             "replaystore_chunks_refused_deleted_total",
             "Chunks of deleted persons or sessions dropped.",
             g(&self.chunks_refused_deleted),
         );
+        out.push_str("# HELP replaystore_chunks_refused_timestamp_total Chunks refused for their client times: not a time (invalid), or outside the store's window around arrival after skew correction (too_old, too_new).\n# TYPE replaystore_chunks_refused_timestamp_total counter\n");
+        for (reason, v) in [
+            ("invalid", &self.chunks_refused_timestamp_invalid),
+            ("too_old", &self.chunks_refused_timestamp_too_old),
+            ("too_new", &self.chunks_refused_timestamp_too_new),
+        ] {
+            out.push_str(&format!(
+                "replaystore_chunks_refused_timestamp_total{{reason=\"{reason}\"}} {}\n",
+                g(v)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP replaystore_request_bytes_in_flight Bytes held by requests in flight (the memory budget's use).\n# TYPE replaystore_request_bytes_in_flight gauge\nreplaystore_request_bytes_in_flight {bytes_in_flight}\n"
+        ));
         out.push_str("# HELP replaystore_rejected_total Requests refused, by reason.\n# TYPE replaystore_rejected_total counter\n");
         for (reason, v) in [
             ("unauthorized", &self.rejected_unauthorized),
             ("bad_request", &self.rejected_bad_request),
             ("too_large", &self.rejected_too_large),
             ("overloaded", &self.rejected_overloaded),
+            ("memory_budget", &self.rejected_over_budget),
         ] {
             out.push_str(&format!(
                 "replaystore_rejected_total{{reason=\"{reason}\"}} {}\n",

@@ -30,7 +30,7 @@ pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
         let text = match read_input(path).and_then(|b| {
             decode_body(&b)
                 .map(|t| t.into_owned())
-                .map_err(|e| std::io::Error::other(e.0))
+                .map_err(std::io::Error::other)
         }) {
             Ok(t) => t,
             Err(e) => {
@@ -52,7 +52,7 @@ pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
                 }
                 Err(e) => Err(Error::InvalidChunk {
                     field: "event",
-                    reason: e.0,
+                    reason: e.to_string(),
                 }),
             };
             match outcome {
@@ -64,7 +64,8 @@ pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
                     bar.suspend(|| eprintln!("{name}:{line}: dropped, {reason}"));
                     refused += 1;
                 }
-                Err(e @ Error::InvalidChunk { .. }) => {
+                // Not stored: a malformed event, or a client time the store cannot trust.
+                Err(e @ (Error::InvalidChunk { .. } | Error::Timestamp { .. })) => {
                     bar.suspend(|| eprintln!("{name}:{line}: {e}"));
                     errors += 1;
                 }

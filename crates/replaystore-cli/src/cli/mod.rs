@@ -228,6 +228,8 @@ enum Command {
         /// Turn on the read API and replay pages, requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        #[command(flatten)]
+        limits: replaystore_server::Limits,
     },
     /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
     #[command(subcommand)]
@@ -348,6 +350,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            limits,
         } => replaystore_server::run(replaystore_server::Args {
             dir: store.dir.clone(),
             listen,
@@ -356,6 +359,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            limits,
             config: store
                 .config()
                 .with_maintenance_interval(Some(std::time::Duration::from_secs(600))),

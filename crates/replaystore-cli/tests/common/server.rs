@@ -11,6 +11,35 @@ pub const TOKEN: &str = "phc_realclient_harness_token";
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    stopped: bool,
+}
+
+/// A test that fails before `stop` must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Marks every file descriptor this process inherited close-on-exec, so that a server child
+/// does not hold them: `flock LOCK cargo test` hands its lock to the test, and a server that
+/// outlived a killed test would otherwise hold every later build.
+pub fn no_inherited_fds() {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in fds.flatten() {
+        if let Some(fd) = fd.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            if fd > 2 {
+                unsafe {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
 }
 
 impl Server {
@@ -19,7 +48,10 @@ impl Server {
     }
 
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replaystore"))
+        no_inherited_fds();
+        // `MEMTEST_BIN`: another build of the server (tests/server_memory.rs measures one).
+        let bin = std::env::var("MEMTEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_replaystore").into());
+        let mut child = Command::new(bin)
             .envs(env.iter().copied())
             .args([
                 "serve",
@@ -46,11 +78,16 @@ impl Server {
             .strip_prefix("listening on http://")
             .expect("address line")
             .to_string();
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            stopped: false,
+        }
     }
 
     /// SIGTERM, then wait: a graceful shutdown flushes and closes the store.
     pub fn stop(mut self) -> String {
+        self.stopped = true;
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
