@@ -475,7 +475,7 @@ mod tests {
         // The fixture: every request carries its send time.
         let body = std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/data/posthog-js/snapshot-batches.jsonl"),
+                .join("../replaystore-cli/tests/data/posthog-js/snapshot-batches.jsonl"),
         )?;
         let parsed = parse_body(1, &body);
         assert_eq!(parsed.len(), 24);

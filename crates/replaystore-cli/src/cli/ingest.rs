@@ -46,7 +46,9 @@ pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
                     skipped += 1;
                     continue;
                 }
-                Ok(Some(chunk)) => {
+                Ok(Some(mut chunk)) => {
+                    // An import: the send time is the original upload's, not a skew to correct.
+                    chunk.sent_at_ms = None;
                     let n = chunk.payload.len() as u64;
                     store.append(chunk).map(|_| n)
                 }

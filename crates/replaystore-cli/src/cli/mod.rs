@@ -113,11 +113,18 @@ enum Command {
         seed: u64,
     },
     /// Ingest PostHog `$snapshot` request bodies (JSON, JSON lines, or gzip) from files or stdin.
+    ///
+    /// An import of recorded bodies: their timestamps are kept as recorded (a body's send time
+    /// describes its original upload, not this one, so no clock-skew correction), and accepted
+    /// up to --max-age-days in the past by the store's clock.
     Ingest {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
         team: u64,
+        /// Oldest recording accepted, in days before the store's clock (1..=3650).
+        #[arg(long, default_value_t = 3650)]
+        max_age_days: u16,
         /// Input files; `-` or none reads stdin.
         files: Vec<PathBuf>,
     },
@@ -309,7 +316,18 @@ pub fn run() -> Result<i32> {
             threads,
             seed,
         } => demo::run(dir, sessions, threads, seed),
-        Command::Ingest { store, team, files } => ingest::run(&store.open()?, team, &files),
+        Command::Ingest {
+            store,
+            team,
+            max_age_days,
+            files,
+        } => {
+            let behind = std::time::Duration::from_secs(u64::from(max_age_days) * 86_400);
+            let config = store.config();
+            let ahead = config.max_ts_ahead;
+            let store = Store::open(&store.dir, config.with_timestamp_window(behind, ahead))?;
+            ingest::run(&store, team, &files)
+        }
         Command::Export {
             store,
             team,

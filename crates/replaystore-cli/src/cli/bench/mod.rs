@@ -123,6 +123,13 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
         .collect();
     let raw: usize = one.iter().map(|c| c.payload.len()).sum::<usize>().max(1);
     let copies = (args.target_mb * 1_000_000 / raw).max(1);
+    // Re-timed so that the last copy ends a minute ago: a store on the system clock accepts
+    // the capture's timestamps whatever its age (an import, so no send-time skew correction).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let newest = one.iter().map(|c| c.last_ts_ms).max().unwrap_or(now);
+    let shift = now - 60_000 - newest - copies as i64 * 1000;
     // Copies of the real session, each its own session and person, starting 1 s apart.
     let mut all = Vec::with_capacity(one.len() * copies);
     for k in 0..copies {
@@ -130,8 +137,9 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
             let mut c = c.clone();
             c.session_id = format!("{}-{k}", c.session_id);
             c.person = format!("{}-{k}", c.person);
-            c.first_ts_ms += k as i64 * 1000;
-            c.last_ts_ms += k as i64 * 1000;
+            c.sent_at_ms = None;
+            c.first_ts_ms += shift + k as i64 * 1000;
+            c.last_ts_ms += shift + k as i64 * 1000;
             all.push(c);
         }
     }
