@@ -7,7 +7,7 @@ use crate::compaction::CompactionReport;
 use crate::error::{Error, Result};
 use crate::retention::RetentionReport;
 use crate::store::Store;
-use crate::tombstone::{DeletionStatus, Target};
+use crate::tombstone::{DeletionStatus, Target, Tombstone};
 
 impl Store {
     /// Deletes every chunk of `person` in `team` that reached the store up to now (by the
@@ -30,10 +30,9 @@ impl Store {
     }
 
     fn delete(&self, team: u64, target: Target) -> Result<u64> {
-        let inner = &self.inner;
-        let now = inner.config.clock.now_ms();
-        let t = inner.tombstones.write().add(team, target, now)?;
-        let purged = inner.buffer.purge(|c| {
+        let now = self.config.clock.now_ms();
+        let t = self.tombstones.write().add(team, target, now)?;
+        let purged = self.pipeline.purge(|c| {
             c.team == team
                 && match &t.target {
                     Target::Session(s) => &c.session_id == s,
@@ -50,34 +49,30 @@ impl Store {
 
     /// Where deletion request `id` stands.
     pub fn deletion_status(&self, id: u64) -> DeletionStatus {
-        self.inner.tombstones.read().status(id)
+        self.tombstones.read().status(id)
     }
 
     /// Runs one compaction pass now: physically removes the data of every pending deletion,
     /// drops expired blocks from mostly expired segments, merges small segments.
     pub fn compact(&self) -> Result<CompactionReport> {
-        self.inner.compact()
+        self.maintenance.compact()
     }
 
     /// Unlinks sealed segments whose newest data is older than their lane's retention at
     /// `now_ms` (normally the clock's now; the background maintenance thread does this).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
-        self.inner.enforce_retention(now_ms)
+        self.maintenance.enforce_retention(now_ms)
     }
 
     /// Asks the maintenance thread to run a compaction pass soon, instead of batching deletions
     /// for up to half of `purge_within`.
     pub fn request_purge(&self) {
-        self.inner.maintenance_signal.kick();
+        self.maintenance.signal().kick();
     }
 
-    /// Deletion requests not yet physically purged: (id, team, what, requested at ms).
-    pub fn pending_deletions(&self) -> Vec<(u64, u64, Target, i64)> {
-        let t = self.inner.tombstones.read();
-        t.pending()
-            .iter()
-            .map(|t| (t.id, t.team, t.target.clone(), t.at_ms))
-            .collect()
+    /// Deletion requests not yet physically purged, oldest first.
+    pub fn pending_deletions(&self) -> Vec<Tombstone> {
+        self.tombstones.read().pending().to_vec()
     }
 
     /// Waits until deletion `id` is done, running compaction passes, for at most `timeout`.

@@ -1,58 +1,55 @@
-//! `Store`: open and recovery, `append`, and `flush` with group commit.
-//!
-//! Write path: `append` validates and pushes into a write-buffer shard. A flush round (run by
-//! whichever `flush` caller, or the background flusher, becomes leader) drains the buffer,
-//! compresses one block per session on `compression_threads` threads with no lock held, writes
-//! each lane's blocks with one write and one fdatasync, then publishes them to readers. Callers
-//! that arrive while a round runs wait for the next one and share its fsync. Rounds overlap by
-//! one stage: the next round may drain and compress while the previous one writes and fsyncs;
-//! they still finish in order (see `flush.rs`).
+//! `Store`: the public front. It opens a directory (recovery, remote reconciliation), builds
+//! the components and starts their threads, and routes each call to the component that owns
+//! the state: `FlushPipeline` (append, flush), `SegmentSet` (what readers see), `Maintenance`
+//! (retention, compaction, remote sync), the tombstones (deletions). docs/design.md has the
+//! component map and the lock order.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
-use crate::background::Signal;
 use crate::chunk::{Chunk, ClockRules, Stamped};
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
-use crate::recovery::{recover, RecoveryReport};
-use crate::segment::Segment;
+use crate::maintenance::{Maintenance, MaintenanceParts};
+use crate::recovery::{recover, Recovered, RecoveryReport};
+use crate::remote::sync::Remote;
+use crate::segment_set::SegmentSet;
+use crate::signal::Signal;
 use crate::tombstone::Tombstones;
-use crate::write_buffer::WriteBuffer;
-use crate::writer::ActiveWriter;
 
 /// An embedded store. `Send + Sync`: share it between threads with an `Arc` or by reference.
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
-    /// The background flusher and maintenance threads.
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    /// Every segment readers may look at, sealed and active.
+    pub(crate) segments: Arc<SegmentSet>,
+    /// Write buffer, group commit, retries, active writers.
+    pub(crate) pipeline: Arc<FlushPipeline>,
+    /// Retention, compaction, remote sync (one at a time).
+    pub(crate) maintenance: Arc<Maintenance>,
+    pub(crate) tombstones: Arc<RwLock<Tombstones>>,
+    /// The remote tier, when configured.
+    pub(crate) remote: Option<Arc<Remote>>,
+    pub(crate) counters: IngestCounters,
+    /// Kicked when a segment is sealed; the uploader waits on it.
+    sealed: Arc<Signal>,
+    recovery: RecoveryReport,
+    closed: AtomicBool,
+    /// The background flusher, maintenance and upload threads.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
 }
 
+/// What `append` refused or corrected, exposed through `stats()`.
 #[derive(Default)]
-pub(crate) struct GroupState {
-    started: u64,
-    completed: u64,
-    /// A round is draining and compressing. At most one does at a time; another round may be
-    /// writing and fsyncing meanwhile (compression of round N+1 overlaps the fsync of round N).
-    compressing: bool,
-    /// Recent failed rounds and why (bounded).
-    failures: Vec<(u64, String)>,
-}
-
-/// Counters exposed through `stats()`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub flush_rounds: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub segments_sealed: AtomicU64,
-    pub segments_expired: AtomicU64,
+pub(crate) struct IngestCounters {
     /// Chunks refused because their session or person was deleted.
     pub chunks_refused_deleted: AtomicU64,
     /// Chunks refused for an untrustworthy SDK timestamp.
@@ -61,38 +58,47 @@ pub(crate) struct Counters {
     pub chunks_clock_corrected: AtomicU64,
 }
 
-pub(crate) struct Inner {
-    pub dir: PathBuf,
-    pub config: Config,
-    /// Every write, fsync, rename and removal goes through it (fault injection in tests).
-    pub fs: Fs,
-    _lock: File,
-    pub buffer: WriteBuffer,
-    /// Every segment readers may look at, sealed and active, by id.
-    pub segments: RwLock<Vec<Arc<Segment>>>,
-    /// Active writer per lane; only the flush leader (and sealing) touches it.
-    pub writers: Mutex<BTreeMap<u16, ActiveWriter>>,
-    /// Encoded blocks a failed flush round could not make durable, with their lane.
-    pub retry: Mutex<Vec<(u16, crate::compress::Encoded)>>,
-    pub retry_bytes: AtomicUsize,
-    pub next_segment_id: AtomicU64,
-    pub next_seq: AtomicU64,
-    pub group: Mutex<GroupState>,
-    group_cv: Condvar,
-    /// Wakes the background flusher (buffer full, or closing).
-    pub flush_signal: Signal,
-    /// Wakes the maintenance thread (closing, or a deletion asked for a purge).
-    pub maintenance_signal: Signal,
-    /// Wakes the uploader (a segment was sealed, or closing); remote tier only.
-    pub upload_signal: Signal,
-    /// Held by compaction and retention: one of them at a time.
-    pub maintenance: Mutex<()>,
-    pub tombstones: RwLock<Tombstones>,
-    pub closed: AtomicBool,
-    pub counters: Counters,
-    pub recovery: RecoveryReport,
-    /// The remote tier, when configured.
-    pub remote: Option<crate::remote::sync::Remote>,
+/// Takes the directory's lock file: one `Store` per directory.
+fn lock_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .ctx(|| format!("open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("lock {}", lock_path.display()), e))
+        }
+    }
+}
+
+/// Opens the remote tier (on a fresh directory it fetches the tombstone log) and merges its
+/// segments into what recovery found.
+fn open_remote(
+    dir: &Path,
+    fs: &Fs,
+    config: &Config,
+    rec: &mut Recovered,
+) -> Result<Option<Remote>> {
+    let Some(rc) = &config.remote else {
+        return Ok(None);
+    };
+    let has_local = !rec.segments.is_empty();
+    let r = Remote::open(dir, fs, rc.clone(), has_local)?;
+    let unusable = &mut rec.report.unusable_files;
+    let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
+    rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
+    for s in &rec.segments {
+        rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
+    }
+    Ok(Some(r))
 }
 
 impl Store {
@@ -102,40 +108,13 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx(|| format!("open {}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: dir }),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("lock {}", lock_path.display()), e))
-            }
-        }
+        let lock = lock_dir(&dir)?;
         let now = config.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
         let fs = Fs::new(config.faults.clone());
         let mut rec = recover(&dir, &fs, now, max_age)?;
         // The remote tier first: on a fresh directory it fetches the tombstone log.
-        let remote = match &config.remote {
-            Some(rc) => {
-                let has_local = !rec.segments.is_empty();
-                let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone(), has_local)?;
-                let unusable = &mut rec.report.unusable_files;
-                let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
-                rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
-                for s in &rec.segments {
-                    rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
-                }
-                Some(r)
-            }
-            None => None,
-        };
+        let remote = open_remote(&dir, &fs, &config, &mut rec)?.map(Arc::new);
         // Every lane that holds a segment has its directory, remote-only ones included (a
         // store opened from the bucket alone has none yet): compaction writes its outputs there.
         let mut lanes: Vec<u16> = rec.segments.iter().map(|s| s.lane_days).collect();
@@ -144,49 +123,57 @@ impl Store {
         for lane in lanes {
             crate::writer::ensure_lane_dir(&fs, &dir, lane)?;
         }
-        let tombstones = Tombstones::open(&dir, &fs)?;
-        let inner = Arc::new(Inner {
-            buffer: WriteBuffer::new(config.buffer_shards),
-            segments: RwLock::new(rec.segments),
-            writers: Mutex::new(rec.writers),
-            retry: Mutex::new(Vec::new()),
-            retry_bytes: AtomicUsize::new(0),
-            next_segment_id: AtomicU64::new(rec.next_segment_id),
-            next_seq: AtomicU64::new(rec.next_seq),
-            group: Mutex::new(GroupState::default()),
-            group_cv: Condvar::new(),
-            flush_signal: Signal::default(),
-            maintenance_signal: Signal::default(),
-            upload_signal: Signal::default(),
-            maintenance: Mutex::new(()),
-            tombstones: RwLock::new(tombstones),
-            closed: AtomicBool::new(false),
-            counters: Counters::default(),
-            recovery: rec.report,
-            remote,
-            _lock: lock,
+        let tombstones = Arc::new(RwLock::new(Tombstones::open(&dir, &fs)?));
+        let active: Vec<u64> = rec.writers.values().map(|w| w.segment.id).collect();
+        let segments = Arc::new(SegmentSet::new(rec.segments, &active, rec.next_segment_id));
+        let sealed = Arc::new(Signal::default());
+        let pipeline = Arc::new(FlushPipeline::new(PipelineStart {
+            dir: dir.clone(),
+            config: config.clone(),
+            fs: fs.clone(),
+            segments: segments.clone(),
+            writers: rec.writers,
+            next_seq: rec.next_seq,
+            sealed: sealed.clone(),
+        }));
+        let maintenance = Arc::new(Maintenance::new(MaintenanceParts {
+            dir: dir.clone(),
+            config: config.clone(),
             fs,
+            segments: segments.clone(),
+            pipeline: pipeline.clone(),
+            tombstones: tombstones.clone(),
+            remote: remote.clone(),
+        }));
+        let threads = crate::background::spawn(&pipeline, &maintenance, &sealed)?;
+        Ok(Store {
             dir,
             config,
-        });
-        let threads = crate::background::spawn(&inner)?;
-        Ok(Store {
-            inner,
+            segments,
+            pipeline,
+            maintenance,
+            tombstones,
+            remote,
+            counters: IngestCounters::default(),
+            sealed,
+            recovery: rec.report,
+            closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
+            _lock: lock,
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.dir
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.config
     }
 
     /// What open found and repaired (torn tails cut, corrupt blocks skipped...).
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.inner.recovery
+        &self.recovery
     }
 
     /// Validates and buffers a chunk. Not durable until a later `flush()` returns. When more
@@ -196,14 +183,13 @@ impl Store {
     /// and erasure), corrects the client's clock skew when the chunk carries its send time, and
     /// refuses SDK timestamps outside the accepted window with `Error::Timestamp`.
     pub fn append(&self, chunk: Chunk) -> Result<()> {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        chunk.validate(inner.config.max_payload_bytes)?;
-        let arrival_ms = inner.config.clock.now_ms();
-        let counters = &inner.counters;
-        let stamped = match Stamped::accept(chunk, arrival_ms, &inner.clock_rules()) {
+        chunk.validate(self.config.max_payload_bytes)?;
+        let arrival_ms = self.config.clock.now_ms();
+        let counters = &self.counters;
+        let stamped = match Stamped::accept(chunk, arrival_ms, &self.clock_rules()) {
             Ok(s) => s,
             Err(e) => {
                 counters
@@ -220,18 +206,18 @@ impl Store {
         // Back-pressure: past twice `max_buffer_bytes` (buffered plus blocks awaiting a retry),
         // the appending thread flushes itself; if that cannot bring it down (the disk fails),
         // the chunk is refused rather than memory growing without bound.
-        let max = inner.config.max_buffer_bytes;
-        let held = || inner.buffer.buffered_bytes() + inner.retry_bytes.load(Ordering::Acquire);
+        let max = self.config.max_buffer_bytes;
+        let held = || self.pipeline.held_bytes();
         if held() >= max.saturating_mul(2) {
-            inner.flush()?;
+            self.pipeline.flush()?;
             if held() >= max.saturating_mul(2) {
                 return Err(Error::FlushFailed(
                     "write buffer full and flushes are failing".into(),
                 ));
             }
         }
-        if inner.admit(stamped)? >= max {
-            inner.flush_signal.kick();
+        if self.admit(stamped)? >= max {
+            self.pipeline.signal().kick();
         }
         Ok(())
     }
@@ -239,23 +225,18 @@ impl Store {
     /// Returns once everything appended before the call is written and fsynced. Concurrent
     /// callers share one fsync.
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
+        self.pipeline.flush()
     }
 
     /// Bytes appended and not yet flushed.
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.buffer.buffered_bytes()
+        self.pipeline.buffered_bytes()
     }
 
     /// Seals every active segment now (footer written), e.g. before copying the directory.
     pub fn seal_active(&self) -> Result<()> {
-        self.inner.flush()?;
-        let mut writers = self.inner.writers.lock();
-        let lanes: Vec<u16> = writers.keys().copied().collect();
-        for lane in lanes {
-            self.inner.seal_lane(&mut writers, lane)?;
-        }
-        Ok(())
+        self.pipeline.flush()?;
+        self.pipeline.seal_all()
     }
 
     /// Flushes, stops the background flusher and releases the directory.
@@ -267,35 +248,23 @@ impl Store {
     /// For tests that model crashes inside one process (a real kill is tests/crash.rs).
     #[doc(hidden)]
     pub fn simulate_crash(self) {
-        self.inner.buffer.purge(|_| true);
-        self.inner.retry.lock().clear();
-        self.inner.retry_bytes.store(0, Ordering::Release);
+        self.pipeline.drop_unflushed();
         drop(self); // shutdown's flush finds nothing to write
     }
 
     fn shutdown(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.inner.flush_signal.kick();
-        self.inner.maintenance_signal.kick();
-        self.inner.upload_signal.kick();
+        self.pipeline.signal().close();
+        self.maintenance.signal().close();
+        self.sealed.close();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
-        self.inner.flush()
+        self.pipeline.flush()
     }
-}
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            log::error!("flush on drop failed: {e}");
-        }
-    }
-}
-
-impl Inner {
     /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes
     /// now buffered. Both happen under the tombstones' read lock, so that a deletion (which
     /// takes the write lock, then purges the buffer) never misses a chunk accepted before it,
@@ -315,7 +284,7 @@ impl Inner {
             let arrival = &mut stamped.stamp.arrival_ms;
             *arrival = (*arrival).max(at.saturating_add(1));
         }
-        Ok(self.buffer.push(stamped))
+        Ok(self.pipeline.push(stamped))
     }
 
     fn clock_rules(&self) -> ClockRules {
@@ -325,55 +294,12 @@ impl Inner {
             skew_tolerance: self.config.clock_skew_tolerance,
         }
     }
+}
 
-    /// Group commit: see the module comment.
-    pub(crate) fn flush(&self) -> Result<()> {
-        let mut g = self.group.lock();
-        let needed = g.started + 1;
-        loop {
-            if g.completed >= needed {
-                return match g.failures.iter().find(|(r, _)| *r == needed) {
-                    Some((_, why)) => Err(Error::FlushFailed(why.clone())),
-                    None => Ok(()),
-                };
-            }
-            if g.compressing || g.started >= needed {
-                self.group_cv.wait(&mut g);
-                continue;
-            }
-            g.compressing = true;
-            g.started += 1;
-            let round = g.started;
-            drop(g);
-            // The round records its own completion (`finish_round`) while it still holds the
-            // writers lock, so completions are recorded in round order.
-            let result = self.run_round(round);
-            g = self.group.lock();
-            if round >= needed {
-                return result;
-            }
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::error!("flush on drop failed: {e}");
         }
-    }
-
-    /// Records that `round` finished, and how. Called with the writers lock held, so that a
-    /// waiter never sees round N+1 complete before N's outcome is known.
-    pub(crate) fn finish_round(&self, round: u64, result: &Result<()>) {
-        let mut g = self.group.lock();
-        g.completed = g.completed.max(round);
-        if let Err(e) = result {
-            g.failures.push((round, e.to_string()));
-            let n = g.failures.len();
-            if n > 64 {
-                g.failures.drain(..n - 64);
-            }
-        }
-        drop(g);
-        self.group_cv.notify_all();
-    }
-
-    /// Called by a round once it holds the writers lock: the next round may start compressing.
-    pub(crate) fn end_compress_stage(&self) {
-        self.group.lock().compressing = false;
-        self.group_cv.notify_all();
     }
 }

@@ -34,12 +34,12 @@ impl Store {
     /// `sync_remote()`, `close()`; then open an empty directory there with the same
     /// `RemoteConfig` (docs/scale-out.md).
     pub fn sync_remote(&self) -> Result<SyncReport> {
-        self.inner.remote_sync()
+        self.maintenance.remote_sync()
     }
 
     /// The remote tier's state and request counters; `None` without a tier.
     pub fn remote_status(&self) -> Option<RemoteStatus> {
-        let remote = self.inner.remote()?;
+        let remote = self.remote.as_deref()?;
         let mut st = RemoteStatus {
             url: remote.tier.url.clone(),
             requests: remote.tier.stats(),
@@ -54,9 +54,9 @@ impl Store {
             }
         }
         st.remote_only = self
-            .inner
             .segments
-            .read()
+            .current()
+            .segments()
             .iter()
             .filter(|s| s.is_remote())
             .count() as u64;

@@ -38,6 +38,8 @@ enum Data {
     Remote(RemoteData),
 }
 
+// One per segment, held behind the segment's `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Index {
     Footer(FooterView),
     Memory(Arc<RwLock<MemIndex>>),
