@@ -5,18 +5,19 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3Builder;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::filter::{Page, SessionFilter};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
 use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
-use crate::store::Store;
+use crate::segment_set::SegmentSet;
 use crate::summary::Summary;
 use crate::tombstone::Tombstones;
 
@@ -169,23 +170,20 @@ pub struct Stats {
     pub chunks_clock_corrected: u64,
 }
 
-impl Store {
+/// What the read API works on; `Store` lends it for each call.
+pub(crate) struct Reader<'a> {
+    pub segments: &'a SegmentSet,
+    pub tombstones: &'a RwLock<Tombstones>,
+    pub config: &'a Config,
+}
+
+impl Reader<'_> {
     fn snapshot(&self) -> Vec<Arc<Segment>> {
         self.segments.current().segments().to_vec()
     }
 
-    /// Reads one session. `Ok(None)` if the store holds none of it that is visible: deleted
-    /// data (pending deletions) and data past its lane's retention are never returned. A block
-    /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
-    /// are unaffected. The summary describes exactly the chunks returned.
-    pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
-        Ok(self.read_session_traced(team, session_id)?.0)
-    }
-
-    /// `read_session`, also reporting what it cost in object-store requests: the number of
-    /// range GETs (a session's blocks in one remote segment are coalesced into few) and the
-    /// bytes they fetched. All zero when every block was local.
-    pub fn read_session_traced(
+    /// See `Store::read_session_traced`.
+    pub(crate) fn read_session_traced(
         &self,
         team: u64,
         session_id: &str,
@@ -224,18 +222,8 @@ impl Store {
         Ok((session.finish(), remote))
     }
 
-    /// Lists the sessions of a team that match `filter` (see `list_page`).
-    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
-        Ok(self.list_page(team, filter)?.sessions)
-    }
-
-    /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
-    /// next page. Reads only session tables (footers through the mmap, active indexes), never
-    /// payloads: the cost is one pass over the team's session records in every segment (a
-    /// binary search finds the team's range, a person filter compares hashes before decoding).
-    /// Deleted data and data past retention are left out (per segment record: a record of a
-    /// deleted person that started before the deletion is hidden whole).
-    pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
+    /// See `Store::list_page`.
+    pub(crate) fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
         let tombstones = self.tombstones.read();
         let now = self.config.clock.now_ms();
         // xxh3 rather than SipHash: the map sees every record of the team.
@@ -276,24 +264,10 @@ impl Store {
         Ok(filter.page(all))
     }
 
-    /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
-    /// segments (a session may span several): O(total session records), no payload read.
-    pub fn stats(&self) -> Result<Stats> {
+    /// The segment figures of `Store::stats`, added to `st` (which holds the counters).
+    pub(crate) fn stats(&self, mut st: Stats) -> Result<Stats> {
         let segs = self.snapshot();
-        let c = &self.counters;
-        let flushes = self.pipeline.counters();
-        let mut st = Stats {
-            segments: segs.len() as u64,
-            buffered_bytes: self.buffered_bytes() as u64,
-            flush_rounds: flushes.rounds.load(Ordering::Relaxed),
-            fsyncs: flushes.fsyncs.load(Ordering::Relaxed),
-            segments_sealed: flushes.segments_sealed.load(Ordering::Relaxed),
-            segments_expired: self.maintenance.segments_expired(),
-            chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
-            chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
-            chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
-            ..Stats::default()
-        };
+        st.segments = segs.len() as u64;
         for s in &segs {
             let t = s.totals();
             st.chunks += t.chunk_count;

@@ -9,20 +9,28 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::chunk::{Chunk, ClockRules, Stamped};
+use crate::chunk::{Chunk, ClockRules, Stamped, MAX_PERSON_BYTES, MAX_SESSION_ID_BYTES};
+use crate::compaction::CompactionReport;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::filter::{Page, SessionFilter};
 use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
 use crate::maintenance::{Maintenance, MaintenanceParts};
+use crate::read::{Reader, SessionData, SessionSummary, Stats};
 use crate::recovery::{recover, Recovered, RecoveryReport};
-use crate::remote::sync::Remote;
+use crate::remote::sync::{Remote, SyncReport};
+use crate::remote::RemoteStatus;
+use crate::retention::RetentionReport;
+use crate::segment::RemoteRead;
 use crate::segment_set::SegmentSet;
 use crate::signal::Signal;
-use crate::tombstone::Tombstones;
+use crate::tombstone::{DeletionStatus, Target, Tombstone, Tombstones};
+use crate::verify::VerifyReport;
 
 /// An embedded store. `Send + Sync`: share it between threads with an `Arc` or by reference.
 pub struct Store {
@@ -263,6 +271,160 @@ impl Store {
             let _ = h.join();
         }
         self.pipeline.flush()
+    }
+
+    // Reads (`read`).
+
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            segments: &self.segments,
+            tombstones: &self.tombstones,
+            config: &self.config,
+        }
+    }
+
+    /// Reads one session. `Ok(None)` if the store holds none of it that is visible: deleted
+    /// data (pending deletions) and data past its lane's retention are never returned. A block
+    /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
+    /// are unaffected. The summary describes exactly the chunks returned.
+    pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
+        Ok(self.read_session_traced(team, session_id)?.0)
+    }
+
+    /// `read_session`, also reporting what it cost in object-store requests: the number of
+    /// range GETs (a session's blocks in one remote segment are coalesced into few) and the
+    /// bytes they fetched. All zero when every block was local.
+    pub fn read_session_traced(
+        &self,
+        team: u64,
+        session_id: &str,
+    ) -> Result<(Option<SessionData>, RemoteRead)> {
+        self.reader().read_session_traced(team, session_id)
+    }
+
+    /// Lists the sessions of a team that match `filter` (see `list_page`).
+    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        Ok(self.list_page(team, filter)?.sessions)
+    }
+
+    /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
+    /// next page. Reads only session tables (footers through the mmap, active indexes), never
+    /// payloads: the cost is one pass over the team's session records in every segment (a
+    /// binary search finds the team's range, a person filter compares hashes before decoding).
+    /// Deleted data and data past retention are left out (per segment record: a record of a
+    /// deleted person that started before the deletion is hidden whole).
+    pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
+        self.reader().list_page(team, filter)
+    }
+
+    /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
+    /// segments (a session may span several): O(total session records), no payload read.
+    pub fn stats(&self) -> Result<Stats> {
+        let c = &self.counters;
+        let flushes = self.pipeline.counters();
+        let counters = Stats {
+            buffered_bytes: self.buffered_bytes() as u64,
+            flush_rounds: flushes.rounds.load(Ordering::Relaxed),
+            fsyncs: flushes.fsyncs.load(Ordering::Relaxed),
+            segments_sealed: flushes.segments_sealed.load(Ordering::Relaxed),
+            segments_expired: self.maintenance.segments_expired(),
+            chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
+            chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
+            chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        self.reader().stats(counters)
+    }
+
+    // Deletion and maintenance (`deletion`, `maintenance`).
+
+    /// Deletes every chunk of `person` in `team` that reached the store up to now (by the
+    /// store's clock: arrival time, whatever the chunks' SDK timestamps say). Returns once the
+    /// request is durable (fsynced): from then on those chunks are hidden from reads and
+    /// listings, also after a crash. Buffered chunks are purged at once; written ones
+    /// physically within `purge_within`. Chunks of the person arriving later are refused when
+    /// their (validated, skew-corrected) timestamps start at or before the request: they were
+    /// recorded before it (an offline queue, a retry); later recordings are kept (see
+    /// docs/privacy.md). Returns the request id for `deletion_status`.
+    pub fn delete_person(&self, team: u64, person: &str) -> Result<u64> {
+        crate::deletion::check("person", person, MAX_PERSON_BYTES)?;
+        self.delete(team, Target::Person(person.to_string()))
+    }
+
+    /// Deletes every chunk of one session, past and future (see `delete_person`).
+    pub fn delete_session(&self, team: u64, session_id: &str) -> Result<u64> {
+        crate::deletion::check("session_id", session_id, MAX_SESSION_ID_BYTES)?;
+        self.delete(team, Target::Session(session_id.to_string()))
+    }
+
+    /// Where deletion request `id` stands.
+    pub fn deletion_status(&self, id: u64) -> DeletionStatus {
+        self.tombstones.read().status(id)
+    }
+
+    /// Runs one compaction pass now: physically removes the data of every pending deletion,
+    /// drops expired blocks from mostly expired segments, merges small segments.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.maintenance.compact()
+    }
+
+    /// Unlinks sealed segments whose newest data is older than their lane's retention at
+    /// `now_ms` (normally the clock's now; the background maintenance thread does this).
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        self.maintenance.enforce_retention(now_ms)
+    }
+
+    /// Asks the maintenance thread to run a compaction pass soon, instead of batching deletions
+    /// for up to half of `purge_within`.
+    pub fn request_purge(&self) {
+        self.maintenance.signal().kick();
+    }
+
+    /// Deletion requests not yet physically purged, oldest first.
+    pub fn pending_deletions(&self) -> Vec<Tombstone> {
+        self.tombstones.read().pending().to_vec()
+    }
+
+    /// Waits until deletion `id` is done, running compaction passes, for at most `timeout`.
+    pub fn purge_now(&self, id: u64, timeout: Duration) -> Result<DeletionStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.deletion_status(id);
+            if !matches!(status, DeletionStatus::Pending { .. }) || start.elapsed() > timeout {
+                return Ok(status);
+            }
+            self.compact()?;
+        }
+    }
+
+    fn delete(&self, team: u64, target: Target) -> Result<u64> {
+        let now = self.config.clock.now_ms();
+        crate::deletion::request(&self.tombstones, &self.pipeline, now, team, target)
+    }
+
+    // The remote tier (`remote`) and scrub (`verify`).
+
+    /// Runs the remote tier now: uploads and verifies every sealed segment not yet in the
+    /// bucket (resuming interrupted uploads), drops local copies past `local_retention`,
+    /// deletes objects of expired or replaced segments, uploads the tombstone log. The
+    /// maintenance thread does the same every `maintenance_interval`. No-op without a tier.
+    ///
+    /// To hand a store over to another machine: stop appending, `seal_active()`,
+    /// `sync_remote()`, `close()`; then open an empty directory there with the same
+    /// `RemoteConfig` (docs/scale-out.md).
+    pub fn sync_remote(&self) -> Result<SyncReport> {
+        self.maintenance.remote_sync()
+    }
+
+    /// The remote tier's state and request counters; `None` without a tier.
+    pub fn remote_status(&self) -> Option<RemoteStatus> {
+        let remote = self.remote.as_deref()?;
+        Some(crate::remote::status(remote, &self.segments.current()))
+    }
+
+    /// Checks every segment (see `verify`). Reads everything: a scrub, not a hot path.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        crate::verify::verify(&self.segments.current())
     }
 
     /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes

@@ -11,7 +11,7 @@ use crate::format::block::{decode_payloads, parse_block, peek_total_len};
 use crate::format::footer::FooterTotals;
 use crate::format::{key_hash, BlockHeader, SessionEntry, SEGMENT_HEADER_LEN};
 use crate::segment::Segment;
-use crate::store::Store;
+use crate::segment_set::Version;
 
 /// What `verify` checked and found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,17 +34,14 @@ struct Found {
     referenced: u32,
 }
 
-impl Store {
-    /// Checks every segment (see the module comment). Reads everything: a scrub, not a hot path.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
-        let segments = self.segments.current();
-        for seg in segments.segments() {
-            verify_segment(seg, &mut report)?;
-        }
-        report.segments = segments.segments().len() as u64;
-        Ok(report)
+/// Checks every segment of `current` (see the module comment).
+pub(crate) fn verify(current: &Version) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for seg in current.segments() {
+        verify_segment(seg, &mut report)?;
     }
+    report.segments = current.segments().len() as u64;
+    Ok(report)
 }
 
 fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
