@@ -46,7 +46,7 @@ pub(crate) fn spawn(
 /// Runs a flush round on every kick (buffer over `max_buffer_bytes`) and every tick
 /// (`flush_interval`, at most 1 s): rounds with nothing buffered still seal old segments.
 fn flush_loop(pipeline: &FlushPipeline) {
-    let tick = pipeline_tick(pipeline);
+    let tick = pipeline.flush_interval().min(Duration::from_secs(1));
     let signal = pipeline.signal();
     while !signal.is_closed() {
         signal.wait(tick);
@@ -57,10 +57,6 @@ fn flush_loop(pipeline: &FlushPipeline) {
             log::error!("background flush failed: {e}");
         }
     }
-}
-
-fn pipeline_tick(pipeline: &FlushPipeline) -> Duration {
-    pipeline.flush_interval().min(Duration::from_secs(1))
 }
 
 /// The remote tier's uploader: a sync (upload and verify sealed segments, drop local copies past

@@ -56,6 +56,7 @@ mod signal;
 mod store;
 pub mod summary;
 mod tombstone;
+mod units;
 mod verify;
 mod write_buffer;
 mod writer;

@@ -13,7 +13,6 @@ use xxhash_rust::xxh3::Xxh3Builder;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::filter::{Page, SessionFilter};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
 use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
@@ -222,8 +221,13 @@ impl Reader<'_> {
         Ok((session.finish(), remote))
     }
 
-    /// See `Store::list_page`.
-    pub(crate) fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
+    /// Every visible session of `team` (of `person` only, when given), unsorted: what
+    /// `Store::list_page` filters and pages.
+    pub(crate) fn list_sessions(
+        &self,
+        team: u64,
+        person: Option<&str>,
+    ) -> Result<Vec<SessionSummary>> {
         let tombstones = self.tombstones.read();
         let now = self.config.clock.now_ms();
         // xxh3 rather than SipHash: the map sees every record of the team.
@@ -234,7 +238,7 @@ impl Reader<'_> {
             if seg.totals().max_arrival_ms < cut {
                 continue;
             }
-            seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
+            seg.for_each_session(team, person, &mut |e| {
                 let arrival = e.arrival();
                 let hidden = arrival.last_ms < cut
                     || tombstones.session_deleted(team, &e.session)
@@ -261,7 +265,7 @@ impl Reader<'_> {
                 s
             })
             .collect();
-        Ok(filter.page(all))
+        Ok(all)
     }
 
     /// The segment figures of `Store::stats`, added to `st` (which holds the counters).

@@ -10,7 +10,7 @@ use crate::fs::Fs;
 use crate::remote::sync::{Remote, SyncReport};
 use crate::segment_set::{Edit, SegmentSet};
 
-pub const DAY_MS: i64 = 86_400_000;
+pub use crate::units::DAY_MS;
 
 /// Data of a lane that arrived before this (ms since epoch, store clock) is past retention at
 /// `now_ms`.

@@ -314,7 +314,10 @@ impl Store {
     /// Deleted data and data past retention are left out (per segment record: a record of a
     /// deleted person that started before the deletion is hidden whole).
     pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
-        self.reader().list_page(team, filter)
+        let all = self
+            .reader()
+            .list_sessions(team, filter.person.as_deref())?;
+        Ok(filter.page(all))
     }
 
     /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
