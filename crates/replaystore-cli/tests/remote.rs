@@ -312,7 +312,7 @@ fn an_unreachable_bucket_never_stops_ingestion() {
         rep.failed_jobs.iter().any(|f| f.starts_with("remote")),
         "{rep:?}"
     );
-    assert!(store.pending_deletions().iter().any(|d| d.0 == id));
+    assert!(store.pending_deletions().iter().any(|d| d.id == id));
     assert!(store.read_session(1, "t1-s1").unwrap().is_none());
     store.close().unwrap();
 }
@@ -402,7 +402,7 @@ fn adoption_killed_midway_finishes_at_next_open() {
             .iter()
             .all(|s| s.person != CANARY_PERSON));
         assert!(
-            store.pending_deletions().iter().any(|d| d.0 == id),
+            store.pending_deletions().iter().any(|d| d.id == id),
             "{what}: the pending deletion was forgotten"
         );
         assert!(matches!(

@@ -60,96 +60,108 @@ impl Walk {
     /// One event: its type, timestamp and data (a slice of the payload, not parsed yet).
     fn event(&mut self, kind: i64, timestamp: f64, data: &[u8]) {
         self.s.event_count += 1;
-        let ts = timestamp as i64;
         match kind {
-            3 => {
-                let (mut source, mut interaction, mut x, mut y) = (None, None, None, None);
-                members(data, 0, &mut |k, v| match k {
-                    b"source" => source = number(v).map(|n| n as i64),
-                    b"type" => interaction = number(v).map(|n| n as i64),
-                    b"x" => x = number(v),
-                    b"y" => y = number(v),
-                    _ => {}
-                });
-                let Some(source) = source else { return };
-                if (1..=7).contains(&source) || source == 12 {
-                    self.activity(ts);
-                }
-                match source {
-                    1 | 6 => self.s.mouse_activity_count += 1,
-                    2 => {
-                        self.s.mouse_activity_count += 1;
-                        // Click, ContextMenu, DblClick, TouchEnd.
-                        if matches!(interaction, Some(2 | 3 | 4 | 9)) {
-                            self.s.click_count += 1;
-                            if let (Some(2), Some(x), Some(y)) = (interaction, x, y) {
-                                self.click(x, y, timestamp);
-                            }
-                        }
-                    }
-                    5 => self.s.keypress_count += 1,
-                    _ => {}
-                }
-            }
-            4 => {
-                let (mut href, mut width, mut height) = (None, 0.0, 0.0);
-                members(data, 0, &mut |k, v| match k {
-                    b"href" => href = string(v),
-                    b"width" => width = number(v).unwrap_or(0.0),
-                    b"height" => height = number(v).unwrap_or(0.0),
-                    _ => {}
-                });
-                if self.s.viewport_width == 0 {
-                    (self.s.viewport_width, self.s.viewport_height) = (width as u16, height as u16);
-                }
-                if let Some(h) = href {
-                    self.url(h);
-                }
-            }
-            5 => {
-                let (mut pageview, mut payload) = (false, None);
-                members(data, 0, &mut |k, v| match k {
-                    b"tag" => pageview = v == b"\"$pageview\"",
-                    b"payload" => payload = Some(v),
-                    _ => {}
-                });
-                if let (true, Some(p)) = (pageview, payload) {
-                    let mut href = None;
-                    members(p, 0, &mut |k, v| {
-                        if k == b"href" {
-                            href = string(v);
-                        }
-                    });
-                    if let Some(h) = href {
-                        self.url(h);
-                    }
-                }
-            }
-            6 => {
-                let (mut console, mut payload) = (false, None);
-                members(data, 0, &mut |k, v| match k {
-                    b"plugin" => console = v == b"\"rrweb/console@1\"",
-                    b"payload" => payload = Some(v),
-                    _ => {}
-                });
-                if !console {
-                    return;
-                }
-                let mut level = Vec::new();
-                if let Some(p) = payload {
-                    members(p, 0, &mut |k, v| {
-                        if k == b"level" {
-                            level = v.to_vec();
-                        }
-                    });
-                }
-                match level.as_slice() {
-                    b"\"warn\"" | b"\"countReset\"" => self.s.console_warn_count += 1,
-                    b"\"error\"" | b"\"assert\"" => self.s.console_error_count += 1,
-                    _ => self.s.console_log_count += 1,
-                }
-            }
+            3 => self.incremental(timestamp, data),
+            4 => self.meta(data),
+            5 => self.custom(data),
+            6 => self.plugin(data),
             _ => {}
+        }
+    }
+
+    /// An incremental snapshot (type 3): activity, mouse, clicks, keys.
+    fn incremental(&mut self, timestamp: f64, data: &[u8]) {
+        let ts = timestamp as i64;
+        let (mut source, mut interaction, mut x, mut y) = (None, None, None, None);
+        members(data, 0, &mut |k, v| match k {
+            b"source" => source = number(v).map(|n| n as i64),
+            b"type" => interaction = number(v).map(|n| n as i64),
+            b"x" => x = number(v),
+            b"y" => y = number(v),
+            _ => {}
+        });
+        let Some(source) = source else { return };
+        if (1..=7).contains(&source) || source == 12 {
+            self.activity(ts);
+        }
+        match source {
+            1 | 6 => self.s.mouse_activity_count += 1,
+            2 => {
+                self.s.mouse_activity_count += 1;
+                // Click, ContextMenu, DblClick, TouchEnd.
+                if matches!(interaction, Some(2 | 3 | 4 | 9)) {
+                    self.s.click_count += 1;
+                    if let (Some(2), Some(x), Some(y)) = (interaction, x, y) {
+                        self.click(x, y, timestamp);
+                    }
+                }
+            }
+            5 => self.s.keypress_count += 1,
+            _ => {}
+        }
+    }
+
+    /// A meta event (type 4): URL and viewport.
+    fn meta(&mut self, data: &[u8]) {
+        let (mut href, mut width, mut height) = (None, 0.0, 0.0);
+        members(data, 0, &mut |k, v| match k {
+            b"href" => href = string(v),
+            b"width" => width = number(v).unwrap_or(0.0),
+            b"height" => height = number(v).unwrap_or(0.0),
+            _ => {}
+        });
+        if self.s.viewport_width == 0 {
+            (self.s.viewport_width, self.s.viewport_height) = (width as u16, height as u16);
+        }
+        if let Some(h) = href {
+            self.url(h);
+        }
+    }
+
+    /// A custom event (type 5): posthog-js's `$pageview` carries the URL.
+    fn custom(&mut self, data: &[u8]) {
+        let (mut pageview, mut payload) = (false, None);
+        members(data, 0, &mut |k, v| match k {
+            b"tag" => pageview = v == b"\"$pageview\"",
+            b"payload" => payload = Some(v),
+            _ => {}
+        });
+        if let (true, Some(p)) = (pageview, payload) {
+            let mut href = None;
+            members(p, 0, &mut |k, v| {
+                if k == b"href" {
+                    href = string(v);
+                }
+            });
+            if let Some(h) = href {
+                self.url(h);
+            }
+        }
+    }
+
+    /// A plugin event (type 6): console logs by level.
+    fn plugin(&mut self, data: &[u8]) {
+        let (mut console, mut payload) = (false, None);
+        members(data, 0, &mut |k, v| match k {
+            b"plugin" => console = v == b"\"rrweb/console@1\"",
+            b"payload" => payload = Some(v),
+            _ => {}
+        });
+        if !console {
+            return;
+        }
+        let mut level = Vec::new();
+        if let Some(p) = payload {
+            members(p, 0, &mut |k, v| {
+                if k == b"level" {
+                    level = v.to_vec();
+                }
+            });
+        }
+        match level.as_slice() {
+            b"\"warn\"" | b"\"countReset\"" => self.s.console_warn_count += 1,
+            b"\"error\"" | b"\"assert\"" => self.s.console_error_count += 1,
+            _ => self.s.console_log_count += 1,
         }
     }
 }

@@ -490,26 +490,32 @@ fn text(rng: &mut Rng, s: &mut String, next_id: &mut u64) {
     *next_id += 1;
 }
 
+/// A mouse-move event's positions: 1 to 9 points near (x, y).
+fn mouse_positions(rng: &mut Rng, node: u64, x: u64, y: u64) -> String {
+    let mut p = String::from("[");
+    for i in 0..rng.range(1, 10) {
+        if i > 0 {
+            p.push(',');
+        }
+        let _ = write!(
+            p,
+            r#"{{"x":{},"y":{},"id":{node},"timeOffset":{}}}"#,
+            x + rng.below(40),
+            y + rng.below(40),
+            -(i * 50)
+        );
+    }
+    p.push(']');
+    p
+}
+
 /// One incremental (or plugin) event at `ts` touching `node`.
 fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64, plant: &mut Plant) -> String {
     let kind = rng.below(100);
     let (x, y) = (rng.below(1280), rng.below(800));
     match kind {
         0..=34 => {
-            let mut p = String::from("[");
-            for i in 0..rng.range(1, 10) {
-                if i > 0 {
-                    p.push(',');
-                }
-                let _ = write!(
-                    p,
-                    r#"{{"x":{},"y":{},"id":{node},"timeOffset":{}}}"#,
-                    x + rng.below(40),
-                    y + rng.below(40),
-                    -(i * 50)
-                );
-            }
-            p.push(']');
+            let p = mouse_positions(rng, node, x, y);
             format!(r#"{{"type":3,"data":{{"source":1,"positions":{p}}},"timestamp":{ts}}}"#)
         }
         35..=59 => {

@@ -1,27 +1,266 @@
-//! One flush round (the leader's work in group commit): drain the write buffer, compress, write
-//! and fsync each lane's blocks, publish them, roll and seal segments.
+//! `FlushPipeline`: the write buffer, group commit, the retry queue and the active writers.
+//!
+//! `append` pushes validated chunks into the buffer. A flush round (run by whichever `flush`
+//! caller, or the background flusher, becomes leader) drains the buffer, compresses one block
+//! per session on `compression_threads` threads with no lock held, writes each lane's blocks
+//! with one write and one fdatasync, then publishes them to readers (through the segment set).
+//! Callers that arrive while a round runs wait for the next one and share its fsync. Rounds
+//! overlap by one stage: the next round may drain and compress while the previous one writes
+//! and fsyncs; they still finish in order.
+//!
+//! Locks, in the order they are taken: `writers`, then `group` or `retry` (never both); the
+//! segment set's lock and the signals are taken under them and hold nothing else.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::chunk::Group;
+use parking_lot::{Condvar, Mutex};
+
+use crate::chunk::{Chunk, Group, Stamped};
 use crate::compress::{compress_all, split_groups, Encoded};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::BlockHeader;
+use crate::fs::Fs;
 use crate::segment::Segment;
-use crate::store::Inner;
+use crate::segment_set::{Edit, SegmentSet, Version};
+use crate::signal::Signal;
+use crate::write_buffer::WriteBuffer;
 use crate::writer::ActiveWriter;
 
-impl Inner {
+/// Failed rounds remembered for the callers that wait on them.
+const FAILURES_KEPT: usize = 64;
+
+#[derive(Default)]
+struct GroupState {
+    started: u64,
+    completed: u64,
+    /// A round is draining and compressing. At most one does at a time; another round may be
+    /// writing and fsyncing meanwhile (compression of round N+1 overlaps the fsync of round N).
+    compressing: bool,
+    /// Recent failed rounds (at most `FAILURES_KEPT`).
+    failures: Vec<FailedRound>,
+}
+
+struct FailedRound {
+    round: u64,
+    why: String,
+}
+
+/// An encoded block a failed round could not make durable, and the lane it goes to.
+struct Retry {
+    lane: u16,
+    block: Encoded,
+}
+
+/// Blocks waiting for the next round, and their bytes (read by back-pressure without the lock).
+#[derive(Default)]
+struct RetryQueue {
+    blocks: Mutex<Vec<Retry>>,
+    bytes: AtomicUsize,
+}
+
+/// Counters of the pipeline, exposed through `Store::stats`.
+#[derive(Default)]
+pub(crate) struct FlushCounters {
+    pub rounds: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub segments_sealed: AtomicU64,
+}
+
+/// What a flush pipeline starts from (the state `Store::open` recovered).
+pub(crate) struct PipelineStart {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub fs: Fs,
+    pub segments: Arc<SegmentSet>,
+    pub writers: BTreeMap<u16, ActiveWriter>,
+    pub next_seq: u64,
+    /// Kicked whenever a segment is sealed (the remote tier's uploader waits on it).
+    pub sealed: Arc<Signal>,
+}
+
+pub(crate) struct FlushPipeline {
+    dir: PathBuf,
+    config: Config,
+    fs: Fs,
+    segments: Arc<SegmentSet>,
+    buffer: WriteBuffer,
+    /// Active writer per lane; only the flush leader (and sealing) touches it.
+    writers: Mutex<BTreeMap<u16, ActiveWriter>>,
+    retry: RetryQueue,
+    next_seq: AtomicU64,
+    group: Mutex<GroupState>,
+    group_cv: Condvar,
+    /// Wakes the background flusher (buffer full, or closing).
+    signal: Signal,
+    sealed: Arc<Signal>,
+    counters: FlushCounters,
+}
+
+impl FlushPipeline {
+    pub fn new(start: PipelineStart) -> FlushPipeline {
+        let v = start.segments.current();
+        for (lane, w) in &start.writers {
+            assert!(v.is_active(w.segment.id), "writer of lane {lane} is active");
+            debug_assert_eq!(w.segment.lane_days, *lane);
+        }
+        FlushPipeline {
+            buffer: WriteBuffer::new(start.config.buffer_shards),
+            writers: Mutex::new(start.writers),
+            retry: RetryQueue::default(),
+            next_seq: AtomicU64::new(start.next_seq),
+            group: Mutex::new(GroupState::default()),
+            group_cv: Condvar::new(),
+            signal: Signal::default(),
+            sealed: start.sealed,
+            counters: FlushCounters::default(),
+            segments: start.segments,
+            dir: start.dir,
+            config: start.config,
+            fs: start.fs,
+        }
+    }
+
+    /// Buffers an accepted chunk; returns the bytes now buffered.
+    pub fn push(&self, chunk: Stamped) -> usize {
+        self.buffer.push(chunk)
+    }
+
+    /// Drops buffered chunks matching `pred` (a deletion); returns how many.
+    pub fn purge(&self, pred: impl Fn(&Chunk) -> bool) -> usize {
+        self.buffer.purge(pred)
+    }
+
+    /// Bytes appended and not yet flushed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffer.buffered_bytes()
+    }
+
+    /// Memory held for writing: buffered chunks plus blocks awaiting a retry.
+    pub fn held_bytes(&self) -> usize {
+        self.buffer.buffered_bytes() + self.retry.bytes.load(Ordering::Acquire)
+    }
+
+    /// The background flusher's signal.
+    pub fn signal(&self) -> &Signal {
+        &self.signal
+    }
+
+    pub fn flush_interval(&self) -> std::time::Duration {
+        self.config.flush_interval
+    }
+
+    pub fn counters(&self) -> &FlushCounters {
+        &self.counters
+    }
+
+    /// Forgets everything not yet durable, as a crash would (`Store::simulate_crash`).
+    pub fn drop_unflushed(&self) {
+        self.buffer.purge(|_| true);
+        self.take_retries();
+    }
+
+    /// Seals every active segment now.
+    pub fn seal_all(&self) -> Result<()> {
+        let mut writers = self.writers.lock();
+        let lanes: Vec<u16> = writers.keys().copied().collect();
+        for lane in lanes {
+            self.seal_lane(&mut writers, lane)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segments for which `pred` holds (compaction: those holding blocks of
+    /// a pending deletion).
+    pub fn seal_where(&self, mut pred: impl FnMut(&Segment) -> Result<bool>) -> Result<()> {
+        let mut writers = self.writers.lock();
+        let mut lanes = Vec::new();
+        for (lane, w) in writers.iter() {
+            if pred(&w.segment)? {
+                lanes.push(*lane);
+            }
+        }
+        for lane in lanes {
+            self.seal_lane(&mut writers, lane)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segments created `segment_max_age` or more before `now`.
+    pub fn seal_aged_at(&self, now: i64) -> Result<()> {
+        self.seal_aged(&mut self.writers.lock(), now)
+    }
+
+    /// Group commit: returns once a round that started after the call has finished (see the
+    /// module comment). Concurrent callers share one round.
+    pub fn flush(&self) -> Result<()> {
+        let mut g = self.group.lock();
+        let needed = g.started + 1;
+        loop {
+            if g.completed >= needed {
+                return match g.failures.iter().find(|f| f.round == needed) {
+                    Some(f) => Err(Error::FlushFailed(f.why.clone())),
+                    None => Ok(()),
+                };
+            }
+            if g.compressing || g.started >= needed {
+                self.group_cv.wait(&mut g);
+                continue;
+            }
+            g.compressing = true;
+            g.started += 1;
+            let round = g.started;
+            drop(g);
+            // The round records its own completion (`finish_round`) while it still holds the
+            // writers lock, so completions are recorded in round order.
+            let result = self.run_round(round);
+            g = self.group.lock();
+            if round >= needed {
+                return result;
+            }
+        }
+    }
+
+    /// Records that `round` finished, and how. Called with the writers lock held, so that a
+    /// waiter never sees round N+1 complete before N's outcome is known.
+    fn finish_round(&self, round: u64, result: &Result<()>) {
+        let mut g = self.group.lock();
+        debug_assert!(round > g.completed, "rounds complete in order");
+        g.completed = g.completed.max(round);
+        if let Err(e) = result {
+            let why = e.to_string();
+            g.failures.push(FailedRound { round, why });
+            let n = g.failures.len();
+            if n > FAILURES_KEPT {
+                g.failures.drain(..n - FAILURES_KEPT);
+            }
+        }
+        drop(g);
+        self.group_cv.notify_all();
+    }
+
+    /// Called by a round once it holds the writers lock: the next round may start compressing.
+    fn end_compress_stage(&self) {
+        let mut g = self.group.lock();
+        debug_assert!(g.compressing, "only the compressing round ends the stage");
+        g.compressing = false;
+        drop(g);
+        self.group_cv.notify_all();
+    }
+}
+
+impl FlushPipeline {
     /// One flush round: drain, compress in parallel, write and fsync per lane, publish, then
     /// seal segments that are too old.
     ///
     /// Blocks that a failed round could not make durable are retried first by the next round,
     /// byte for byte as encoded (same seq and checksum): if a copy did reach the suspect file
     /// after all, readers recognise it as the same block and return it once.
-    pub(crate) fn run_round(&self, round: u64) -> Result<()> {
-        self.counters.flush_rounds.fetch_add(1, Ordering::Relaxed);
+    fn run_round(&self, round: u64) -> Result<()> {
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         let now = self.config.clock.now_ms();
         // Stage 1, compress: no lock held but the group's "compressing" flag.
         let groups = split_groups(self.buffer.drain_groups());
@@ -46,11 +285,11 @@ impl Inner {
         };
         self.end_compress_stage();
         let mut by_lane: BTreeMap<u16, Vec<Encoded>> = BTreeMap::new();
-        for (lane, block) in self.take_retries() {
-            by_lane.entry(lane).or_default().push(block);
+        for r in self.take_retries() {
+            by_lane.entry(r.lane).or_default().push(r.block);
         }
         if !groups.is_empty() {
-            let segments = self.segments.read().clone();
+            let segments = self.segments.current();
             for (g, block) in groups.iter().zip(blocks) {
                 let lane = lane_for(&self.config, &segments, g);
                 by_lane.entry(lane).or_default().push(block);
@@ -59,7 +298,8 @@ impl Inner {
         let mut first_err = None;
         for (lane, blocks) in by_lane {
             if let Err((done, e)) = self.write_lane(&mut writers, lane, &blocks, now) {
-                self.add_retries(blocks.into_iter().skip(done).map(|b| (lane, b)));
+                let left = blocks.into_iter().skip(done);
+                self.add_retries(left.map(|block| Retry { lane, block }));
                 first_err.get_or_insert(e);
             }
         }
@@ -78,11 +318,7 @@ impl Inner {
     /// Seals every active segment created `segment_max_age` or more before `now` (store
     /// clock), so that retention can drop whole files; the first error is returned after
     /// trying them all.
-    pub(crate) fn seal_aged(
-        &self,
-        writers: &mut BTreeMap<u16, ActiveWriter>,
-        now: i64,
-    ) -> Result<()> {
+    fn seal_aged(&self, writers: &mut BTreeMap<u16, ActiveWriter>, now: i64) -> Result<()> {
         let max_age = self.config.segment_max_age.as_millis() as i64;
         let old: Vec<u16> = writers
             .iter()
@@ -98,17 +334,19 @@ impl Inner {
         first_err.map_or(Ok(()), Err)
     }
 
-    fn take_retries(&self) -> Vec<(u16, Encoded)> {
-        let blocks = std::mem::take(&mut *self.retry.lock());
-        self.retry_bytes.store(0, Ordering::Release);
-        blocks
+    fn take_retries(&self) -> Vec<Retry> {
+        let mut queue = self.retry.blocks.lock();
+        self.retry.bytes.store(0, Ordering::Release);
+        std::mem::take(&mut *queue)
     }
 
-    fn add_retries(&self, blocks: impl Iterator<Item = (u16, Encoded)>) {
-        let mut retry = self.retry.lock();
-        for (lane, b) in blocks {
-            self.retry_bytes.fetch_add(b.0.len(), Ordering::AcqRel);
-            retry.push((lane, b));
+    fn add_retries(&self, blocks: impl Iterator<Item = Retry>) {
+        let mut queue = self.retry.blocks.lock();
+        for r in blocks {
+            self.retry
+                .bytes
+                .fetch_add(r.block.0.len(), Ordering::AcqRel);
+            queue.push(r);
         }
     }
 
@@ -153,9 +391,11 @@ impl Inner {
         lane: u16,
         now: i64,
     ) -> Result<()> {
-        let id = self.next_segment_id.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(!writers.contains_key(&lane), "one active segment per lane");
+        let id = self.segments.allocate_id();
         let w = ActiveWriter::create(&self.fs, &self.dir, lane, id, now)?;
-        self.segments.write().push(w.segment.clone());
+        self.segments
+            .apply(Edit::default().add_active(w.segment.clone()));
         writers.insert(lane, w);
         Ok(())
     }
@@ -183,7 +423,10 @@ impl Inner {
                 "segment {} is suspect after a failed write; appends move to a new segment",
                 writer.segment.path.display()
             );
+            let id = writer.segment.id;
             writers.remove(&lane);
+            // Its durable blocks stay readable; appends go elsewhere from now on.
+            self.segments.apply(Edit::default().retire_writer(id));
             return Err(e);
         }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -194,25 +437,25 @@ impl Inner {
     }
 
     /// Seals the lane's active segment and swaps the sealed version in for readers.
-    pub(crate) fn seal_lane(
-        &self,
-        writers: &mut BTreeMap<u16, ActiveWriter>,
-        lane: u16,
-    ) -> Result<()> {
+    fn seal_lane(&self, writers: &mut BTreeMap<u16, ActiveWriter>, lane: u16) -> Result<()> {
         let Some(w) = writers.remove(&lane) else {
             return Ok(());
         };
         let id = w.segment.id;
-        let sealed = Arc::new(w.seal()?);
+        let sealed = match w.seal() {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                // Unsealed but without a writer: readable, and sealed again at the next open.
+                self.segments.apply(Edit::default().retire_writer(id));
+                return Err(e);
+            }
+        };
         self.counters
             .segments_sealed
             .fetch_add(1, Ordering::Relaxed);
-        let mut segs = self.segments.write();
-        if let Some(slot) = segs.iter_mut().find(|s| s.id == id) {
-            *slot = sealed;
-        }
+        self.segments.apply(Edit::default().seal(sealed));
         // The uploader (remote tier) copies it to the bucket now, not at the next tick.
-        self.upload_signal.kick();
+        self.sealed.kick();
         Ok(())
     }
 }
@@ -224,11 +467,12 @@ const SESSION_MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
 /// The lane of a session is fixed by its first chunk: the team's retention when the session
 /// started. If the team's retention changed since, the session's earlier blocks sit in another
 /// lane's recent segments (by arrival time), and its new blocks follow them there.
-fn lane_for(config: &crate::config::Config, segments: &[Arc<Segment>], g: &Group) -> u16 {
+fn lane_for(config: &Config, segments: &Version, g: &Group) -> u16 {
     let (c, arrival) = (&g.chunks[0], g.stamps[0].arrival_ms);
     let configured = config.retention_days(c.team);
     let since = arrival.saturating_sub(SESSION_MAX_SPAN_MS);
     segments
+        .segments()
         .iter()
         .filter(|s| s.lane_days != configured && s.totals().max_arrival_ms >= since)
         .find(|s| s.contains(c.team, &c.session_id).unwrap_or(false))

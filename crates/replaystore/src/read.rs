@@ -5,19 +5,20 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3Builder;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::filter::{Page, SessionFilter};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
 use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
-use crate::store::Store;
+use crate::segment_set::SegmentSet;
 use crate::summary::Summary;
+use crate::tombstone::Tombstones;
 
 /// What the store knows of one session without reading its payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,22 +79,17 @@ impl SessionSummary {
     }
 
     /// Adds one block's visible chunks. The session's person is the one it started under.
-    fn add_block(
-        &mut self,
-        h: &BlockHeader,
-        block_len: u64,
-        visible: &[(i64, u64, usize, StoredChunk)],
-    ) {
+    fn add_block(&mut self, h: &BlockHeader, block_len: u64, visible: &[OrderedChunk]) {
         let first = visible
             .iter()
-            .map(|c| c.3.first_ts_ms)
+            .map(|c| c.chunk.first_ts_ms)
             .min()
             .unwrap_or(h.first_ts);
         if first < self.first_ts_ms {
             self.person = h.person.clone();
             self.first_ts_ms = first;
         }
-        for (_, _, _, c) in visible {
+        for c in visible.iter().map(|c| &c.chunk) {
             self.last_ts_ms = self.last_ts_ms.max(c.last_ts_ms);
             self.raw_bytes += c.payload.len() as u64;
         }
@@ -161,6 +157,10 @@ pub struct Stats {
     pub index_heap_bytes: u64,
     pub flush_rounds: u64,
     pub fsyncs: u64,
+    /// Segments sealed since open (full, old, or before compaction or a copy).
+    pub segments_sealed: u64,
+    /// Sealed segments unlinked by retention since open.
+    pub segments_expired: u64,
     /// Chunks refused by `append` because their session or person was deleted.
     pub chunks_refused_deleted: u64,
     /// Chunks refused by `append` for an untrustworthy SDK timestamp (`Error::Timestamp`).
@@ -169,118 +169,67 @@ pub struct Stats {
     pub chunks_clock_corrected: u64,
 }
 
-impl Store {
+/// What the read API works on; `Store` lends it for each call.
+pub(crate) struct Reader<'a> {
+    pub segments: &'a SegmentSet,
+    pub tombstones: &'a RwLock<Tombstones>,
+    pub config: &'a Config,
+}
+
+impl Reader<'_> {
     fn snapshot(&self) -> Vec<Arc<Segment>> {
-        self.inner.segments.read().clone()
+        self.segments.current().segments().to_vec()
     }
 
-    /// Reads one session. `Ok(None)` if the store holds none of it that is visible: deleted
-    /// data (pending deletions) and data past its lane's retention are never returned. A block
-    /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
-    /// are unaffected. The summary describes exactly the chunks returned.
-    pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
-        Ok(self.read_session_traced(team, session_id)?.0)
-    }
-
-    /// `read_session`, also reporting what it cost in object-store requests: the number of
-    /// range GETs (a session's blocks in one remote segment are coalesced into few) and the
-    /// bytes they fetched. All zero when every block was local.
-    pub fn read_session_traced(
+    /// See `Store::read_session_traced`.
+    pub(crate) fn read_session_traced(
         &self,
         team: u64,
         session_id: &str,
     ) -> Result<(Option<SessionData>, RemoteRead)> {
         let mut remote = RemoteRead::default();
-        let tombstones = self.inner.tombstones.read();
+        let tombstones = self.tombstones.read();
         if tombstones.session_deleted(team, session_id) {
             return Ok((None, remote));
         }
-        let now = self.inner.config.clock.now_ms();
-        let mut summary: Option<SessionSummary> = None;
-        let mut parts: Vec<(i64, Summary)> = Vec::new();
-        // (first_ts, block seq, index in block, chunk): sorted, this is timestamp order with
-        // append order for ties.
-        let mut chunks: Vec<(i64, u64, usize, StoredChunk)> = Vec::new();
-        // (seq, crc) of blocks read: a block retried after a failed flush is returned once.
-        let mut seen = std::collections::HashSet::new();
+        let now = self.config.clock.now_ms();
         // First the index: every wanted block of every segment, with the deletion time of the
         // person it was written under. Then one fetch of all of them (the remote segments'
         // range GETs all at once), then the blocks in segment order.
-        let mut wanted = Vec::new();
-        for seg in self.snapshot() {
-            let cut = cutoff(seg.lane_days, now);
-            if seg.totals().max_arrival_ms < cut {
-                continue;
-            }
-            let (mut refs, mut deleted) = (Vec::new(), Vec::new());
-            for entry in seg.find_traced(team, session_id, &mut remote)? {
-                if entry.arrival().last_ms < cut {
-                    continue;
-                }
-                let deleted_at = tombstones.person_deleted_at(team, &entry.person);
-                refs.extend(entry.blocks.iter().copied());
-                deleted.extend(entry.blocks.iter().map(|_| deleted_at));
-            }
-            if !refs.is_empty() {
-                wanted.push((seg, cut, refs, deleted));
-            }
-        }
+        let wanted = wanted_blocks(
+            &self.snapshot(),
+            &tombstones,
+            team,
+            session_id,
+            now,
+            &mut remote,
+        )?;
         let items: Vec<(&Segment, &[BlockRef])> = wanted
             .iter()
-            .map(|(seg, _, refs, _)| (seg.as_ref(), refs.as_slice()))
+            .map(|w| (w.seg.as_ref(), w.refs.as_slice()))
             .collect();
         let fetched = read_blocks_many(&items, &mut remote)?;
-        for ((seg, cut, refs, deleted), blocks) in wanted.iter().zip(fetched) {
-            let cut = *cut;
-            for ((r, deleted_at), (h, payloads)) in refs.iter().zip(deleted).zip(blocks) {
-                let before = chunks.len();
-                block_chunks(seg, *r, &h, payloads, team, session_id, &mut chunks)?;
+        let mut session = SessionRead::new(team, session_id);
+        for (w, blocks) in wanted.iter().zip(fetched) {
+            for ((r, deleted_at), (h, payloads)) in w.refs.iter().zip(&w.deleted_at).zip(blocks) {
                 // A deletion covers every block of the person that arrived before it (whatever
                 // its SDK timestamps say): erasure decides by the store's clock.
                 let covered = deleted_at.is_some_and(|at| r.arrival.first_ms <= at);
-                if !seen.insert((h.seq, h.crc)) || covered {
-                    chunks.truncate(before);
-                    continue;
-                }
-                // Chunks past retention (by arrival) are dropped one by one.
-                let tail = chunks.split_off(before);
-                chunks.extend(tail.into_iter().filter(|c| c.3.arrival_ms >= cut));
-                if chunks.len() == before {
-                    continue;
-                }
-                let s = summary.get_or_insert_with(|| SessionSummary::empty(team, session_id, &h));
-                s.add_block(&h, r.len as u64, &chunks[before..]);
-                if let Some(a) = h.summary {
-                    parts.push((h.first_ts, a));
-                }
+                session.add_block(&w.seg, *r, w.cut, covered, h, payloads)?;
             }
         }
-        let Some(mut summary) = summary else {
-            return Ok((None, remote));
-        };
-        summary.finish(parts);
-        chunks.sort_by_key(|(ts, seq, i, _)| (*ts, *seq, *i));
-        let data = SessionData {
-            summary,
-            chunks: chunks.into_iter().map(|(_, _, _, c)| c).collect(),
-        };
-        Ok((Some(data), remote))
+        Ok((session.finish(), remote))
     }
 
-    /// Lists the sessions of a team that match `filter` (see `list_page`).
-    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
-        Ok(self.list_page(team, filter)?.sessions)
-    }
-
-    /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
-    /// next page. Reads only session tables (footers through the mmap, active indexes), never
-    /// payloads: the cost is one pass over the team's session records in every segment (a
-    /// binary search finds the team's range, a person filter compares hashes before decoding).
-    /// Deleted data and data past retention are left out (per segment record: a record of a
-    /// deleted person that started before the deletion is hidden whole).
-    pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
-        let tombstones = self.inner.tombstones.read();
-        let now = self.inner.config.clock.now_ms();
+    /// Every visible session of `team` (of `person` only, when given), unsorted: what
+    /// `Store::list_page` filters and pages.
+    pub(crate) fn list_sessions(
+        &self,
+        team: u64,
+        person: Option<&str>,
+    ) -> Result<Vec<SessionSummary>> {
+        let tombstones = self.tombstones.read();
+        let now = self.config.clock.now_ms();
         // xxh3 rather than SipHash: the map sees every record of the team.
         let mut by_id: HashMap<String, Listed, Xxh3Builder> =
             HashMap::with_hasher(Xxh3Builder::new());
@@ -289,7 +238,7 @@ impl Store {
             if seg.totals().max_arrival_ms < cut {
                 continue;
             }
-            seg.for_each_session(team, filter.person.as_deref(), &mut |e| {
+            seg.for_each_session(team, person, &mut |e| {
                 let arrival = e.arrival();
                 let hidden = arrival.last_ms < cut
                     || tombstones.session_deleted(team, &e.session)
@@ -316,24 +265,13 @@ impl Store {
                 s
             })
             .collect();
-        Ok(filter.page(all))
+        Ok(all)
     }
 
-    /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
-    /// segments (a session may span several): O(total session records), no payload read.
-    pub fn stats(&self) -> Result<Stats> {
+    /// The segment figures of `Store::stats`, added to `st` (which holds the counters).
+    pub(crate) fn stats(&self, mut st: Stats) -> Result<Stats> {
         let segs = self.snapshot();
-        let c = &self.inner.counters;
-        let mut st = Stats {
-            segments: segs.len() as u64,
-            buffered_bytes: self.buffered_bytes() as u64,
-            flush_rounds: self.inner.counters.flush_rounds.load(Ordering::Relaxed),
-            fsyncs: self.inner.counters.fsyncs.load(Ordering::Relaxed),
-            chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
-            chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
-            chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
-            ..Stats::default()
-        };
+        st.segments = segs.len() as u64;
         for s in &segs {
             let t = s.totals();
             st.chunks += t.chunk_count;
@@ -363,31 +301,151 @@ impl Store {
     }
 }
 
-/// Appends the chunks of one decoded block of a session, with their sort keys, to `out`.
-fn block_chunks(
-    seg: &Segment,
-    r: BlockRef,
-    h: &BlockHeader,
-    payloads: Vec<Vec<u8>>,
+/// The blocks of one segment a read wants, with the deletion time of the person each was
+/// written under.
+struct Wanted {
+    seg: Arc<Segment>,
+    /// The segment's retention cutoff (arrival ms) at the time of the read.
+    cut: i64,
+    refs: Vec<BlockRef>,
+    deleted_at: Vec<Option<i64>>,
+}
+
+/// From the segments' indexes alone (no block read): the blocks of `session_id` that may hold
+/// visible chunks.
+fn wanted_blocks(
+    segments: &[Arc<Segment>],
+    tombstones: &Tombstones,
     team: u64,
     session_id: &str,
-    out: &mut Vec<(i64, u64, usize, StoredChunk)>,
-) -> Result<()> {
-    if h.team != team || h.session != session_id {
-        let why = DecodeError::new("block belongs to another session");
-        return Err(corrupt(seg.id, &seg.path, r.offset, why));
+    now: i64,
+    remote: &mut RemoteRead,
+) -> Result<Vec<Wanted>> {
+    let mut wanted = Vec::new();
+    for seg in segments {
+        let cut = cutoff(seg.lane_days, now);
+        if seg.totals().max_arrival_ms < cut {
+            continue;
+        }
+        let (mut refs, mut deleted_at) = (Vec::new(), Vec::new());
+        for entry in seg.find_traced(team, session_id, remote)? {
+            if entry.arrival().last_ms < cut {
+                continue;
+            }
+            let at = tombstones.person_deleted_at(team, &entry.person);
+            refs.extend(entry.blocks.iter().copied());
+            deleted_at.extend(entry.blocks.iter().map(|_| at));
+        }
+        if !refs.is_empty() {
+            let seg = seg.clone();
+            wanted.push(Wanted {
+                seg,
+                cut,
+                refs,
+                deleted_at,
+            });
+        }
     }
-    for (i, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
-        let chunk = StoredChunk {
-            window_id: c.window.and_then(|w| h.windows.get(w as usize).cloned()),
-            first_ts_ms: c.first_ts,
-            last_ts_ms: c.last_ts,
-            arrival_ms: c.arrival_ms.unwrap_or(seg.created_ms),
-            payload,
-        };
-        out.push((c.first_ts, h.seq, i, chunk));
+    Ok(wanted)
+}
+
+/// Where a chunk goes in playback order: timestamp order, append order for ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PlaybackKey {
+    first_ts: i64,
+    /// The flush round that wrote its block.
+    seq: u64,
+    /// Its position in the block.
+    index: usize,
+}
+
+/// A chunk read back, with its place in playback order.
+struct OrderedChunk {
+    key: PlaybackKey,
+    chunk: StoredChunk,
+}
+
+/// One session being read: its visible chunks and summary so far.
+struct SessionRead<'a> {
+    team: u64,
+    session_id: &'a str,
+    summary: Option<SessionSummary>,
+    parts: Vec<(i64, Summary)>,
+    chunks: Vec<OrderedChunk>,
+    /// (seq, crc) of blocks read: a block retried after a failed flush is returned once.
+    seen: std::collections::HashSet<(u64, u32)>,
+}
+
+impl<'a> SessionRead<'a> {
+    fn new(team: u64, session_id: &'a str) -> Self {
+        SessionRead {
+            team,
+            session_id,
+            summary: None,
+            parts: Vec::new(),
+            chunks: Vec::new(),
+            seen: std::collections::HashSet::new(),
+        }
     }
-    Ok(())
+
+    /// Adds the chunks of one block, unless a deletion covers it or it was seen already, that
+    /// arrived after `cut` (retention by arrival, chunk by chunk).
+    fn add_block(
+        &mut self,
+        seg: &Segment,
+        r: BlockRef,
+        cut: i64,
+        covered: bool,
+        h: BlockHeader,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        if h.team != self.team || h.session != self.session_id {
+            let why = DecodeError::new("block belongs to another session");
+            return Err(corrupt(seg.id, &seg.path, r.offset, why));
+        }
+        if !self.seen.insert((h.seq, h.crc)) || covered {
+            return Ok(());
+        }
+        let before = self.chunks.len();
+        for (index, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
+            let chunk = StoredChunk {
+                window_id: c.window.and_then(|w| h.windows.get(w as usize).cloned()),
+                first_ts_ms: c.first_ts,
+                last_ts_ms: c.last_ts,
+                arrival_ms: c.arrival_ms.unwrap_or(seg.created_ms),
+                payload,
+            };
+            if chunk.arrival_ms >= cut {
+                let key = PlaybackKey {
+                    first_ts: c.first_ts,
+                    seq: h.seq,
+                    index,
+                };
+                self.chunks.push(OrderedChunk { key, chunk });
+            }
+        }
+        if self.chunks.len() == before {
+            return Ok(());
+        }
+        let (team, id) = (self.team, self.session_id);
+        let s = self
+            .summary
+            .get_or_insert_with(|| SessionSummary::empty(team, id, &h));
+        s.add_block(&h, r.len as u64, &self.chunks[before..]);
+        if let Some(a) = h.summary {
+            self.parts.push((h.first_ts, a));
+        }
+        Ok(())
+    }
+
+    /// The session in playback order; `None` when no chunk of it is visible.
+    fn finish(mut self) -> Option<SessionData> {
+        let mut summary = self.summary?;
+        summary.finish(self.parts);
+        self.chunks.sort_by_key(|c| c.key);
+        let chunks = self.chunks.into_iter().map(|c| c.chunk).collect();
+        Some(SessionData { summary, chunks })
+    }
 }
 
 /// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.

@@ -52,6 +52,9 @@ struct Found {
     len: u64,
 }
 
+// Every line of these two does file I/O, which the storage-trait change rewrites; they are
+// split into phases after it lands rather than moved twice.
+#[allow(clippy::too_many_lines)]
 pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
     let mut out = Recovered {
         segments: Vec::new(),
@@ -186,6 +189,7 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
 /// creations torn by a crash (the header is fsynced before any block) and are removed.
 /// Also returns the highest id found in a file name, so that new ids never collide even with
 /// an unusable file.
+#[allow(clippy::too_many_lines)]
 fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Vec<Found>, u64)> {
     let lanes = dir.join("lanes");
     let mut found = Vec::new();

@@ -3,14 +3,14 @@
 //! are unlinked (no rewrite); reads hide anything past the cutoff before that happens. With a
 //! remote tier, their objects are deleted from the bucket too.
 
-use std::sync::atomic::Ordering;
-
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
-use crate::store::Inner;
+use crate::fs::Fs;
+use crate::remote::sync::{Remote, SyncReport};
+use crate::segment_set::{Edit, SegmentSet};
 
-pub const DAY_MS: i64 = 86_400_000;
+pub use crate::units::DAY_MS;
 
 /// Data of a lane that arrived before this (ms since epoch, store clock) is past retention at
 /// `now_ms`.
@@ -30,23 +30,36 @@ pub struct RetentionReport {
     pub errors: Vec<String>,
 }
 
-impl Inner {
+/// What retention works on; maintenance builds it and holds its lock while it runs.
+pub(crate) struct Retention<'a> {
+    pub fs: &'a Fs,
+    pub segments: &'a SegmentSet,
+    pub remote: Option<&'a Remote>,
+}
+
+impl Retention<'_> {
     /// Unlinks every sealed segment whose newest arrival is past its lane's cutoff at `now_ms`.
-    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
-        let _one_at_a_time = self.maintenance.lock();
+    pub(crate) fn enforce(&self, now_ms: i64) -> Result<RetentionReport> {
         let expired: Vec<_> = {
-            let mut segs = self.segments.write();
-            let (gone, keep) = segs.drain(..).partition(|s| {
-                s.is_sealed() && s.totals().max_arrival_ms < cutoff(s.lane_days, now_ms)
-            });
-            *segs = keep;
+            let v = self.segments.current();
+            let gone: Vec<_> = v
+                .inactive()
+                .filter(|s| {
+                    s.is_sealed() && s.totals().max_arrival_ms < cutoff(s.lane_days, now_ms)
+                })
+                .cloned()
+                .collect();
+            let edit = gone.iter().fold(Edit::default(), |e, s| e.remove(s.id));
+            self.segments.apply(edit);
             gone
         };
         let mut report = RetentionReport::default();
         // Objects in the bucket are marked for deletion before the local files go, so that a
         // crash cannot leave an object nobody deletes.
         let ids: Vec<u64> = expired.iter().map(|s| s.id).collect();
-        self.doom_remote(&ids, None)?;
+        if let Some(remote) = self.remote {
+            remote.doom(&ids, None)?;
+        }
         let mut dirs = Vec::new();
         for seg in expired {
             let len = seg.size();
@@ -72,10 +85,10 @@ impl Inner {
         for d in dirs {
             self.fs.sync_dir_ctx(&d)?;
         }
-        if let Some(remote) = self.remote() {
-            let mut sync = crate::remote::sync::SyncReport::default();
+        if let Some(remote) = self.remote {
+            let mut sync = SyncReport::default();
             // A failed delete stays doomed in the manifest; the next sync retries it.
-            if let Err(e) = self.delete_doomed(remote, &mut sync) {
+            if let Err(e) = remote.delete_doomed(&self.segments.current(), &mut sync) {
                 log::error!("retention: deleting expired objects failed: {e}");
                 report
                     .errors
@@ -83,9 +96,6 @@ impl Inner {
             }
             report.objects_deleted = sync.objects_deleted;
         }
-        self.counters
-            .segments_expired
-            .fetch_add(report.segments_removed, Ordering::Relaxed);
         Ok(report)
     }
 }

@@ -1,57 +1,62 @@
-//! `Store`: open and recovery, `append`, and `flush` with group commit.
-//!
-//! Write path: `append` validates and pushes into a write-buffer shard. A flush round (run by
-//! whichever `flush` caller, or the background flusher, becomes leader) drains the buffer,
-//! compresses one block per session on `compression_threads` threads with no lock held, writes
-//! each lane's blocks with one write and one fdatasync, then publishes them to readers. Callers
-//! that arrive while a round runs wait for the next one and share its fsync. Rounds overlap by
-//! one stage: the next round may drain and compress while the previous one writes and fsyncs;
-//! they still finish in order (see `flush.rs`).
+//! `Store`: the public front. It opens a directory (recovery, remote reconciliation), builds
+//! the components and starts their threads, and routes each call to the component that owns
+//! the state: `FlushPipeline` (append, flush), `SegmentSet` (what readers see), `Maintenance`
+//! (retention, compaction, remote sync), the tombstones (deletions). docs/design.md has the
+//! component map and the lock order.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
-use crate::background::Signal;
-use crate::chunk::{Chunk, ClockRules, Stamped};
+use crate::chunk::{Chunk, ClockRules, Stamped, MAX_PERSON_BYTES, MAX_SESSION_ID_BYTES};
+use crate::compaction::CompactionReport;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::filter::{Page, SessionFilter};
+use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
-use crate::recovery::{recover, RecoveryReport};
-use crate::segment::Segment;
-use crate::tombstone::Tombstones;
-use crate::write_buffer::WriteBuffer;
-use crate::writer::ActiveWriter;
+use crate::maintenance::{Maintenance, MaintenanceParts};
+use crate::read::{Reader, SessionData, SessionSummary, Stats};
+use crate::recovery::{recover, Recovered, RecoveryReport};
+use crate::remote::sync::{Remote, SyncReport};
+use crate::remote::RemoteStatus;
+use crate::retention::RetentionReport;
+use crate::segment::RemoteRead;
+use crate::segment_set::SegmentSet;
+use crate::signal::Signal;
+use crate::tombstone::{DeletionStatus, Target, Tombstone, Tombstones};
+use crate::verify::VerifyReport;
 
 /// An embedded store. `Send + Sync`: share it between threads with an `Arc` or by reference.
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
-    /// The background flusher and maintenance threads.
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    /// Every segment readers may look at, sealed and active.
+    pub(crate) segments: Arc<SegmentSet>,
+    /// Write buffer, group commit, retries, active writers.
+    pub(crate) pipeline: Arc<FlushPipeline>,
+    /// Retention, compaction, remote sync (one at a time).
+    pub(crate) maintenance: Arc<Maintenance>,
+    pub(crate) tombstones: Arc<RwLock<Tombstones>>,
+    /// The remote tier, when configured.
+    pub(crate) remote: Option<Arc<Remote>>,
+    pub(crate) counters: IngestCounters,
+    /// Kicked when a segment is sealed; the uploader waits on it.
+    sealed: Arc<Signal>,
+    recovery: RecoveryReport,
+    closed: AtomicBool,
+    /// The background flusher, maintenance and upload threads.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: crate::storage::DirLock,
 }
 
+/// What `append` refused or corrected, exposed through `stats()`.
 #[derive(Default)]
-pub(crate) struct GroupState {
-    started: u64,
-    completed: u64,
-    /// A round is draining and compressing. At most one does at a time; another round may be
-    /// writing and fsyncing meanwhile (compression of round N+1 overlaps the fsync of round N).
-    compressing: bool,
-    /// Recent failed rounds and why (bounded).
-    failures: Vec<(u64, String)>,
-}
-
-/// Counters exposed through `stats()`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub flush_rounds: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub segments_sealed: AtomicU64,
-    pub segments_expired: AtomicU64,
+pub(crate) struct IngestCounters {
     /// Chunks refused because their session or person was deleted.
     pub chunks_refused_deleted: AtomicU64,
     /// Chunks refused for an untrustworthy SDK timestamp.
@@ -60,38 +65,26 @@ pub(crate) struct Counters {
     pub chunks_clock_corrected: AtomicU64,
 }
 
-pub(crate) struct Inner {
-    pub dir: PathBuf,
-    pub config: Config,
-    /// Every write, fsync, rename and removal goes through it (fault injection in tests).
-    pub fs: Fs,
-    _lock: crate::storage::DirLock,
-    pub buffer: WriteBuffer,
-    /// Every segment readers may look at, sealed and active, by id.
-    pub segments: RwLock<Vec<Arc<Segment>>>,
-    /// Active writer per lane; only the flush leader (and sealing) touches it.
-    pub writers: Mutex<BTreeMap<u16, ActiveWriter>>,
-    /// Encoded blocks a failed flush round could not make durable, with their lane.
-    pub retry: Mutex<Vec<(u16, crate::compress::Encoded)>>,
-    pub retry_bytes: AtomicUsize,
-    pub next_segment_id: AtomicU64,
-    pub next_seq: AtomicU64,
-    pub group: Mutex<GroupState>,
-    group_cv: Condvar,
-    /// Wakes the background flusher (buffer full, or closing).
-    pub flush_signal: Signal,
-    /// Wakes the maintenance thread (closing, or a deletion asked for a purge).
-    pub maintenance_signal: Signal,
-    /// Wakes the uploader (a segment was sealed, or closing); remote tier only.
-    pub upload_signal: Signal,
-    /// Held by compaction and retention: one of them at a time.
-    pub maintenance: Mutex<()>,
-    pub tombstones: RwLock<Tombstones>,
-    pub closed: AtomicBool,
-    pub counters: Counters,
-    pub recovery: RecoveryReport,
-    /// The remote tier, when configured.
-    pub remote: Option<crate::remote::sync::Remote>,
+/// Opens the remote tier (on a fresh directory it fetches the tombstone log) and merges its
+/// segments into what recovery found.
+fn open_remote(
+    dir: &Path,
+    fs: &Fs,
+    config: &Config,
+    rec: &mut Recovered,
+) -> Result<Option<Remote>> {
+    let Some(rc) = &config.remote else {
+        return Ok(None);
+    };
+    let has_local = !rec.segments.is_empty();
+    let r = Remote::open(dir, fs, rc.clone(), has_local)?;
+    let unusable = &mut rec.report.unusable_files;
+    let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
+    rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
+    for s in &rec.segments {
+        rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
+    }
+    Ok(Some(r))
 }
 
 impl Store {
@@ -107,20 +100,7 @@ impl Store {
         let max_age = config.segment_max_age.as_millis() as i64;
         let mut rec = recover(&dir, &fs, now, max_age)?;
         // The remote tier first: on a fresh directory it fetches the tombstone log.
-        let remote = match &config.remote {
-            Some(rc) => {
-                let has_local = !rec.segments.is_empty();
-                let r = crate::remote::sync::Remote::open(&dir, &fs, rc.clone(), has_local)?;
-                let unusable = &mut rec.report.unusable_files;
-                let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
-                rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
-                for s in &rec.segments {
-                    rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
-                }
-                Some(r)
-            }
-            None => None,
-        };
+        let remote = open_remote(&dir, &fs, &config, &mut rec)?.map(Arc::new);
         // Every lane that holds a segment has its directory, remote-only ones included (a
         // store opened from the bucket alone has none yet): compaction writes its outputs there.
         let mut lanes: Vec<u16> = rec.segments.iter().map(|s| s.lane_days).collect();
@@ -129,49 +109,57 @@ impl Store {
         for lane in lanes {
             crate::writer::ensure_lane_dir(&fs, &dir, lane)?;
         }
-        let tombstones = Tombstones::open(&dir, &fs)?;
-        let inner = Arc::new(Inner {
-            buffer: WriteBuffer::new(config.buffer_shards),
-            segments: RwLock::new(rec.segments),
-            writers: Mutex::new(rec.writers),
-            retry: Mutex::new(Vec::new()),
-            retry_bytes: AtomicUsize::new(0),
-            next_segment_id: AtomicU64::new(rec.next_segment_id),
-            next_seq: AtomicU64::new(rec.next_seq),
-            group: Mutex::new(GroupState::default()),
-            group_cv: Condvar::new(),
-            flush_signal: Signal::default(),
-            maintenance_signal: Signal::default(),
-            upload_signal: Signal::default(),
-            maintenance: Mutex::new(()),
-            tombstones: RwLock::new(tombstones),
-            closed: AtomicBool::new(false),
-            counters: Counters::default(),
-            recovery: rec.report,
-            remote,
-            _lock: lock,
+        let tombstones = Arc::new(RwLock::new(Tombstones::open(&dir, &fs)?));
+        let active: Vec<u64> = rec.writers.values().map(|w| w.segment.id).collect();
+        let segments = Arc::new(SegmentSet::new(rec.segments, &active, rec.next_segment_id));
+        let sealed = Arc::new(Signal::default());
+        let pipeline = Arc::new(FlushPipeline::new(PipelineStart {
+            dir: dir.clone(),
+            config: config.clone(),
+            fs: fs.clone(),
+            segments: segments.clone(),
+            writers: rec.writers,
+            next_seq: rec.next_seq,
+            sealed: sealed.clone(),
+        }));
+        let maintenance = Arc::new(Maintenance::new(MaintenanceParts {
+            dir: dir.clone(),
+            config: config.clone(),
             fs,
+            segments: segments.clone(),
+            pipeline: pipeline.clone(),
+            tombstones: tombstones.clone(),
+            remote: remote.clone(),
+        }));
+        let threads = crate::background::spawn(&pipeline, &maintenance, &sealed)?;
+        Ok(Store {
             dir,
             config,
-        });
-        let threads = crate::background::spawn(&inner)?;
-        Ok(Store {
-            inner,
+            segments,
+            pipeline,
+            maintenance,
+            tombstones,
+            remote,
+            counters: IngestCounters::default(),
+            sealed,
+            recovery: rec.report,
+            closed: AtomicBool::new(false),
             threads: Mutex::new(threads),
+            _lock: lock,
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.dir
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.config
     }
 
     /// What open found and repaired (torn tails cut, corrupt blocks skipped...).
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.inner.recovery
+        &self.recovery
     }
 
     /// Validates and buffers a chunk. Not durable until a later `flush()` returns. When more
@@ -181,14 +169,13 @@ impl Store {
     /// and erasure), corrects the client's clock skew when the chunk carries its send time, and
     /// refuses SDK timestamps outside the accepted window with `Error::Timestamp`.
     pub fn append(&self, chunk: Chunk) -> Result<()> {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        chunk.validate(inner.config.max_payload_bytes)?;
-        let arrival_ms = inner.config.clock.now_ms();
-        let counters = &inner.counters;
-        let stamped = match Stamped::accept(chunk, arrival_ms, &inner.clock_rules()) {
+        chunk.validate(self.config.max_payload_bytes)?;
+        let arrival_ms = self.config.clock.now_ms();
+        let counters = &self.counters;
+        let stamped = match Stamped::accept(chunk, arrival_ms, &self.clock_rules()) {
             Ok(s) => s,
             Err(e) => {
                 counters
@@ -205,18 +192,18 @@ impl Store {
         // Back-pressure: past twice `max_buffer_bytes` (buffered plus blocks awaiting a retry),
         // the appending thread flushes itself; if that cannot bring it down (the disk fails),
         // the chunk is refused rather than memory growing without bound.
-        let max = inner.config.max_buffer_bytes;
-        let held = || inner.buffer.buffered_bytes() + inner.retry_bytes.load(Ordering::Acquire);
+        let max = self.config.max_buffer_bytes;
+        let held = || self.pipeline.held_bytes();
         if held() >= max.saturating_mul(2) {
-            inner.flush()?;
+            self.pipeline.flush()?;
             if held() >= max.saturating_mul(2) {
                 return Err(Error::FlushFailed(
                     "write buffer full and flushes are failing".into(),
                 ));
             }
         }
-        if inner.admit(stamped)? >= max {
-            inner.flush_signal.kick();
+        if self.admit(stamped)? >= max {
+            self.pipeline.signal().kick();
         }
         Ok(())
     }
@@ -224,23 +211,18 @@ impl Store {
     /// Returns once everything appended before the call is written and fsynced. Concurrent
     /// callers share one fsync.
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush()
+        self.pipeline.flush()
     }
 
     /// Bytes appended and not yet flushed.
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.buffer.buffered_bytes()
+        self.pipeline.buffered_bytes()
     }
 
     /// Seals every active segment now (footer written), e.g. before copying the directory.
     pub fn seal_active(&self) -> Result<()> {
-        self.inner.flush()?;
-        let mut writers = self.inner.writers.lock();
-        let lanes: Vec<u16> = writers.keys().copied().collect();
-        for lane in lanes {
-            self.inner.seal_lane(&mut writers, lane)?;
-        }
-        Ok(())
+        self.pipeline.flush()?;
+        self.pipeline.seal_all()
     }
 
     /// Flushes, stops the background flusher and releases the directory.
@@ -252,35 +234,180 @@ impl Store {
     /// For tests that model crashes inside one process (a real kill is tests/crash.rs).
     #[doc(hidden)]
     pub fn simulate_crash(self) {
-        self.inner.buffer.purge(|_| true);
-        self.inner.retry.lock().clear();
-        self.inner.retry_bytes.store(0, Ordering::Release);
+        self.pipeline.drop_unflushed();
         drop(self); // shutdown's flush finds nothing to write
     }
 
     fn shutdown(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.inner.flush_signal.kick();
-        self.inner.maintenance_signal.kick();
-        self.inner.upload_signal.kick();
+        self.pipeline.signal().close();
+        self.maintenance.signal().close();
+        self.sealed.close();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
-        self.inner.flush()
+        self.pipeline.flush()
     }
-}
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            log::error!("flush on drop failed: {e}");
+    // Reads (`read`).
+
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            segments: &self.segments,
+            tombstones: &self.tombstones,
+            config: &self.config,
         }
     }
-}
 
-impl Inner {
+    /// Reads one session. `Ok(None)` if the store holds none of it that is visible: deleted
+    /// data (pending deletions) and data past its lane's retention are never returned. A block
+    /// that fails its checks is an `Error::Corrupt` naming segment and offset; other sessions
+    /// are unaffected. The summary describes exactly the chunks returned.
+    pub fn read_session(&self, team: u64, session_id: &str) -> Result<Option<SessionData>> {
+        Ok(self.read_session_traced(team, session_id)?.0)
+    }
+
+    /// `read_session`, also reporting what it cost in object-store requests: the number of
+    /// range GETs (a session's blocks in one remote segment are coalesced into few) and the
+    /// bytes they fetched. All zero when every block was local.
+    pub fn read_session_traced(
+        &self,
+        team: u64,
+        session_id: &str,
+    ) -> Result<(Option<SessionData>, RemoteRead)> {
+        self.reader().read_session_traced(team, session_id)
+    }
+
+    /// Lists the sessions of a team that match `filter` (see `list_page`).
+    pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
+        Ok(self.list_page(team, filter)?.sessions)
+    }
+
+    /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
+    /// next page. Reads only session tables (footers through the mmap, active indexes), never
+    /// payloads: the cost is one pass over the team's session records in every segment (a
+    /// binary search finds the team's range, a person filter compares hashes before decoding).
+    /// Deleted data and data past retention are left out (per segment record: a record of a
+    /// deleted person that started before the deletion is hidden whole).
+    pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
+        let all = self
+            .reader()
+            .list_sessions(team, filter.person.as_deref())?;
+        Ok(filter.page(all))
+    }
+
+    /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
+    /// segments (a session may span several): O(total session records), no payload read.
+    pub fn stats(&self) -> Result<Stats> {
+        let c = &self.counters;
+        let flushes = self.pipeline.counters();
+        let counters = Stats {
+            buffered_bytes: self.buffered_bytes() as u64,
+            flush_rounds: flushes.rounds.load(Ordering::Relaxed),
+            fsyncs: flushes.fsyncs.load(Ordering::Relaxed),
+            segments_sealed: flushes.segments_sealed.load(Ordering::Relaxed),
+            segments_expired: self.maintenance.segments_expired(),
+            chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
+            chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
+            chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        self.reader().stats(counters)
+    }
+
+    // Deletion and maintenance (`deletion`, `maintenance`).
+
+    /// Deletes every chunk of `person` in `team` that reached the store up to now (by the
+    /// store's clock: arrival time, whatever the chunks' SDK timestamps say). Returns once the
+    /// request is durable (fsynced): from then on those chunks are hidden from reads and
+    /// listings, also after a crash. Buffered chunks are purged at once; written ones
+    /// physically within `purge_within`. Chunks of the person arriving later are refused when
+    /// their (validated, skew-corrected) timestamps start at or before the request: they were
+    /// recorded before it (an offline queue, a retry); later recordings are kept (see
+    /// docs/privacy.md). Returns the request id for `deletion_status`.
+    pub fn delete_person(&self, team: u64, person: &str) -> Result<u64> {
+        crate::deletion::check("person", person, MAX_PERSON_BYTES)?;
+        self.delete(team, Target::Person(person.to_string()))
+    }
+
+    /// Deletes every chunk of one session, past and future (see `delete_person`).
+    pub fn delete_session(&self, team: u64, session_id: &str) -> Result<u64> {
+        crate::deletion::check("session_id", session_id, MAX_SESSION_ID_BYTES)?;
+        self.delete(team, Target::Session(session_id.to_string()))
+    }
+
+    /// Where deletion request `id` stands.
+    pub fn deletion_status(&self, id: u64) -> DeletionStatus {
+        self.tombstones.read().status(id)
+    }
+
+    /// Runs one compaction pass now: physically removes the data of every pending deletion,
+    /// drops expired blocks from mostly expired segments, merges small segments.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.maintenance.compact()
+    }
+
+    /// Unlinks sealed segments whose newest data is older than their lane's retention at
+    /// `now_ms` (normally the clock's now; the background maintenance thread does this).
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
+        self.maintenance.enforce_retention(now_ms)
+    }
+
+    /// Asks the maintenance thread to run a compaction pass soon, instead of batching deletions
+    /// for up to half of `purge_within`.
+    pub fn request_purge(&self) {
+        self.maintenance.signal().kick();
+    }
+
+    /// Deletion requests not yet physically purged, oldest first.
+    pub fn pending_deletions(&self) -> Vec<Tombstone> {
+        self.tombstones.read().pending().to_vec()
+    }
+
+    /// Waits until deletion `id` is done, running compaction passes, for at most `timeout`.
+    pub fn purge_now(&self, id: u64, timeout: Duration) -> Result<DeletionStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.deletion_status(id);
+            if !matches!(status, DeletionStatus::Pending { .. }) || start.elapsed() > timeout {
+                return Ok(status);
+            }
+            self.compact()?;
+        }
+    }
+
+    fn delete(&self, team: u64, target: Target) -> Result<u64> {
+        let now = self.config.clock.now_ms();
+        crate::deletion::request(&self.tombstones, &self.pipeline, now, team, target)
+    }
+
+    // The remote tier (`remote`) and scrub (`verify`).
+
+    /// Runs the remote tier now: uploads and verifies every sealed segment not yet in the
+    /// bucket (resuming interrupted uploads), drops local copies past `local_retention`,
+    /// deletes objects of expired or replaced segments, uploads the tombstone log. The
+    /// maintenance thread does the same every `maintenance_interval`. No-op without a tier.
+    ///
+    /// To hand a store over to another machine: stop appending, `seal_active()`,
+    /// `sync_remote()`, `close()`; then open an empty directory there with the same
+    /// `RemoteConfig` (docs/scale-out.md).
+    pub fn sync_remote(&self) -> Result<SyncReport> {
+        self.maintenance.remote_sync()
+    }
+
+    /// The remote tier's state and request counters; `None` without a tier.
+    pub fn remote_status(&self) -> Option<RemoteStatus> {
+        let remote = self.remote.as_deref()?;
+        Some(crate::remote::status(remote, &self.segments.current()))
+    }
+
+    /// Checks every segment (see `verify`). Reads everything: a scrub, not a hot path.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        crate::verify::verify(&self.segments.current())
+    }
+
     /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes
     /// now buffered. Both happen under the tombstones' read lock, so that a deletion (which
     /// takes the write lock, then purges the buffer) never misses a chunk accepted before it,
@@ -300,7 +427,7 @@ impl Inner {
             let arrival = &mut stamped.stamp.arrival_ms;
             *arrival = (*arrival).max(at.saturating_add(1));
         }
-        Ok(self.buffer.push(stamped))
+        Ok(self.pipeline.push(stamped))
     }
 
     fn clock_rules(&self) -> ClockRules {
@@ -310,55 +437,12 @@ impl Inner {
             skew_tolerance: self.config.clock_skew_tolerance,
         }
     }
+}
 
-    /// Group commit: see the module comment.
-    pub(crate) fn flush(&self) -> Result<()> {
-        let mut g = self.group.lock();
-        let needed = g.started + 1;
-        loop {
-            if g.completed >= needed {
-                return match g.failures.iter().find(|(r, _)| *r == needed) {
-                    Some((_, why)) => Err(Error::FlushFailed(why.clone())),
-                    None => Ok(()),
-                };
-            }
-            if g.compressing || g.started >= needed {
-                self.group_cv.wait(&mut g);
-                continue;
-            }
-            g.compressing = true;
-            g.started += 1;
-            let round = g.started;
-            drop(g);
-            // The round records its own completion (`finish_round`) while it still holds the
-            // writers lock, so completions are recorded in round order.
-            let result = self.run_round(round);
-            g = self.group.lock();
-            if round >= needed {
-                return result;
-            }
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::error!("flush on drop failed: {e}");
         }
-    }
-
-    /// Records that `round` finished, and how. Called with the writers lock held, so that a
-    /// waiter never sees round N+1 complete before N's outcome is known.
-    pub(crate) fn finish_round(&self, round: u64, result: &Result<()>) {
-        let mut g = self.group.lock();
-        g.completed = g.completed.max(round);
-        if let Err(e) = result {
-            g.failures.push((round, e.to_string()));
-            let n = g.failures.len();
-            if n > 64 {
-                g.failures.drain(..n - 64);
-            }
-        }
-        drop(g);
-        self.group_cv.notify_all();
-    }
-
-    /// Called by a round once it holds the writers lock: the next round may start compressing.
-    pub(crate) fn end_compress_stage(&self) {
-        self.group.lock().compressing = false;
-        self.group_cv.notify_all();
     }
 }

@@ -410,7 +410,7 @@ impl Tombstones {
         }
         // A retired request older than the longest retention can go: any chunk it would refuse
         // is past every lane's retention anyway.
-        let horizon = now_ms.saturating_sub(MAX_RETENTION_DAYS * crate::retention::DAY_MS);
+        let horizon = now_ms.saturating_sub(MAX_RETENTION_DAYS * crate::units::DAY_MS);
         self.retired.retain(|r| r.at_ms >= horizon);
         self.deny.retain(|_, at| *at >= horizon);
         self.reindex();

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use crate::error::Result;
 use crate::format::block::{decode_payloads, parse_block, peek_total_len};
 use crate::format::footer::FooterTotals;
-use crate::format::{key_hash, SEGMENT_HEADER_LEN};
+use crate::format::{key_hash, BlockHeader, SessionEntry, SEGMENT_HEADER_LEN};
 use crate::segment::Segment;
-use crate::store::Store;
+use crate::segment_set::Version;
 
 /// What `verify` checked and found.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,21 +34,17 @@ struct Found {
     referenced: u32,
 }
 
-impl Store {
-    /// Checks every segment (see the module comment). Reads everything: a scrub, not a hot path.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
-        let segments = self.inner.segments.read().clone();
-        for seg in &segments {
-            verify_segment(seg, &mut report)?;
-        }
-        report.segments = segments.len() as u64;
-        Ok(report)
+/// Checks every segment of `current` (see the module comment).
+pub(crate) fn verify(current: &Version) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for seg in current.segments() {
+        verify_segment(seg, &mut report)?;
     }
+    report.segments = current.segments().len() as u64;
+    Ok(report)
 }
 
 fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
-    let name = seg.path.display().to_string();
     // A remote segment is downloaded whole (one GET) into a scratch file.
     let whole = seg.whole_bytes()?;
     let map = &whole.map;
@@ -62,162 +58,181 @@ fn verify_segment(seg: &Segment, report: &mut VerifyReport) -> Result<()> {
             .max()
             .unwrap_or(SEGMENT_HEADER_LEN),
     };
-    let mut problem = |at: u64, what: String| report.problems.push(format!("{name} @{at}: {what}"));
+    let mut check = SegmentCheck {
+        seg,
+        name: seg.path.display().to_string(),
+        report,
+        blocks: HashMap::new(),
+        totals: FooterTotals::default(),
+    };
     if end > map.len() {
-        problem(
-            0,
-            format!(
-                "index points to {end}, past the end of the file ({})",
-                map.len()
-            ),
+        let why = format!(
+            "index points to {end}, past the end of the file ({})",
+            map.len()
         );
+        check.problem(0, why);
         return Ok(());
     }
-
-    // Walk the blocks.
-    let mut blocks: HashMap<u64, Found> = HashMap::new();
-    let mut totals = FooterTotals::default();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < end {
-        let bytes = &map[pos..end];
-        match parse_block(bytes) {
-            Ok(h) => {
-                let len = h.total_len() as usize;
-                if let Err(e) = decode_payloads(&h, &bytes[..len]) {
-                    problem(pos as u64, format!("block does not decompress: {}", e.0));
-                }
-                let arrival = h.arrival(seg.created_ms);
-                if totals.block_count == 0 {
-                    (totals.min_ts, totals.max_ts) = (h.first_ts, h.last_ts);
-                    totals.min_arrival_ms = arrival.first_ms;
-                    totals.max_arrival_ms = arrival.last_ms;
-                }
-                totals.min_ts = totals.min_ts.min(h.first_ts);
-                totals.max_ts = totals.max_ts.max(h.last_ts);
-                totals.min_arrival_ms = totals.min_arrival_ms.min(arrival.first_ms);
-                totals.max_arrival_ms = totals.max_arrival_ms.max(arrival.last_ms);
-                totals.block_count += 1;
-                totals.chunk_count += h.chunks.len() as u64;
-                totals.raw_bytes += h.raw_len as u64;
-                totals.stored_bytes += len as u64;
-                report.blocks += 1;
-                report.bytes += len as u64;
-                blocks.insert(
-                    pos as u64,
-                    Found {
-                        team: h.team,
-                        session: h.session,
-                        person: h.person,
-                        len: len as u32,
-                        chunks: h.chunks.len() as u32,
-                        referenced: 0,
-                    },
-                );
-                pos += len;
-            }
-            Err(e) => {
-                problem(pos as u64, format!("bad block: {}", e.0));
-                match peek_total_len(bytes) {
-                    Ok(n) if n > 0 => pos += n as usize,
-                    _ => break,
-                }
-            }
-        }
-    }
-
-    // The session table against the blocks.
+    check.walk_blocks(&map[..end]);
     let mut last_key = None;
     for entry in entries {
-        let e = match entry {
-            Ok(e) => e,
-            Err(why) => {
-                problem(0, why);
-                continue;
-            }
-        };
-        report.sessions += 1;
-        let key = (e.team, key_hash(e.team, &e.session));
-        if let Some(f) = seg.footer() {
-            if last_key.is_some_and(|k| k > key) {
-                problem(0, format!("session table out of order at {}", e.session));
-            }
-            if !f.bloom.may_contain(key.1) {
-                problem(0, format!("bloom filter misses session {}", e.session));
-            }
+        match entry {
+            Ok(e) => check.entry(&e, &mut last_key),
+            Err(why) => check.problem(0, why),
         }
-        last_key = Some(key);
-        let mut chunks = 0;
-        for r in &e.blocks {
-            match blocks.get_mut(&r.offset) {
-                None => problem(
-                    r.offset,
-                    format!("session {} points to no valid block", e.session),
-                ),
-                Some(b) => {
-                    b.referenced += 1;
-                    chunks += b.chunks;
-                    if (b.team, b.session.as_str(), b.person.as_str())
-                        != (e.team, e.session.as_str(), e.person.as_str())
-                        || b.len != r.len
-                    {
-                        problem(
-                            r.offset,
-                            format!(
-                                "block does not belong to session {} / {}",
-                                e.session, e.person
-                            ),
-                        );
+    }
+    check.references();
+    check.footer_totals();
+    Ok(())
+}
+
+/// The checks of one segment, and what they found so far.
+struct SegmentCheck<'a> {
+    seg: &'a Segment,
+    name: String,
+    report: &'a mut VerifyReport,
+    /// Good blocks by offset.
+    blocks: HashMap<u64, Found>,
+    /// Totals of the good blocks, to compare with the footer's.
+    totals: FooterTotals,
+}
+
+impl SegmentCheck<'_> {
+    fn problem(&mut self, at: u64, what: String) {
+        let line = format!("{} @{at}: {what}", self.name);
+        self.report.problems.push(line);
+    }
+
+    /// Walks the blocks of `bytes` (the segment up to its footer); a bad block whose length is
+    /// readable is skipped, any other ends the walk.
+    fn walk_blocks(&mut self, bytes: &[u8]) {
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < bytes.len() {
+            let rest = &bytes[pos..];
+            match parse_block(rest) {
+                Ok(h) => {
+                    let len = h.total_len() as usize;
+                    if let Err(e) = decode_payloads(&h, &rest[..len]) {
+                        self.problem(pos as u64, format!("block does not decompress: {}", e.0));
+                    }
+                    self.add_block(pos as u64, h, len);
+                    pos += len;
+                }
+                Err(e) => {
+                    self.problem(pos as u64, format!("bad block: {}", e.0));
+                    match peek_total_len(rest) {
+                        Ok(n) if n > 0 => pos += n as usize,
+                        _ => break,
                     }
                 }
             }
         }
+    }
+
+    fn add_block(&mut self, pos: u64, h: BlockHeader, len: usize) {
+        let arrival = h.arrival(self.seg.created_ms);
+        let totals = &mut self.totals;
+        if totals.block_count == 0 {
+            (totals.min_ts, totals.max_ts) = (h.first_ts, h.last_ts);
+            totals.min_arrival_ms = arrival.first_ms;
+            totals.max_arrival_ms = arrival.last_ms;
+        }
+        totals.min_ts = totals.min_ts.min(h.first_ts);
+        totals.max_ts = totals.max_ts.max(h.last_ts);
+        totals.min_arrival_ms = totals.min_arrival_ms.min(arrival.first_ms);
+        totals.max_arrival_ms = totals.max_arrival_ms.max(arrival.last_ms);
+        totals.block_count += 1;
+        totals.chunk_count += h.chunks.len() as u64;
+        totals.raw_bytes += h.raw_len as u64;
+        totals.stored_bytes += len as u64;
+        self.report.blocks += 1;
+        self.report.bytes += len as u64;
+        let found = Found {
+            team: h.team,
+            session: h.session,
+            person: h.person,
+            len: len as u32,
+            chunks: h.chunks.len() as u32,
+            referenced: 0,
+        };
+        self.blocks.insert(pos, found);
+    }
+
+    /// One record of the session table against the blocks (and, for a footer, its order and
+    /// the bloom filter).
+    fn entry(&mut self, e: &SessionEntry, last_key: &mut Option<(u64, u64)>) {
+        self.report.sessions += 1;
+        let key = (e.team, key_hash(e.team, &e.session));
+        if let Some(f) = self.seg.footer() {
+            if last_key.is_some_and(|k| k > key) {
+                self.problem(0, format!("session table out of order at {}", e.session));
+            }
+            if !f.bloom.may_contain(key.1) {
+                self.problem(0, format!("bloom filter misses session {}", e.session));
+            }
+        }
+        *last_key = Some(key);
+        let mut chunks = 0;
+        for r in &e.blocks {
+            let Some(b) = self.blocks.get_mut(&r.offset) else {
+                let why = format!("session {} points to no valid block", e.session);
+                self.problem(r.offset, why);
+                continue;
+            };
+            b.referenced += 1;
+            chunks += b.chunks;
+            let owner = (b.team, b.session.as_str(), b.person.as_str());
+            if owner != (e.team, e.session.as_str(), e.person.as_str()) || b.len != r.len {
+                let why = format!(
+                    "block does not belong to session {} / {}",
+                    e.session, e.person
+                );
+                self.problem(r.offset, why);
+            }
+        }
         if chunks != e.chunk_count {
-            problem(
-                0,
-                format!(
-                    "session {}: {} chunks indexed, {chunks} in its blocks",
-                    e.session, e.chunk_count
-                ),
+            let why = format!(
+                "session {}: {} chunks indexed, {chunks} in its blocks",
+                e.session, e.chunk_count
             );
+            self.problem(0, why);
         }
     }
-    for (off, b) in &blocks {
-        if b.referenced != 1 {
-            problem(
-                *off,
-                format!(
+
+    /// Every good block is referenced exactly once.
+    fn references(&mut self) {
+        let wrong: Vec<(u64, String)> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| b.referenced != 1)
+            .map(|(off, b)| {
+                let why = format!(
                     "block of session {} referenced {} times",
                     b.session, b.referenced
-                ),
-            );
+                );
+                (*off, why)
+            })
+            .collect();
+        for (off, why) in wrong {
+            self.problem(off, why);
         }
     }
-    if let Some(f) = seg.footer() {
-        let t = f.totals;
-        let same = (
-            (t.min_ts, t.max_ts, t.min_arrival_ms, t.max_arrival_ms),
-            t.block_count,
-            t.chunk_count,
-            t.raw_bytes,
-            t.stored_bytes,
-        ) == (
+
+    /// The footer's totals are the blocks' totals.
+    fn footer_totals(&mut self) {
+        let Some(f) = self.seg.footer() else {
+            return;
+        };
+        let (t, b) = (f.totals, self.totals);
+        let key = |t: &FooterTotals| {
             (
-                totals.min_ts,
-                totals.max_ts,
-                totals.min_arrival_ms,
-                totals.max_arrival_ms,
-            ),
-            totals.block_count,
-            totals.chunk_count,
-            totals.raw_bytes,
-            totals.stored_bytes,
-        );
-        if !same {
-            problem(
-                f.offset,
-                format!("footer totals {t:?} differ from the blocks' {totals:?}"),
-            );
+                (t.min_ts, t.max_ts, t.min_arrival_ms, t.max_arrival_ms),
+                (t.block_count, t.chunk_count, t.raw_bytes, t.stored_bytes),
+            )
+        };
+        if key(&t) != key(&b) {
+            let why = format!("footer totals {t:?} differ from the blocks' {b:?}");
+            self.problem(f.offset, why);
         }
     }
-    Ok(())
 }

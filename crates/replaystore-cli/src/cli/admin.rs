@@ -119,7 +119,8 @@ pub fn status(store: &Store, ids: &[u64]) -> Result<i32> {
     if ids.is_empty() {
         let pending = store.pending_deletions();
         println!("{} pending deletion requests", pending.len());
-        for (id, team, target, at) in pending {
+        for t in pending {
+            let (id, team, target, at) = (t.id, t.team, t.target, t.at_ms);
             println!("{id}\tteam {team}\t{target:?}\trequested {at}");
         }
         return Ok(0);
@@ -146,7 +147,7 @@ fn print_status(store: &Store, ids: &[u64]) -> Result<i32> {
 
 /// One compaction pass; exit 1 when a job failed or a request pending before it still is.
 pub fn compact(store: &Store) -> Result<i32> {
-    let before: Vec<u64> = store.pending_deletions().iter().map(|d| d.0).collect();
+    let before: Vec<u64> = store.pending_deletions().iter().map(|d| d.id).collect();
     let r = store.compact()?;
     println!(
         "{} segments rewritten into {}, {} removed; read {:.1} MB, wrote {:.1} MB, dropped {} blocks ({:.1} MB); {} deletions completed; {:.0} ms, {:.0} MB/s",

@@ -12,6 +12,8 @@ use super::mb;
 /// server's Kafka commit point).
 const FLUSH_EVERY: usize = 8 << 20;
 
+// Long on purpose: a demo script: its steps and printed results, in order.
+#[allow(clippy::too_many_lines)]
 pub fn run(dir: Option<PathBuf>, sessions: usize, threads: usize, seed: u64) -> Result<i32> {
     let tmp;
     let dir = match dir {

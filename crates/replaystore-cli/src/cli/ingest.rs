@@ -7,6 +7,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use replaystore::{Error, Result, Store};
 use replaystore_posthog::posthog::{decode_body, parse_body, MAX_DECODED_BODY};
 
+// Long on purpose: one pass over the input files, reading, parsing and reporting per line.
+#[allow(clippy::too_many_lines)]
 pub fn run(store: &Store, team: u64, files: &[PathBuf]) -> Result<i32> {
     let stdin = PathBuf::from("-");
     let inputs: Vec<&PathBuf> = if files.is_empty() {

@@ -51,6 +51,8 @@ fn post(conn: &mut BufReader<TcpStream>, addr: &str, body: &[u8]) -> std::io::Re
     Ok(status)
 }
 
+// Long on purpose: a load-test script: setup, run, and the printed figures, in order.
+#[allow(clippy::too_many_lines)]
 pub fn run(bodies_dir: &Path, connections: usize, rounds: usize) -> Result<i32> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(bodies_dir)
         .map_err(io("read bodies"))?

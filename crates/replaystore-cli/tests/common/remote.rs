@@ -146,7 +146,7 @@ pub fn upload_drop_read_reopen(remote: RemoteConfig, dir: &Path, dir2: &Path) {
             None => assert!(deleted, "{id} lost in the move"),
         }
     }
-    assert!(other.pending_deletions().iter().any(|d| d.0 == gone));
+    assert!(other.pending_deletions().iter().any(|d| d.id == gone));
     other.close().unwrap();
 }
 

@@ -17,16 +17,22 @@ mod regroup;
 use output::Output;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::RwLock;
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::error::Result;
+use crate::flush::FlushPipeline;
+use crate::fs::Fs;
+use crate::remote::sync::Remote;
 use crate::retention::cutoff;
 use crate::segment::Segment;
-use crate::store::Inner;
-use crate::tombstone::{Purged, Target, Tombstone};
+use crate::segment_set::SegmentSet;
+use crate::tombstone::{Purged, Target, Tombstone, Tombstones};
 
 /// A segment smaller than `segment_bytes / SMALL_FRACTION` is merged with its neighbours.
 const SMALL_FRACTION: u64 = 4;
@@ -213,10 +219,44 @@ impl Progress {
     }
 }
 
-impl Inner {
+/// What compaction works on; maintenance builds it and holds its lock while it runs.
+pub(crate) struct Compactor<'a> {
+    pub dir: &'a Path,
+    pub config: &'a Config,
+    pub fs: &'a Fs,
+    pub segments: &'a SegmentSet,
+    pub pipeline: &'a FlushPipeline,
+    pub tombstones: &'a RwLock<Tombstones>,
+    pub remote: Option<&'a Remote>,
+}
+
+/// What a job does with its sources.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobKind {
+    /// Idle data: one block per session at `regroup_level` (also drops what the sieve drops).
+    Regroup,
+    /// Copy the surviving blocks verbatim.
+    Rewrite,
+}
+
+/// Some sealed segments of one lane that become one new segment.
+struct Job {
+    kind: JobKind,
+    sources: Vec<Arc<Segment>>,
+}
+
+/// One pass, planned: the deletions it serves and its jobs.
+struct Pass {
+    now: i64,
+    pending: Vec<Tombstone>,
+    doomed: Doomed,
+    jobs: Vec<Job>,
+}
+
+impl Compactor<'_> {
     /// Is a compaction pass worth running now? Yes when a deletion waited half of
     /// `purge_within`, or when there are small or mostly expired segments.
-    pub(crate) fn compaction_due(&self, now_ms: i64) -> bool {
+    pub(crate) fn due(&self, now_ms: i64) -> bool {
         let half = (self.config.purge_within.as_millis() / 2) as i64;
         let overdue = self
             .tombstones
@@ -227,52 +267,86 @@ impl Inner {
         overdue
             || !self.regroup_jobs(now_ms).is_empty()
             || self
-                .plan(&Doomed::new(&[]), now_ms)
+                .rewrite_jobs(&Doomed::new(&[]), now_ms)
                 .map(|jobs| !jobs.is_empty())
                 .unwrap_or(false)
     }
 
-    /// One compaction pass; serves every deletion pending when it starts.
+    /// One compaction pass; serves every deletion pending when it starts: plan, execute the
+    /// jobs, sync the remote tier, retire the deletions whose data is gone.
     pub(crate) fn compact(&self) -> Result<CompactionReport> {
-        let _one_at_a_time = self.maintenance.lock();
         let started = Instant::now();
+        let pass = self.plan()?;
+        let mut report = CompactionReport::default();
+        let progress = self.execute(&pass, &mut report);
+        // With a remote tier: upload the rewritten segments and delete the objects they
+        // replace now, so that a deletion completes within this pass.
+        if let Some(remote) = self.remote {
+            match remote.sync(self.segments, self.config.clock.now_ms()) {
+                Ok(r) if !r.errors.is_empty() => report
+                    .failed_jobs
+                    .extend(r.errors.iter().map(|e| format!("remote: {e}"))),
+                Ok(_) => {}
+                Err(e) => report.failed_jobs.push(format!("remote: {e}")),
+            }
+        }
+        self.retire(&pass, progress, &mut report)?;
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(report)
+    }
+
+    /// Flushes and seals what the pass must see, then lists its jobs: regrouping of idle data
+    /// first (it also drops deleted and expired blocks), then rewrites and merges.
+    fn plan(&self) -> Result<Pass> {
         // Whatever a flush round is writing right now lands before we look.
-        self.flush()?;
+        self.pipeline.flush()?;
         let now = self.config.clock.now_ms();
         let pending: Vec<Tombstone> = self.tombstones.read().pending().to_vec();
         let doomed = Doomed::new(&pending);
-        self.seal_actives_holding(&doomed)?;
+        // Active segments holding blocks of pending deletions are sealed, so compaction can
+        // rewrite them like any sealed segment.
+        self.pipeline
+            .seal_where(|seg| Ok(!doomed.hits(seg)?.is_empty()))?;
         // Active segments past their age (by the store's clock, which a CLI `--now` sets) are
         // sealed, so that retention and regrouping see them as a flush round would.
-        self.seal_aged(&mut self.writers.lock(), now)?;
-
-        let mut report = CompactionReport::default();
-        let mut progress: HashMap<u64, Progress> = HashMap::new();
-        // Idle data first: regrouping also drops deleted and expired blocks. Each job has its
-        // own sieve (duplicates are found within a job); its counts join the pass's only if the
-        // job commits, and its byte figures only then join the report.
-        let regroups = self.regroup_jobs(now).into_iter().map(|j| (true, j));
-        let jobs: Vec<(bool, Vec<Arc<Segment>>)> = regroups.collect();
-        for (is_regroup, job) in jobs
+        self.pipeline.seal_aged_at(now)?;
+        let regroups = self.regroup_jobs(now).into_iter().map(|sources| Job {
+            kind: JobKind::Regroup,
+            sources,
+        });
+        let rewrites = self
+            .rewrite_jobs(&doomed, now)?
             .into_iter()
-            .chain(self.plan(&doomed, now)?.into_iter().map(|j| (false, j)))
-        {
+            .map(|sources| Job {
+                kind: JobKind::Rewrite,
+                sources,
+            });
+        let jobs = regroups.chain(rewrites).collect();
+        Ok(Pass {
+            now,
+            pending,
+            doomed,
+            jobs,
+        })
+    }
+
+    /// Runs the jobs; returns, per deletion request, what the committed jobs removed. Each
+    /// job has its own sieve (duplicates are found within a job); its counts join the pass's
+    /// only if the job commits, and its byte figures only then join the report.
+    fn execute(&self, pass: &Pass, report: &mut CompactionReport) -> HashMap<u64, Progress> {
+        let mut progress: HashMap<u64, Progress> = HashMap::new();
+        for job in &pass.jobs {
             // A job's sources may be gone already (regrouped earlier in this pass).
-            let live = self
-                .segments
-                .read()
-                .iter()
-                .filter(|s| job.iter().any(|j| j.id == s.id))
-                .count();
-            if live != job.len() {
+            let v = self.segments.current();
+            if !job.sources.iter().all(|s| v.contains(s.id)) {
                 continue;
             }
-            let mut sieve = Sieve::new(&doomed, now);
+            debug_assert!(job.sources.iter().all(|s| !v.is_active(s.id)));
+            let mut sieve = Sieve::new(&pass.doomed, pass.now);
             let mut job_report = CompactionReport::default();
-            let result = if is_regroup {
-                self.regroup(&job, &mut sieve, &mut job_report)
-            } else {
-                self.rewrite(&job, &mut sieve, &mut job_report)
+            let result = match job.kind {
+                JobKind::Regroup => self.regroup(&job.sources, &mut sieve, &mut job_report),
+                JobKind::Rewrite => self.rewrite(&job.sources, &mut sieve, &mut job_report),
             };
             match result {
                 Ok(()) => {
@@ -284,33 +358,31 @@ impl Inner {
                 // A job that fails (a corrupt block, a full disk) leaves its sources as they
                 // were; the others go on, and the deletions it covers stay pending.
                 Err(e) => {
-                    let ids: Vec<u64> = job.iter().map(|s| s.id).collect();
+                    let ids: Vec<u64> = job.sources.iter().map(|s| s.id).collect();
                     log::error!("compaction of segments {ids:?} failed: {e}");
                     report.failed_jobs.push(format!("segments {ids:?}: {e}"));
                 }
             }
         }
+        progress
+    }
 
-        // With a remote tier: upload the rewritten segments and delete the objects they
-        // replace now, so that a deletion completes within this pass.
-        if self.remote().is_some() {
-            match self.remote_sync_locked() {
-                Ok(r) if !r.errors.is_empty() => report
-                    .failed_jobs
-                    .extend(r.errors.iter().map(|e| format!("remote: {e}"))),
-                Ok(_) => {}
-                Err(e) => report.failed_jobs.push(format!("remote: {e}")),
-            }
-        }
-        // Retire what no segment holds any more (and no object waiting for deletion may hold).
-        let objects_pending = self.remote_deletes_pending();
-        let segs = self.segments.read().clone();
+    /// Retires the pass's deletions that no segment holds any more (and no object waiting
+    /// for deletion may hold), then uploads the tombstone log, which must lose their plain ids
+    /// in the bucket too.
+    fn retire(
+        &self,
+        pass: &Pass,
+        mut progress: HashMap<u64, Progress>,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let objects_pending = self.remote.is_some_and(|r| r.deletes_pending());
         let mut still: HashSet<u64> = HashSet::new();
-        for s in &segs {
-            still.extend(doomed.hits(s)?);
+        for s in self.segments.current().segments() {
+            still.extend(pass.doomed.hits(s)?);
         }
         let mut done = Vec::new();
-        for t in &pending {
+        for t in &pass.pending {
             if !still.contains(&t.id) && !objects_pending {
                 let p = progress.remove(&t.id).unwrap_or_default();
                 let purged = Purged {
@@ -326,49 +398,32 @@ impl Inner {
                 .write()
                 .retire(&done, self.config.clock.now_ms())?;
         }
-        // The bucket's copy of the tombstone log must lose the plain ids too.
-        if let (Some(remote), false) = (self.remote(), done.is_empty()) {
-            if let Err(e) = remote.upload_meta(&self.dir) {
+        if let (Some(remote), false) = (self.remote, done.is_empty()) {
+            if let Err(e) = remote.upload_meta(self.dir) {
                 report
                     .failed_jobs
                     .push(format!("remote: tombstone log: {e}"));
             }
         }
         report.deletions_completed = done.iter().map(|(id, _)| *id).collect();
-        report.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(report)
+        Ok(())
     }
 
-    /// Seals the active segments that hold blocks of pending deletions, so compaction can
-    /// rewrite them like any sealed segment.
-    fn seal_actives_holding(&self, doomed: &Doomed) -> Result<()> {
-        let mut writers = self.writers.lock();
-        let mut lanes = Vec::new();
-        for (lane, w) in writers.iter() {
-            if !doomed.hits(&w.segment)?.is_empty() {
-                lanes.push(*lane);
-            }
+    /// Marks `ids` for deletion from the bucket (no-op without a remote tier).
+    fn doom_remote(&self, ids: &[u64], replaced_by: Option<u64>) -> Result<()> {
+        match self.remote {
+            Some(remote) => remote.doom(ids, replaced_by),
+            None => Ok(()),
         }
-        for lane in lanes {
-            self.seal_lane(&mut writers, lane)?;
-        }
-        Ok(())
     }
 
     /// Jobs: per lane, in id order, runs of sealed segments that need a rewrite (deleted or
     /// mostly expired data) or are small, packed up to `segment_bytes`. A job of one segment
     /// runs only if that segment needs a rewrite.
-    fn plan(&self, doomed: &Doomed, now: i64) -> Result<Vec<Vec<Arc<Segment>>>> {
+    fn rewrite_jobs(&self, doomed: &Doomed, now: i64) -> Result<Vec<Vec<Arc<Segment>>>> {
         // Everything but the active segments (sealed ones, and read-only ones whose footer failed
         // its checks: rewriting those gives them a good footer again).
-        let active: Vec<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
-        let mut segs: Vec<Arc<Segment>> = self
-            .segments
-            .read()
-            .iter()
-            .filter(|s| !active.contains(&s.id))
-            .cloned()
-            .collect();
+        let mut segs: Vec<Arc<Segment>> = self.segments.current().inactive().cloned().collect();
         segs.sort_by_key(|s| (s.lane_days, s.id));
         let mut jobs = Vec::new();
         let (mut cur, mut cur_bytes, mut cur_needed) = (Vec::<Arc<Segment>>::new(), 0u64, false);

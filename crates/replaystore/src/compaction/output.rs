@@ -11,14 +11,14 @@ use crate::failpoint::crash_point;
 use crate::format::footer::encode_footer;
 use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
 use crate::segment::{MemIndex, Segment};
+use crate::segment_set::Edit;
 use crate::storage::{Appender, OpenMode};
-use crate::store::Inner;
 use crate::writer::segment_path;
 
-use super::CompactionReport;
+use super::{CompactionReport, Compactor};
 
 pub(super) struct Output<'a> {
-    inner: &'a Inner,
+    inner: &'a Compactor<'a>,
     path: PathBuf,
     tmp: PathBuf,
     header: SegmentHeader,
@@ -30,13 +30,11 @@ pub(super) struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    pub fn create(inner: &'a Inner, lane: u16, created_ms: i64) -> Result<Self> {
-        let id = inner
-            .next_segment_id
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    pub fn create(inner: &'a Compactor<'a>, lane: u16, created_ms: i64) -> Result<Self> {
+        let id = inner.segments.allocate_id();
         // A store opened from the bucket alone has no lane directory for remote segments.
-        crate::writer::ensure_lane_dir(&inner.fs, &inner.dir, lane)?;
-        let path = segment_path(&inner.dir, lane, id);
+        crate::writer::ensure_lane_dir(inner.fs, inner.dir, lane)?;
+        let path = segment_path(inner.dir, lane, id);
         let tmp = path.with_extension("seg.tmp");
         let header = SegmentHeader {
             lane_days: lane,
@@ -98,10 +96,10 @@ impl<'a> Output<'a> {
             .unwrap_or_default();
         if self.index.totals.block_count == 0 {
             drop(self.out);
-            inner
-                .segments
-                .write()
-                .retain(|s| !source_ids.contains(&s.id));
+            let edit = source_ids
+                .iter()
+                .fold(Edit::default(), |e, id| e.remove(*id));
+            inner.segments.apply(edit);
             inner.doom_remote(&source_ids, None)?;
             remove_sources(inner, sources, &lane_dir)?;
             report.segments_removed += sources.len() as u64;
@@ -135,12 +133,10 @@ impl<'a> Output<'a> {
         crash_point("compact:after_rename");
         fs.sync_dir_ctx(&lane_dir)?;
         let seg = Arc::new(Segment::open_sealed(&self.path, self.header, file, total)?);
-        {
-            let mut segs = inner.segments.write();
-            segs.retain(|s| !source_ids.contains(&s.id));
-            segs.push(seg);
-            segs.sort_by_key(|s| s.id);
-        }
+        let edit = source_ids
+            .iter()
+            .fold(Edit::default(), |e, id| e.remove(*id));
+        inner.segments.apply(edit.add(seg));
         crash_point("compact:before_remove");
         // Sources in the bucket go once this segment is uploaded and verified there.
         inner.doom_remote(&source_ids, Some(self.header.segment_id))?;
@@ -156,7 +152,7 @@ impl<'a> Output<'a> {
     }
 }
 
-fn remove_sources(inner: &Inner, sources: &[Arc<Segment>], lane_dir: &Path) -> Result<()> {
+fn remove_sources(inner: &Compactor, sources: &[Arc<Segment>], lane_dir: &Path) -> Result<()> {
     for s in sources.iter().filter(|s| !s.is_remote()) {
         inner
             .fs

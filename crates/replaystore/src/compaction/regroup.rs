@@ -18,10 +18,9 @@ use crate::format::block::{BLOCK_NORMALIZED, BLOCK_REGROUPED};
 use crate::format::footer::SEGMENT_REGROUPED;
 use crate::format::{BlockRef, BlockWriter, Stamp};
 use crate::segment::Segment;
-use crate::store::Inner;
 
 use super::output::Output;
-use super::{CompactionReport, Sieve};
+use super::{CompactionReport, Compactor, Sieve};
 
 /// Sessions encoded in parallel at a time (bounds the memory of decoded payloads).
 const BATCH: usize = 32;
@@ -35,7 +34,7 @@ struct SortedChunk {
     chunk: Stamped,
 }
 
-impl Inner {
+impl Compactor<'_> {
     /// Jobs: per lane, in id order, sealed segments not yet regrouped whose newest chunk
     /// arrived more than `regroup_idle` ago (store clock), packed up to `regroup_job_bytes`.
     pub(super) fn regroup_jobs(&self, now: i64) -> Vec<Vec<Arc<Segment>>> {
@@ -43,12 +42,11 @@ impl Inner {
             return Vec::new();
         }
         let idle_since = now.saturating_sub(self.config.regroup_idle.as_millis() as i64);
-        let active: Vec<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
         let mut segs: Vec<Arc<Segment>> = self
             .segments
-            .read()
-            .iter()
-            .filter(|s| !active.contains(&s.id) && s.is_sealed() && !s.is_remote())
+            .current()
+            .inactive()
+            .filter(|s| s.is_sealed() && !s.is_remote())
             .filter(|s| {
                 let t = s.totals();
                 t.flags & SEGMENT_REGROUPED == 0 && t.max_arrival_ms <= idle_since

@@ -183,6 +183,66 @@ pub fn parse_block(buf: &[u8]) -> DecodeResult<BlockHeader> {
     Ok(h)
 }
 
+/// The window ids of a block header.
+fn parse_windows(b: &mut Bytes, count: usize) -> DecodeResult<Vec<String>> {
+    let mut windows = Vec::with_capacity(count.min(256));
+    for _ in 0..count {
+        let n = b.u8()? as usize;
+        windows.push(b.str(n, "window id")?.to_string());
+    }
+    Ok(windows)
+}
+
+/// The chunk table of a block header; also returns the sum of the chunks' raw lengths.
+fn parse_chunk_entries(
+    b: &mut Bytes,
+    chunk_count: usize,
+    window_count: usize,
+    has_arrival: bool,
+) -> DecodeResult<(Vec<ChunkEntry>, u64)> {
+    let mut chunks = Vec::with_capacity(chunk_count);
+    let mut sum: u64 = 0;
+    for _ in 0..chunk_count {
+        let raw = b.u32()?;
+        let w = b.u16()?;
+        let _ = b.u16()?;
+        let c_first = b.i64()?;
+        let c_last = b.i64()?;
+        let arrival_ms = if has_arrival { Some(b.i64()?) } else { None };
+        let window = if w == NO_WINDOW { None } else { Some(w) };
+        if let Some(w) = window {
+            if w as usize >= window_count {
+                return Err(DecodeError::new(format!(
+                    "chunk window index {w} out of bounds"
+                )));
+            }
+        }
+        sum += raw as u64;
+        chunks.push(ChunkEntry {
+            raw_len: raw,
+            window,
+            first_ts: c_first,
+            last_ts: c_last,
+            arrival_ms,
+        });
+    }
+    Ok((chunks, sum))
+}
+
+/// The block's summary, when its flags say it has one.
+fn parse_summary(b: &mut Bytes, flags: u8) -> DecodeResult<Option<crate::summary::Summary>> {
+    if flags & BLOCK_HAS_SUMMARY == 0 {
+        return Ok(None);
+    }
+    let n = b.u32()? as usize;
+    if n > crate::summary::MAX_ENCODED {
+        return Err(DecodeError::new(format!(
+            "summary of {n} bytes out of bounds"
+        )));
+    }
+    Ok(Some(crate::summary::Summary::decode(b.take(n)?)?))
+}
+
 fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let mut b = Bytes::new(body);
     b.take(4)?; // magic, checked by peek_total_len
@@ -223,48 +283,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     b.take(BLOCK_FIXED_LEN)?;
     let session = b.str(session_len, "session id")?.to_string();
     let person = b.str(person_len, "person")?.to_string();
-    let mut windows = Vec::with_capacity(window_count.min(256));
-    for _ in 0..window_count {
-        let n = b.u8()? as usize;
-        windows.push(b.str(n, "window id")?.to_string());
-    }
-    let mut chunks = Vec::with_capacity(chunk_count);
-    let mut sum: u64 = 0;
-    for _ in 0..chunk_count {
-        let raw = b.u32()?;
-        let w = b.u16()?;
-        let _ = b.u16()?;
-        let c_first = b.i64()?;
-        let c_last = b.i64()?;
-        let arrival_ms = if has_arrival { Some(b.i64()?) } else { None };
-        let window = if w == NO_WINDOW { None } else { Some(w) };
-        if let Some(w) = window {
-            if w as usize >= window_count {
-                return Err(DecodeError::new(format!(
-                    "chunk window index {w} out of bounds"
-                )));
-            }
-        }
-        sum += raw as u64;
-        chunks.push(ChunkEntry {
-            raw_len: raw,
-            window,
-            first_ts: c_first,
-            last_ts: c_last,
-            arrival_ms,
-        });
-    }
-    let summary = if flags & BLOCK_HAS_SUMMARY != 0 {
-        let n = b.u32()? as usize;
-        if n > crate::summary::MAX_ENCODED {
-            return Err(DecodeError::new(format!(
-                "summary of {n} bytes out of bounds"
-            )));
-        }
-        Some(crate::summary::Summary::decode(b.take(n)?)?)
-    } else {
-        None
-    };
+    let windows = parse_windows(&mut b, window_count)?;
+    let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, has_arrival)?;
+    let summary = parse_summary(&mut b, flags)?;
     if b.pos() != header_len as usize {
         return Err(DecodeError::new(
             "header_len does not match header contents",
@@ -396,30 +417,12 @@ impl BlockWriter {
         }
         let first = &chunks[0];
         self.raw.clear();
-        let mut windows: Vec<&str> = Vec::new();
-        let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for (c, stamp) in chunks.iter().zip(stamps) {
-            self.raw.extend_from_slice(&c.payload);
-            let w = match &c.window_id {
-                None => NO_WINDOW,
-                Some(w) => match windows.iter().position(|x| x == w) {
-                    Some(i) => i as u16,
-                    None => {
-                        windows.push(w);
-                        (windows.len() - 1) as u16
-                    }
-                },
-            };
-            put_u32(&mut table, c.payload.len() as u32);
-            put_u16(&mut table, w);
-            put_u16(&mut table, 0);
-            put_i64(&mut table, c.first_ts_ms);
-            put_i64(&mut table, c.last_ts_ms);
-            put_i64(&mut table, stamp.arrival_ms);
-            lo = lo.min(c.first_ts_ms);
-            hi = hi.max(c.last_ts_ms);
-        }
+        let ChunkTable {
+            windows,
+            table,
+            lo,
+            hi,
+        } = chunk_table(chunks, stamps, &mut self.raw);
         let compressed = self.compressor.compress(&self.raw)?;
         let (codec, stored): (Codec, &[u8]) = if compressed.len() < self.raw.len() {
             (Codec::Zstd, &compressed)
@@ -469,6 +472,48 @@ impl BlockWriter {
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);
         Ok(())
+    }
+}
+
+/// The chunk table of a block being encoded, its window ids, and its time range.
+struct ChunkTable<'a> {
+    windows: Vec<&'a str>,
+    table: Vec<u8>,
+    lo: i64,
+    hi: i64,
+}
+
+/// Builds the chunk table and appends the chunks' payloads to `raw`.
+fn chunk_table<'a>(chunks: &'a [Chunk], stamps: &[Stamp], raw: &mut Vec<u8>) -> ChunkTable<'a> {
+    let mut windows: Vec<&str> = Vec::new();
+    let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for (c, stamp) in chunks.iter().zip(stamps) {
+        raw.extend_from_slice(&c.payload);
+        let w = match &c.window_id {
+            None => NO_WINDOW,
+            Some(w) => match windows.iter().position(|x| x == w) {
+                Some(i) => i as u16,
+                None => {
+                    windows.push(w);
+                    (windows.len() - 1) as u16
+                }
+            },
+        };
+        put_u32(&mut table, c.payload.len() as u32);
+        put_u16(&mut table, w);
+        put_u16(&mut table, 0);
+        put_i64(&mut table, c.first_ts_ms);
+        put_i64(&mut table, c.last_ts_ms);
+        put_i64(&mut table, stamp.arrival_ms);
+        lo = lo.min(c.first_ts_ms);
+        hi = hi.max(c.last_ts_ms);
+    }
+    ChunkTable {
+        windows,
+        table,
+        lo,
+        hi,
     }
 }
 

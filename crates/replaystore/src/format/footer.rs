@@ -157,17 +157,7 @@ pub fn encode_footer(
         sessions.len(),
     );
 
-    // Summaries: offsets, then records.
-    let mut records = Vec::new();
-    let mut offsets = Vec::with_capacity(sessions.len() * 4);
-    for s in sessions.iter() {
-        put_u32(&mut offsets, records.len() as u32);
-        let mut enc = Vec::new();
-        s.summary.encode(&mut enc);
-        put_u32(&mut records, enc.len() as u32);
-        put_u32(&mut records, crc32fast::hash(&enc));
-        records.extend_from_slice(&enc);
-    }
+    let (offsets, records) = encode_summaries(sessions);
     let summaries_len = (offsets.len() + records.len()) as u32;
     let mut out = Vec::new();
     put_u32(&mut out, sessions.len() as u32);
@@ -196,6 +186,22 @@ pub fn encode_footer(
     }
     let meta_crc = crc32fast::hash(&out);
 
+    let (refs, heap) = encode_entries(sessions, ref_count, heap_len, &mut out);
+    out.extend_from_slice(&refs);
+    out.extend_from_slice(&heap);
+    out.extend_from_slice(&offsets);
+    out.extend_from_slice(&records);
+    (out, meta_crc)
+}
+
+/// Appends the session records to `out`; returns the block references and the string heap
+/// they point into.
+fn encode_entries(
+    sessions: &[SessionEntry],
+    ref_count: usize,
+    heap_len: usize,
+    out: &mut Vec<u8>,
+) -> (Vec<u8>, Vec<u8>) {
     let mut refs = Vec::with_capacity(ref_count * BLOCK_REF_LEN);
     let mut heap = Vec::with_capacity(heap_len);
     for s in sessions.iter() {
@@ -212,17 +218,17 @@ pub fn encode_footer(
         heap.extend_from_slice(s.session.as_bytes());
         heap.extend_from_slice(s.person.as_bytes());
         let e_start = out.len();
-        put_u64(&mut out, s.team);
-        put_u64(&mut out, key_hash(s.team, &s.session));
-        put_u64(&mut out, key_hash(s.team, &s.person));
-        put_i64(&mut out, s.first_ts);
-        put_i64(&mut out, s.last_ts);
-        put_u64(&mut out, s.raw_bytes);
-        put_u64(&mut out, s.stored_bytes);
-        put_u32(&mut out, s.chunk_count);
-        put_u32(&mut out, first_ref as u32);
-        put_u32(&mut out, s.blocks.len() as u32);
-        put_u32(&mut out, heap_offset as u32);
+        put_u64(out, s.team);
+        put_u64(out, key_hash(s.team, &s.session));
+        put_u64(out, key_hash(s.team, &s.person));
+        put_i64(out, s.first_ts);
+        put_i64(out, s.last_ts);
+        put_u64(out, s.raw_bytes);
+        put_u64(out, s.stored_bytes);
+        put_u32(out, s.chunk_count);
+        put_u32(out, first_ref as u32);
+        put_u32(out, s.blocks.len() as u32);
+        put_u32(out, heap_offset as u32);
         out.push(s.session.len() as u8);
         out.push(0);
         out.extend_from_slice(&(s.person.len() as u16).to_le_bytes());
@@ -230,13 +236,55 @@ pub fn encode_footer(
         h.update(&out[e_start..]);
         h.update(&refs[ref_start..]);
         h.update(&heap[heap_offset..]);
-        put_u32(&mut out, h.finalize());
+        put_u32(out, h.finalize());
     }
-    out.extend_from_slice(&refs);
-    out.extend_from_slice(&heap);
-    out.extend_from_slice(&offsets);
-    out.extend_from_slice(&records);
-    (out, meta_crc)
+    (refs, heap)
+}
+
+/// The summaries section: one offset per session, then the records (length, crc, bytes).
+fn encode_summaries(sessions: &[SessionEntry]) -> (Vec<u8>, Vec<u8>) {
+    let mut records = Vec::new();
+    let mut offsets = Vec::with_capacity(sessions.len() * 4);
+    for s in sessions {
+        put_u32(&mut offsets, records.len() as u32);
+        let mut enc = Vec::new();
+        s.summary.encode(&mut enc);
+        put_u32(&mut records, enc.len() as u32);
+        put_u32(&mut records, crc32fast::hash(&enc));
+        records.extend_from_slice(&enc);
+    }
+    (offsets, records)
+}
+
+/// The totals in a footer's fixed part, and the length of its summaries section (which sits
+/// between them in the layout).
+fn parse_totals(b: &mut Bytes, format: FooterFormat) -> DecodeResult<(FooterTotals, usize)> {
+    let mut totals = FooterTotals {
+        min_ts: b.i64()?,
+        max_ts: b.i64()?,
+        chunk_count: b.u64()?,
+        raw_bytes: b.u64()?,
+        stored_bytes: b.u64()?,
+        block_count: b.u64()?,
+        max_seq: b.u64()?,
+        flags: b.u32()?,
+        min_arrival_ms: format.legacy_arrival_ms,
+        max_arrival_ms: format.legacy_arrival_ms,
+    };
+    let summaries_len = b.u32()? as usize;
+    if !format.v1() {
+        totals.min_arrival_ms = b.i64()?;
+        totals.max_arrival_ms = b.i64()?;
+    }
+    Ok((totals, summaries_len))
+}
+
+fn read_u64s(b: &mut Bytes, n: usize) -> DecodeResult<Vec<u64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(b.u64()?);
+    }
+    Ok(out)
 }
 
 /// A bloom filter over 64-bit key hashes (double hashing, k probes).
@@ -338,23 +386,7 @@ impl FooterView {
         let k = b.u32()?;
         let replaces_count = b.u32()? as usize;
         let heap_len = b.u32()? as usize;
-        let mut totals = FooterTotals {
-            min_ts: b.i64()?,
-            max_ts: b.i64()?,
-            chunk_count: b.u64()?,
-            raw_bytes: b.u64()?,
-            stored_bytes: b.u64()?,
-            block_count: b.u64()?,
-            max_seq: b.u64()?,
-            flags: b.u32()?,
-            min_arrival_ms: format.legacy_arrival_ms,
-            max_arrival_ms: format.legacy_arrival_ms,
-        };
-        let summaries_len = b.u32()? as usize;
-        if !format.v1() {
-            totals.min_arrival_ms = b.i64()?;
-            totals.max_arrival_ms = b.i64()?;
-        }
+        let (totals, summaries_len) = parse_totals(&mut b, format)?;
         let sizes = [
             format.fixed_len() as u64,
             bloom_words as u64 * 8,
@@ -381,14 +413,8 @@ impl FooterView {
             return Err(DecodeError::new("footer checksum mismatch"));
         }
         let mut b = Bytes::new(&meta[format.fixed_len()..]);
-        let mut words = Vec::with_capacity(bloom_words);
-        for _ in 0..bloom_words {
-            words.push(b.u64()?);
-        }
-        let mut replaces = Vec::with_capacity(replaces_count);
-        for _ in 0..replaces_count {
-            replaces.push(b.u64()?);
-        }
+        let words = read_u64s(&mut b, bloom_words)?;
+        let replaces = read_u64s(&mut b, replaces_count)?;
         let sessions_at = start + meta_len;
         let refs_at = sessions_at + sizes[3] as usize;
         let heap_at = refs_at + sizes[4] as usize;
@@ -473,9 +499,27 @@ impl FooterView {
         let mut s = Bytes::new(strings);
         let session = s.str(session_len, "session id")?.to_string();
         let person = s.str(person_len, "person")?.to_string();
+        let blocks = self.block_refs(refs, nrefs as usize)?;
+        let summary = self.summary(file, i)?;
+        Ok(SessionEntry {
+            summary,
+            team,
+            session,
+            person,
+            first_ts,
+            last_ts,
+            chunk_count,
+            raw_bytes,
+            stored_bytes,
+            blocks,
+        })
+    }
+
+    /// Decodes `n` block references (already verified by their entry's checksum).
+    fn block_refs(&self, refs: &[u8], n: usize) -> DecodeResult<Vec<BlockRef>> {
         let mut r = Bytes::new(refs);
-        let mut blocks = Vec::with_capacity(nrefs as usize);
-        for _ in 0..nrefs {
+        let mut blocks = Vec::with_capacity(n);
+        for _ in 0..n {
             let (offset, len, chunks) = (r.u64()?, r.u32()?, r.u32()?);
             let arrival = if self.format.v1() {
                 ArrivalRange {
@@ -495,19 +539,7 @@ impl FooterView {
                 arrival,
             });
         }
-        let summary = self.summary(file, i)?;
-        Ok(SessionEntry {
-            summary,
-            team,
-            session,
-            person,
-            first_ts,
-            last_ts,
-            chunk_count,
-            raw_bytes,
-            stored_bytes,
-            blocks,
-        })
+        Ok(blocks)
     }
 
     /// Decodes and verifies the summary record of entry `i`.

@@ -1,10 +1,10 @@
-//! The remote tier's public face on `Store`.
+//! The remote tier's public reports: `RemoteStatus`, and the bucket listing for audits.
 
 use super::manifest::State;
-use super::sync::SyncReport;
+use super::sync::Remote;
 use super::tier::TierStats;
 use crate::error::Result;
-use crate::store::Store;
+use crate::segment_set::Version;
 
 /// Where the remote tier stands (`Store::remote_status`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -24,44 +24,24 @@ pub struct RemoteStatus {
     pub requests: TierStats,
 }
 
-impl Store {
-    /// Runs the remote tier now: uploads and verifies every sealed segment not yet in the
-    /// bucket (resuming interrupted uploads), drops local copies past `local_retention`,
-    /// deletes objects of expired or replaced segments, uploads the tombstone log. The
-    /// maintenance thread does the same every `maintenance_interval`. No-op without a tier.
-    ///
-    /// To hand a store over to another machine: stop appending, `seal_active()`,
-    /// `sync_remote()`, `close()`; then open an empty directory there with the same
-    /// `RemoteConfig` (docs/scale-out.md).
-    pub fn sync_remote(&self) -> Result<SyncReport> {
-        self.inner.remote_sync()
-    }
-
-    /// The remote tier's state and request counters; `None` without a tier.
-    pub fn remote_status(&self) -> Option<RemoteStatus> {
-        let remote = self.inner.remote()?;
-        let mut st = RemoteStatus {
-            url: remote.tier.url.clone(),
-            requests: remote.tier.stats(),
-            footer_cache_bytes: remote.cache.used_bytes(),
-            ..RemoteStatus::default()
-        };
-        for e in remote.manifest.lock().entries.values() {
-            match e.state {
-                State::Verified => st.verified += 1,
-                State::Uploading(_) => st.uploading += 1,
-                State::Doomed { .. } => st.doomed += 1,
-            }
+/// Where `remote` stands (`Store::remote_status`): manifest states, request counters, and how
+/// many segments of `current` are held only in the bucket.
+pub(crate) fn status(remote: &Remote, current: &Version) -> RemoteStatus {
+    let mut st = RemoteStatus {
+        url: remote.tier.url.clone(),
+        requests: remote.tier.stats(),
+        footer_cache_bytes: remote.cache.used_bytes(),
+        ..RemoteStatus::default()
+    };
+    for e in remote.manifest.lock().entries.values() {
+        match e.state {
+            State::Verified => st.verified += 1,
+            State::Uploading(_) => st.uploading += 1,
+            State::Doomed { .. } => st.doomed += 1,
         }
-        st.remote_only = self
-            .inner
-            .segments
-            .read()
-            .iter()
-            .filter(|s| s.is_remote())
-            .count() as u64;
-        Some(st)
     }
+    st.remote_only = current.segments().iter().filter(|s| s.is_remote()).count() as u64;
+    st
 }
 
 /// One object of the bucket (`bucket_objects`).

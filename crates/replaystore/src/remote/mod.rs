@@ -19,6 +19,7 @@ pub(crate) mod tier;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use api::status;
 pub use api::{bucket_objects, BucketObject, RemoteStatus};
 pub use tier::{TierStats, UploadProgress};
 

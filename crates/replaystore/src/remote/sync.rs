@@ -1,6 +1,6 @@
 //! The remote tier at run time: the state a store keeps (`Remote`), the maintenance step that
 //! uploads sealed segments, verifies them, drops expired local copies and deletes superseded
-//! objects (`Inner::remote_sync`), and open-time reconciliation (`Remote::open`, `reconcile`),
+//! objects (`Remote::sync`, run under the maintenance lock), and open-time reconciliation (`Remote::open`, `reconcile`),
 //! including opening a store on a fresh directory from the bucket alone (`adopt_bucket`).
 //!
 //! Invariant: the bucket always holds every verified segment or the segment that replaces it.
@@ -23,7 +23,7 @@ use crate::failpoint::crash_point;
 use crate::format::{FooterView, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 use crate::fs::Fs;
 use crate::segment::{encode_meta, Segment};
-use crate::store::Inner;
+use crate::segment_set::{Edit, SegmentSet, Version};
 
 /// Files of the store directory kept in the bucket too (`<prefix>/meta/`), so that a store can
 /// be opened elsewhere: the tombstone log (deletions must survive the move) and its key.
@@ -34,6 +34,8 @@ const MAX_META_BYTES: u64 = 1 << 30;
 const TAIL_GUESS: u64 = 64 << 10;
 
 pub(crate) struct Remote {
+    dir: PathBuf,
+    fs: Fs,
     pub tier: Arc<Tier>,
     pub manifest: Mutex<Manifest>,
     /// Footer caches in `<dir>/remote/footers/`, bounded by `footer_cache_bytes`.
@@ -79,6 +81,8 @@ impl Remote {
         let fresh = !fs.exists(&dir.join("REMOTE"));
         let manifest = Manifest::open(dir, fs)?;
         let remote = Remote {
+            dir: dir.to_path_buf(),
+            fs: fs.clone(),
             tier,
             manifest: Mutex::new(manifest),
             cache,
@@ -312,45 +316,36 @@ fn parse_segment_key(key: &str) -> Option<(u16, u64)> {
     Some((days, id))
 }
 
-impl Inner {
-    pub(crate) fn remote(&self) -> Option<&Remote> {
-        self.remote.as_ref()
-    }
-
-    /// One pass of the remote tier: upload and verify sealed local segments, delete doomed
-    /// objects whose replacement is now verified, drop local copies past `local_retention`,
-    /// upload changed meta files. A failing step is logged and reported; the rest go on.
-    pub(crate) fn remote_sync(&self) -> Result<SyncReport> {
-        let _one_at_a_time = self.maintenance.lock();
-        self.remote_sync_locked()
-    }
-
-    pub(crate) fn remote_sync_locked(&self) -> Result<SyncReport> {
+/// The run-time steps of the tier. The caller holds the maintenance lock: nothing else removes
+/// or replaces sealed segments meanwhile.
+impl Remote {
+    /// One pass of the remote tier at `now` (store clock): upload and verify sealed local
+    /// segments, delete doomed objects whose replacement is now verified, drop local copies
+    /// past `local_retention`, upload changed meta files. A failing step is logged and
+    /// reported; the rest go on.
+    pub(crate) fn sync(&self, segments: &SegmentSet, now: i64) -> Result<SyncReport> {
         let mut report = SyncReport::default();
-        let Some(remote) = self.remote() else {
-            return Ok(report);
-        };
-        let active: HashSet<u64> = self.writers.lock().values().map(|w| w.segment.id).collect();
-        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        let remote = self;
+        let v = segments.current();
+        let segs: Vec<Arc<Segment>> = v.inactive().cloned().collect();
         for seg in &segs {
-            let local_sealed = seg.is_sealed() && !seg.is_remote() && !active.contains(&seg.id);
+            let local_sealed = seg.is_sealed() && !seg.is_remote();
             if local_sealed && !remote.manifest.lock().is_verified(seg.id) {
-                if let Err(e) = self.upload_segment(remote, seg, &mut report) {
+                if let Err(e) = self.upload_segment(seg, &mut report) {
                     log::error!("remote: upload of segment {} failed: {e}", seg.id);
                     report.errors.push(format!("upload {}: {e}", seg.id));
                 }
             }
         }
-        if let Err(e) = self.delete_doomed(remote, &mut report) {
+        if let Err(e) = self.delete_doomed(&segments.current(), &mut report) {
             report.errors.push(format!("delete: {e}"));
         }
-        let now = self.config.clock.now_ms();
         let keep_ms = remote.tier.config.local_retention.as_millis() as i64;
         for seg in &segs {
             let due =
                 !seg.is_remote() && seg.totals().max_arrival_ms <= now.saturating_sub(keep_ms);
             if due && remote.manifest.lock().is_verified(seg.id) {
-                if let Err(e) = self.drop_local_copy(remote, seg, &mut report) {
+                if let Err(e) = self.drop_local_copy(segments, seg, &mut report) {
                     log::error!("remote: dropping the local copy of {} failed: {e}", seg.id);
                     report.errors.push(format!("drop {}: {e}", seg.id));
                 }
@@ -365,12 +360,8 @@ impl Inner {
 
     /// Uploads one sealed local segment (resuming a multipart upload the manifest records),
     /// verifies it and records it verified.
-    fn upload_segment(
-        &self,
-        remote: &Remote,
-        seg: &Segment,
-        report: &mut SyncReport,
-    ) -> Result<()> {
+    fn upload_segment(&self, seg: &Segment, report: &mut SyncReport) -> Result<()> {
+        let remote = self;
         let bytes = seg.mapped_bytes().ok_or_else(|| Error::Remote {
             context: format!("upload segment {}", seg.id),
             source: "segment is not mapped".into(),
@@ -434,10 +425,11 @@ impl Inner {
     /// local file. The footer cache is written first, from the local bytes.
     fn drop_local_copy(
         &self,
-        remote: &Remote,
+        segments: &SegmentSet,
         seg: &Arc<Segment>,
         report: &mut SyncReport,
     ) -> Result<()> {
+        let remote = self;
         let (Some(bytes), Some(footer)) = (seg.mapped_bytes(), seg.footer()) else {
             return Ok(());
         };
@@ -458,13 +450,12 @@ impl Inner {
             size,
             &remote.scratch,
         )?);
-        {
-            let mut segs = self.segments.write();
-            match segs.iter_mut().find(|s| s.id == seg.id) {
-                Some(slot) => *slot = twin,
-                None => return Ok(()), // compacted or expired meanwhile
-            }
+        // Under the maintenance lock nothing removed it since `sync` looked; the check is
+        // cheap and keeps a caller without the lock from failing the edit's assertion.
+        if !segments.current().contains(seg.id) {
+            return Ok(());
         }
+        segments.apply(Edit::default().replace(twin));
         crash_point("sync:before_unlink");
         self.fs
             .remove(&seg.path)
@@ -478,8 +469,8 @@ impl Inner {
     }
 
     /// Deletes the objects of doomed entries whose replacement (if any) is verified.
-    pub(crate) fn delete_doomed(&self, remote: &Remote, report: &mut SyncReport) -> Result<()> {
-        let live: HashSet<u64> = self.segments.read().iter().map(|s| s.id).collect();
+    pub(crate) fn delete_doomed(&self, live: &Version, report: &mut SyncReport) -> Result<()> {
+        let remote = self;
         let due: Vec<Entry> = {
             let m = remote.manifest.lock();
             m.entries
@@ -487,7 +478,7 @@ impl Inner {
                 .filter(|e| match e.state {
                     State::Doomed { after: None } => true,
                     // Verified, or gone from the store altogether (nothing left to wait for).
-                    State::Doomed { after: Some(r) } => m.is_verified(r) || !live.contains(&r),
+                    State::Doomed { after: Some(r) } => m.is_verified(r) || !live.contains(r),
                     _ => false,
                 })
                 .cloned()
@@ -510,10 +501,8 @@ impl Inner {
     /// Marks segments that left the store (expired, or replaced by `replaced_by`) for deletion
     /// from the bucket; segments never uploaded are only forgotten. Called before their local
     /// files go, so a crash cannot leave an object nobody will delete.
-    pub(crate) fn doom_remote(&self, ids: &[u64], replaced_by: Option<u64>) -> Result<()> {
-        let Some(remote) = self.remote() else {
-            return Ok(());
-        };
+    pub(crate) fn doom(&self, ids: &[u64], replaced_by: Option<u64>) -> Result<()> {
+        let remote = self;
         let mut m = remote.manifest.lock();
         let mut changed = false;
         // Objects waiting for one of `ids` to be verified now wait for its replacement (or,
@@ -544,14 +533,12 @@ impl Inner {
 
     /// Whether any object still waits for deletion (a deletion request is not complete while
     /// a replaced object may hold its bytes).
-    pub(crate) fn remote_deletes_pending(&self) -> bool {
-        self.remote().is_some_and(|r| {
-            r.manifest
-                .lock()
-                .entries
-                .values()
-                .any(|e| matches!(e.state, State::Doomed { .. }))
-        })
+    pub(crate) fn deletes_pending(&self) -> bool {
+        self.manifest
+            .lock()
+            .entries
+            .values()
+            .any(|e| matches!(e.state, State::Doomed { .. }))
     }
 }
 

@@ -36,6 +36,8 @@ enum Data {
     Remote(RemoteData),
 }
 
+// One per segment, held behind the segment's `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Index {
     // Boxed: a footer view is ~200 bytes, the in-memory index a pointer.
     Footer(Box<FooterView>),
