@@ -174,6 +174,7 @@ pub(crate) struct Reader<'a> {
     pub segments: &'a SegmentSet,
     pub tombstones: &'a RwLock<Tombstones>,
     pub config: &'a Config,
+    pub fs: &'a crate::fs::Fs,
 }
 
 impl Reader<'_> {
@@ -284,7 +285,7 @@ impl Reader<'_> {
                 st.bytes_remote += s.size();
                 continue;
             }
-            st.bytes_on_disk += match self.inner.fs.size(&s.path) {
+            st.bytes_on_disk += match self.fs.size(&s.path) {
                 Ok(len) => len,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(Error::io(format!("stat {}", s.path.display()), e)),

@@ -225,7 +225,13 @@ mod tests {
             segment_id: id,
             created_ms: 0,
         };
-        let file = tempfile::tempfile().expect("temp file");
+        let file: Arc<dyn crate::storage::StorageFile> = {
+            use crate::storage::{OpenMode, Storage};
+            let sim = crate::storage::SimStorage::new();
+            let path = std::path::PathBuf::from(format!("/{id}.seg"));
+            sim.open(&path, OpenMode::CreateTruncate)
+                .expect("simulated file")
+        };
         let index = Arc::new(parking_lot::RwLock::new(MemIndex::default()));
         let path = std::path::PathBuf::from(format!("{id}.seg"));
         Arc::new(Segment::in_memory(&path, header, file, index))

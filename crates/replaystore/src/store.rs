@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::chunk::{Chunk, ClockRules, Stamped, MAX_PERSON_BYTES, MAX_SESSION_ID_BYTES};
 use crate::compaction::CompactionReport;
 use crate::config::Config;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::filter::{Page, SessionFilter};
 use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
@@ -42,6 +42,8 @@ pub struct Store {
     /// Retention, compaction, remote sync (one at a time).
     pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) tombstones: Arc<RwLock<Tombstones>>,
+    /// The storage layer (for the reads' file sizes).
+    fs: Fs,
     /// The remote tier, when configured.
     pub(crate) remote: Option<Arc<Remote>>,
     pub(crate) counters: IngestCounters,
@@ -125,7 +127,7 @@ impl Store {
         let maintenance = Arc::new(Maintenance::new(MaintenanceParts {
             dir: dir.clone(),
             config: config.clone(),
-            fs,
+            fs: fs.clone(),
             segments: segments.clone(),
             pipeline: pipeline.clone(),
             tombstones: tombstones.clone(),
@@ -139,6 +141,7 @@ impl Store {
             pipeline,
             maintenance,
             tombstones,
+            fs,
             remote,
             counters: IngestCounters::default(),
             sealed,
@@ -258,6 +261,7 @@ impl Store {
             segments: &self.segments,
             tombstones: &self.tombstones,
             config: &self.config,
+            fs: &self.fs,
         }
     }
 
