@@ -12,7 +12,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeResult};
+use crate::format::records::{frame, records};
+use crate::format::{put_i64, put_u16, put_u64, Bytes, DecodeResult};
 use crate::fs::Fs;
 use crate::storage::{Appender, FileHandle, OpenMode};
 
@@ -162,17 +163,9 @@ impl Tombstones {
     /// Applies every whole, valid record; returns the length they span.
     fn replay(&mut self, bytes: &[u8]) -> usize {
         let mut pos = 0;
-        while pos + 8 <= bytes.len() {
-            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
-            let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
-            let Some(body) = bytes.get(pos + 8..pos + 8 + len) else {
-                break;
-            };
-            if len > MAX_RECORD || crc32fast::hash(body) != crc {
-                break;
-            }
-            match self.apply(body) {
-                Ok(()) => pos += 8 + len,
+        for r in records(bytes, MAX_RECORD) {
+            match self.apply(r.body) {
+                Ok(()) => pos = r.end(),
                 Err(e) => {
                     log::error!("{}: bad record at {pos}: {}", self.path.display(), e.0);
                     break;
@@ -260,9 +253,7 @@ impl Tombstones {
         put_u16(&mut body, t.target.id().len() as u16);
         body.extend_from_slice(t.target.id().as_bytes());
         let mut rec = Vec::with_capacity(body.len() + 8);
-        put_u32(&mut rec, body.len() as u32);
-        put_u32(&mut rec, crc32fast::hash(&body));
-        rec.extend_from_slice(&body);
+        frame(&body, &mut rec);
         if self.needs_rewrite {
             self.pending.push(t.clone());
             if let Err(e) = self.rewrite() {
@@ -420,11 +411,7 @@ impl Tombstones {
     /// Writes the whole log anew (pending in clear, retired as hashes) and swaps it in.
     fn rewrite(&mut self) -> Result<()> {
         let mut out = Vec::new();
-        let mut record = |body: Vec<u8>| {
-            put_u32(&mut out, body.len() as u32);
-            put_u32(&mut out, crc32fast::hash(&body));
-            out.extend_from_slice(&body);
-        };
+        let mut record = |body: Vec<u8>| frame(&body, &mut out);
         for r in &self.retired {
             let mut body = vec![KIND_RETIRED];
             put_u64(&mut body, r.id);
@@ -466,17 +453,8 @@ pub(crate) type RequestKey = (u64, u64, i64);
 /// copies of a log be compared without the key (adoption of a bucket, `remote::sync`).
 pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
     let (mut pending, mut all) = (Vec::new(), Vec::new());
-    let mut pos = 0;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
-        let Some(body) = bytes.get(pos + 8..pos + 8 + len) else {
-            break;
-        };
-        if len > MAX_RECORD || crc32fast::hash(body) != crc {
-            break;
-        }
-        let mut b = Bytes::new(body);
+    for r in records(bytes, MAX_RECORD) {
+        let mut b = Bytes::new(r.body);
         let (Ok(kind), Ok(id), Ok(team), Ok(at)) = (b.u8(), b.u64(), b.u64(), b.i64()) else {
             break;
         };
@@ -484,7 +462,6 @@ pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
         if kind != KIND_RETIRED {
             pending.push((id, team, at));
         }
-        pos += 8 + len;
     }
     (pending, all)
 }

@@ -4,6 +4,7 @@
 
 pub mod block;
 pub mod footer;
+pub mod records;
 pub mod segment;
 
 pub use block::{ArrivalRange, BlockHeader, BlockWriter, ChunkEntry, Codec, Stamp};
