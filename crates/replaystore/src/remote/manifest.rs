@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::tier::UploadProgress;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Fs;
 
@@ -16,6 +15,17 @@ const MAGIC: &str = "replaystore-remote";
 const VERSION: u32 = 1;
 /// A manifest larger than this is refused rather than read (about a million segments).
 const MAX_BYTES: u64 = 256 << 20;
+
+/// Where a multipart upload stands: what the manifest records after each part, so that a
+/// restarted process continues with the next part instead of starting over. Part of the
+/// manifest's format (docs/format.md), owned here: the object-store client fills it in, and
+/// renaming anything in the client cannot change what is on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadProgress {
+    pub upload_id: Option<String>,
+    /// Content ids (ETags) of the parts uploaded so far, in order.
+    pub parts: Vec<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 pub(crate) use api::status;
 pub use api::{bucket_objects, BucketObject, RemoteStatus};
-pub use tier::{TierStats, UploadProgress};
+pub use manifest::UploadProgress;
+pub use tier::TierStats;
 
 /// Where and how sealed segments go to object storage. Defaults in `RemoteConfig::new`.
 #[derive(Clone)]

@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::footer_cache::FooterCache;
+use super::manifest::UploadProgress;
 use super::manifest::{Entry, Manifest, State};
-use super::tier::{Tier, UploadProgress};
+use super::tier::Tier;
 use super::RemoteConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::crash_point;

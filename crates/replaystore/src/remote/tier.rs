@@ -15,19 +15,11 @@ use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 
+use super::manifest::UploadProgress;
 use super::RemoteConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::failpoint::crash_point;
 use crate::storage::FileHandle;
-
-/// Where a multipart upload stands: what the manifest records after each part, so that a
-/// restarted process continues with the next part instead of starting over.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UploadProgress {
-    pub upload_id: Option<String>,
-    /// Content ids (ETags) of the parts uploaded so far, in order.
-    pub parts: Vec<String>,
-}
 
 /// Requests made to the object store since open (`Store::remote_stats`).
 #[derive(Debug, Default)]
