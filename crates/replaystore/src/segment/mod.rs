@@ -29,19 +29,33 @@ use crate::storage::{FileHandle, Mapped};
 /// What `Segment::for_each_block` calls with each block's offset, bytes and header.
 pub(crate) type BlockVisitor<'a> = dyn FnMut(u64, &[u8], &BlockHeader) -> Result<()> + 'a;
 
-enum Data {
-    Mapped(Mapped),
-    File(FileHandle),
-    /// In object storage only: blocks are fetched by byte range, the footer is cached locally.
-    Remote(RemoteData),
+/// What a segment is, and so how it is read: each state holds exactly what reading it needs
+/// (there is no "sealed without its bytes" nor "remote with an in-memory index").
+enum State {
+    /// Sealed, local: the read-only mapping, and the footer parsed from it.
+    Sealed {
+        map: Mapped,
+        footer: Box<FooterView>,
+    },
+    /// Indexed in memory (the active segment, or one whose footer failed its checks): blocks
+    /// are read through the file.
+    Indexed {
+        file: FileHandle,
+        index: Arc<RwLock<MemIndex>>,
+    },
+    /// Sealed, in object storage only: blocks are fetched by byte range, the whole footer
+    /// comes from the local cache (fetched on a miss); its fixed part and bloom stay in RAM.
+    Remote {
+        data: Box<RemoteData>,
+        footer: Box<FooterView>,
+    },
 }
 
-// One per segment, held behind the segment's `Arc`: the size difference costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Index {
-    // Boxed: a footer view is ~200 bytes, the in-memory index a pointer.
-    Footer(Box<FooterView>),
-    Memory(Arc<RwLock<MemIndex>>),
+/// A segment's session index as a lookup sees it: a footer with the bytes its offsets point
+/// into, or the in-memory map.
+enum IndexView<'a> {
+    Footer(&'a FooterView, FooterBytes<'a>),
+    Memory(&'a RwLock<MemIndex>),
 }
 
 /// One segment file, shared by readers through an `Arc`. A reader holding an old `Arc` keeps
@@ -51,8 +65,7 @@ pub(crate) struct Segment {
     pub lane_days: u16,
     pub created_ms: i64,
     pub path: PathBuf,
-    data: Data,
-    pub index: Index,
+    state: State,
 }
 
 impl Segment {
@@ -86,8 +99,10 @@ impl Segment {
             lane_days: header.lane_days,
             created_ms: header.created_ms,
             path: path.to_path_buf(),
-            data: Data::Mapped(map),
-            index: Index::Footer(Box::new(footer)),
+            state: State::Sealed {
+                map,
+                footer: Box::new(footer),
+            },
         })
     }
 
@@ -103,66 +118,66 @@ impl Segment {
             lane_days: header.lane_days,
             created_ms: header.created_ms,
             path: path.to_path_buf(),
-            data: Data::File(file),
-            index: Index::Memory(index),
+            state: State::Indexed { file, index },
         }
     }
 
-    /// The bytes the footer's offsets point into: the whole mapped file, or a remote
-    /// segment's whole footer (from the bounded cache, fetched with one GET on a miss).
-    fn footer_bytes(&self) -> Result<Option<FooterBytes<'_>>> {
-        self.footer_bytes_traced(&mut RemoteRead::default())
-    }
-
-    /// `footer_bytes`, counting a footer fetched from the bucket in `read`.
-    fn footer_bytes_traced(&self, read: &mut RemoteRead) -> Result<Option<FooterBytes<'_>>> {
-        match &self.data {
-            Data::Mapped(m) => Ok(Some(FooterBytes::Local(m))),
-            Data::Remote(r) => Ok(Some(FooterBytes::Cached(r.whole_footer(self.id, read)?))),
-            Data::File(_) => Ok(None),
-        }
+    /// The session index, with the bytes a footer's offsets point into: the whole mapped file,
+    /// or a remote segment's whole footer (from the bounded cache, fetched with one GET on a
+    /// miss, counted in `read`).
+    fn index_view(&self, read: &mut RemoteRead) -> Result<IndexView<'_>> {
+        Ok(match &self.state {
+            State::Sealed { map, footer } => IndexView::Footer(footer, FooterBytes::Local(map)),
+            State::Remote { data, footer } => IndexView::Footer(
+                footer,
+                FooterBytes::Cached(data.whole_footer(self.id, read)?),
+            ),
+            State::Indexed { index, .. } => IndexView::Memory(index),
+        })
     }
 
     /// In object storage only (no local copy).
     pub fn is_remote(&self) -> bool {
-        matches!(self.data, Data::Remote(_))
+        matches!(self.state, State::Remote { .. })
     }
 
     /// The segment's size in bytes (local file or object).
     pub fn size(&self) -> u64 {
-        match &self.data {
-            Data::Mapped(m) => m.len() as u64,
-            Data::File(f) => f.size().unwrap_or(0),
-            Data::Remote(r) => r.size,
+        match &self.state {
+            State::Sealed { map, .. } => map.len() as u64,
+            State::Indexed { file, .. } => file.size().unwrap_or(0),
+            State::Remote { data, .. } => data.size,
         }
     }
 
     /// The whole sealed file's bytes, when mapped locally (upload checksums, footer caches).
     pub fn mapped_bytes(&self) -> Option<&[u8]> {
-        match &self.data {
-            Data::Mapped(m) => Some(m),
+        match &self.state {
+            State::Sealed { map, .. } => Some(map),
             _ => None,
         }
     }
 
     pub fn is_sealed(&self) -> bool {
-        matches!(self.index, Index::Footer(_))
+        self.footer().is_some()
     }
 
     /// Time range and totals of what this segment holds.
     pub fn totals(&self) -> FooterTotals {
-        match &self.index {
-            Index::Footer(f) => f.totals,
-            Index::Memory(m) => m.read().totals,
+        match &self.state {
+            State::Sealed { footer, .. } | State::Remote { footer, .. } => footer.totals,
+            State::Indexed { index, .. } => index.read().totals,
         }
     }
 
     /// Heap bytes this segment's index keeps in RAM (for the memory report).
     pub fn index_heap_bytes(&self) -> usize {
-        match &self.index {
-            Index::Footer(f) => f.bloom.heap_bytes() + f.replaces.len() * 8,
-            Index::Memory(m) => {
-                let m = m.read();
+        match &self.state {
+            State::Sealed { footer: f, .. } | State::Remote { footer: f, .. } => {
+                f.bloom.heap_bytes() + f.replaces.len() * 8
+            }
+            State::Indexed { index, .. } => {
+                let m = index.read();
                 m.sessions
                     .values()
                     .flatten()
@@ -184,18 +199,16 @@ impl Segment {
         session: &str,
         read: &mut RemoteRead,
     ) -> Result<Vec<SessionEntry>> {
-        match &self.index {
-            Index::Footer(f) => {
-                // The bloom filter first: a remote segment's footer is not fetched for nothing.
-                if !f.bloom.may_contain(crate::format::key_hash(team, session)) {
-                    return Ok(Vec::new());
-                }
-                match self.footer_bytes_traced(read)? {
-                    Some(map) => f.find(&map, team, session).map_err(|e| self.corrupt(0, e)),
-                    None => Ok(Vec::new()),
-                }
+        // The bloom filter first: a remote segment's footer is not fetched for nothing.
+        let h = crate::format::key_hash(team, session);
+        if self.footer().is_some_and(|f| !f.bloom.may_contain(h)) {
+            return Ok(Vec::new());
+        }
+        match self.index_view(read)? {
+            IndexView::Footer(f, map) => {
+                f.find(&map, team, session).map_err(|e| self.corrupt(0, e))
             }
-            Index::Memory(m) => Ok(m
+            IndexView::Memory(m) => Ok(m
                 .read()
                 .sessions
                 .get(&(team, session.into()))
@@ -212,8 +225,8 @@ impl Segment {
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
         let person_hash = person.map(|p| crate::format::key_hash(team, p));
-        match (&self.index, self.footer_bytes()?) {
-            (Index::Footer(ft), Some(map)) => {
+        match self.index_view(&mut RemoteRead::default())? {
+            IndexView::Footer(ft, map) => {
                 for i in ft.team_range(&map, team) {
                     if person_hash.is_some_and(|h| ft.person_hash(&map, i) != h) {
                         continue;
@@ -224,14 +237,13 @@ impl Segment {
                     }
                 }
             }
-            (Index::Memory(m), _) => {
+            IndexView::Memory(m) => {
                 for e in m.read().sessions.values().flatten() {
                     if e.team == team && person.is_none_or(|p| p == e.person) {
                         f(e.clone());
                     }
                 }
             }
-            (Index::Footer(_), None) => {}
         }
         Ok(())
     }
@@ -244,15 +256,15 @@ impl Segment {
         person_hashes: &std::collections::HashSet<u64>,
         f: &mut dyn FnMut(SessionEntry),
     ) -> Result<()> {
-        match (&self.index, self.footer_bytes()?) {
-            (Index::Footer(ft), Some(map)) => {
+        match self.index_view(&mut RemoteRead::default())? {
+            IndexView::Footer(ft, map) => {
                 for i in ft.team_range(&map, team) {
                     if person_hashes.contains(&ft.person_hash(&map, i)) {
                         f(ft.entry(&map, i).map_err(|e| self.corrupt(0, e))?);
                     }
                 }
             }
-            (Index::Memory(m), _) => {
+            IndexView::Memory(m) => {
                 for e in m.read().sessions.values().flatten() {
                     if e.team == team
                         && person_hashes.contains(&crate::format::key_hash(team, &e.person))
@@ -261,7 +273,6 @@ impl Segment {
                     }
                 }
             }
-            (Index::Footer(_), None) => {}
         }
         Ok(())
     }
@@ -269,18 +280,18 @@ impl Segment {
     /// Every (team, session hash) key in sorted order; used to count distinct sessions across
     /// segments. Sealed segments stream them from the footer without allocating.
     pub fn sorted_keys(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
-        let bytes = match self.footer_bytes() {
-            Ok(b) => b,
+        let view = match self.index_view(&mut RemoteRead::default()) {
+            Ok(v) => v,
             Err(e) => {
                 log::error!("segment {}: footer unavailable, keys skipped: {e}", self.id);
-                None
+                return Box::new(std::iter::empty());
             }
         };
-        match (&self.index, bytes) {
-            (Index::Footer(f), Some(map)) => {
+        match view {
+            IndexView::Footer(f, map) => {
                 Box::new((0..f.session_count).map(move |i| f.key(&map, i)))
             }
-            (Index::Memory(m), _) => {
+            IndexView::Memory(m) => {
                 let mut keys: Vec<(u64, u64)> = m
                     .read()
                     .sessions
@@ -290,25 +301,24 @@ impl Segment {
                 keys.sort_unstable();
                 Box::new(keys.into_iter())
             }
-            _ => Box::new(std::iter::empty()),
         }
     }
 
     /// Every session record, from the footer (each verified) or the in-memory index; a record
     /// that fails its checks is returned as an error in its place.
     pub fn all_entries(&self) -> Vec<std::result::Result<SessionEntry, String>> {
-        let bytes = match self.footer_bytes() {
-            Ok(b) => b,
+        let view = match self.index_view(&mut RemoteRead::default()) {
+            Ok(v) => v,
             Err(e) => return vec![Err(format!("footer unavailable: {e}"))],
         };
-        match (&self.index, bytes) {
-            (Index::Footer(f), Some(map)) => (0..f.session_count)
+        match view {
+            IndexView::Footer(f, map) => (0..f.session_count)
                 .map(|i| {
                     f.entry(&map, i)
                         .map_err(|e| format!("session entry {i}: {}", e.0))
                 })
                 .collect(),
-            (Index::Memory(m), _) => m
+            IndexView::Memory(m) => m
                 .read()
                 .sessions
                 .values()
@@ -316,47 +326,45 @@ impl Segment {
                 .cloned()
                 .map(Ok)
                 .collect(),
-            _ => Vec::new(),
         }
     }
 
     /// The footer, when sealed.
     pub fn footer(&self) -> Option<&FooterView> {
-        match &self.index {
-            Index::Footer(f) => Some(f),
-            Index::Memory(_) => None,
+        match &self.state {
+            State::Sealed { footer, .. } | State::Remote { footer, .. } => Some(footer),
+            State::Indexed { .. } => None,
         }
     }
 
     /// Does this segment hold blocks of the session? (Bloom filter first when sealed.)
     pub fn contains(&self, team: u64, session: &str) -> Result<bool> {
-        match &self.index {
-            Index::Memory(m) => Ok(m.read().sessions.contains_key(&(team, session.into()))),
-            Index::Footer(_) => Ok(!self.find(team, session)?.is_empty()),
+        match &self.state {
+            State::Indexed { index, .. } => {
+                Ok(index.read().sessions.contains_key(&(team, session.into())))
+            }
+            _ => Ok(!self.find(team, session)?.is_empty()),
         }
     }
 
     /// Ids of the segments this one supersedes (written by compaction).
     pub fn replaces(&self) -> &[u64] {
-        match &self.index {
-            Index::Footer(f) => &f.replaces,
-            Index::Memory(_) => &[],
-        }
+        self.footer().map_or(&[], |f| &f.replaces)
     }
 
     /// Calls `f(offset, block bytes, header)` for every indexed block, in file order; the first block
     /// that fails its checks is an error. Sealed segments are walked sequentially through the
     /// mapping; in-memory-indexed ones (a footer that failed its checks) block by block.
     pub fn for_each_block(&self, f: &mut BlockVisitor) -> Result<()> {
-        match (&self.index, &self.data) {
-            (Index::Footer(footer), Data::Mapped(map)) => self.walk_blocks(map, footer.offset, f),
-            (Index::Footer(footer), Data::Remote(_)) => {
+        match &self.state {
+            State::Sealed { map, footer } => self.walk_blocks(map, footer.offset, f),
+            State::Remote { footer, .. } => {
                 // A rewrite needs every block: one streamed GET into a scratch file.
                 let whole = self.whole_bytes()?;
                 self.walk_blocks(&whole.map, footer.offset, f)
             }
-            (Index::Memory(m), _) => {
-                let mut refs: Vec<BlockRef> = m
+            State::Indexed { index, .. } => {
+                let mut refs: Vec<BlockRef> = index
                     .read()
                     .sessions
                     .values()
@@ -371,7 +379,6 @@ impl Segment {
                 }
                 Ok(())
             }
-            (Index::Footer(_), Data::File(_)) => Ok(()),
         }
     }
 
@@ -403,12 +410,12 @@ impl Segment {
 
     /// The raw bytes of one block (not yet verified).
     fn block_bytes(&self, r: BlockRef) -> Result<std::borrow::Cow<'_, [u8]>> {
-        match &self.data {
-            Data::Mapped(map) => map
+        match &self.state {
+            State::Sealed { map, .. } => map
                 .get(r.offset as usize..(r.offset as usize).saturating_add(r.len as usize))
                 .map(std::borrow::Cow::Borrowed)
                 .ok_or_else(|| self.corrupt(r.offset, DecodeError::new("block ref outside file"))),
-            Data::File(file) => {
+            State::Indexed { file, .. } => {
                 let mut buf = vec![0u8; r.len as usize];
                 file.read_exact_at(&mut buf, r.offset)
                     .map_err(|e| match e.kind() {
@@ -419,7 +426,7 @@ impl Segment {
                     })?;
                 Ok(std::borrow::Cow::Owned(buf))
             }
-            Data::Remote(remote) => {
+            State::Remote { data: remote, .. } => {
                 let range = r.offset..r.offset.saturating_add(r.len as u64);
                 Ok(std::borrow::Cow::Owned(
                     remote.tier.get_range(&remote.key, range)?.to_vec(),

@@ -16,7 +16,7 @@ use crate::remote::footer_cache::FooterCache;
 use crate::remote::tier::Tier;
 use crate::storage::{Mapped, OpenMode};
 
-use super::{corrupt, Data, Index, Segment};
+use super::{corrupt, Segment, State};
 
 /// The segment id in an object key (`.../<id>.seg`).
 fn parse_id(key: &ObjPath) -> Option<u64> {
@@ -187,34 +187,36 @@ impl Segment {
             lane_days: header.lane_days,
             created_ms: header.created_ms,
             path: PathBuf::from(format!("{}/{key}", tier.url_root())),
-            data: Data::Remote(RemoteData {
-                tier,
-                key,
-                size,
-                header: bytes[..SEGMENT_HEADER_LEN].to_vec(),
-                trailer: t,
-                footer_format,
-                cache,
-                scratch_dir: scratch_dir.to_path_buf(),
-            }),
-            index: Index::Footer(Box::new(view)),
+            state: State::Remote {
+                data: Box::new(RemoteData {
+                    tier,
+                    key,
+                    size,
+                    header: bytes[..SEGMENT_HEADER_LEN].to_vec(),
+                    trailer: t,
+                    footer_format,
+                    cache,
+                    scratch_dir: scratch_dir.to_path_buf(),
+                }),
+                footer: Box::new(view),
+            },
         })
     }
 
     /// The whole segment, mapped: the local file, or for a remote segment a download into a
     /// scratch file (removed when the result drops). For scrubs and rewrites.
     pub fn whole_bytes(&self) -> Result<WholeBytes> {
-        match &self.data {
-            Data::Mapped(m) => Ok(WholeBytes {
-                map: m.clone(),
+        match &self.state {
+            State::Sealed { map, .. } => Ok(WholeBytes {
+                map: map.clone(),
                 _tmp: None,
             }),
             // An active segment only grows past what its index covers.
-            Data::File(f) => Ok(WholeBytes {
-                map: f.map().ctx(|| format!("mmap {}", self.path.display()))?,
+            State::Indexed { file, .. } => Ok(WholeBytes {
+                map: file.map().ctx(|| format!("mmap {}", self.path.display()))?,
                 _tmp: None,
             }),
-            Data::Remote(r) => {
+            State::Remote { data: r, .. } => {
                 let fs = r.cache.fs().clone();
                 let n = NEXT_SCRATCH.fetch_add(1, Ordering::Relaxed);
                 let path = r.scratch_dir.join(format!("download-{n}.tmp"));
@@ -248,7 +250,7 @@ pub(crate) fn read_blocks_many(
     let mut remote_reqs = Vec::new();
     let mut tier = None;
     for (seg, refs) in items {
-        if let Data::Remote(r) = &seg.data {
+        if let State::Remote { data: r, .. } = &seg.state {
             let ranges = refs
                 .iter()
                 .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
@@ -263,8 +265,8 @@ pub(crate) fn read_blocks_many(
     };
     let mut out = Vec::with_capacity(items.len());
     for (seg, refs) in items {
-        let blocks = match &seg.data {
-            Data::Remote(_) => {
+        let blocks = match &seg.state {
+            State::Remote { .. } => {
                 let (bytes, gets) = fetched.next().unwrap_or_default();
                 read.gets += gets;
                 read.bytes += bytes.iter().map(|b| b.len() as u64).sum::<u64>();
