@@ -118,7 +118,7 @@ fn writers_readers_deletion_compaction_and_retention_together() {
                     let r = store.compact().unwrap();
                     assert!(r.failed_jobs.is_empty(), "{r:?}");
                     store
-                        .enforce_retention(store.config().clock.now_ms())
+                        .enforce_retention(store.config().parts.clock.now_ms())
                         .unwrap();
                     std::thread::sleep(Duration::from_millis(20));
                 }

@@ -89,7 +89,7 @@ fn maintenance_loop(maintenance: &Maintenance, every: Duration) {
         if signal.is_closed() {
             break;
         }
-        let now = maintenance.config().clock.now_ms();
+        let now = maintenance.config().parts.clock.now_ms();
         if let Err(e) = maintenance.enforce_retention(now) {
             log::error!("retention failed: {e}");
         }

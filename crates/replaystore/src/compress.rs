@@ -57,6 +57,7 @@ pub(crate) fn compress_all(
     config: &Config,
 ) -> std::io::Result<Vec<Encoded>> {
     let transform = config
+        .parts
         .transform
         .as_ref()
         .filter(|_| config.transform_at_ingest);
@@ -100,7 +101,7 @@ fn block_summary(config: &Config, g: &Group) -> Option<Summary> {
         .map(|s| s.clock_offset_ms)
         .max_by_key(|o| o.unsigned_abs())
         .unwrap_or(0);
-    let mut summary = match &config.analyzer {
+    let mut summary = match &config.parts.analyzer {
         Some(a) => a.analyze(&g.chunks),
         None if offset != 0 => Summary::default(),
         None => return None,

@@ -99,10 +99,6 @@ pub struct Config {
     /// Retention of each team, in days (1..=3650). A team's retention picks the lane (directory)
     /// its new sessions are written to.
     pub team_retention_days: HashMap<u64, u16>,
-    /// The store's clock: it stamps each chunk's arrival time when `append` accepts it, and
-    /// decides everything time-based (segment roll by age, retention, regroup idleness, purge
-    /// deadlines, deletion coverage). SDK timestamps never do. Default: the system clock.
-    pub clock: Arc<dyn Clock>,
     /// A chunk whose (skew-corrected) SDK timestamps start more than this before its arrival is
     /// refused with `Error::Timestamp`. Default 48 h (a posthog-js offline queue, a retry).
     pub max_ts_behind: Duration,
@@ -124,24 +120,50 @@ pub struct Config {
     /// Input bytes one regroup job takes at most (sessions within a job become one block).
     /// Default 512 MiB.
     pub regroup_job_bytes: u64,
-    /// Payload transform applied when regrouping (or at ingest, see `transform_at_ingest`).
-    /// Default none: payloads are stored as sent.
-    pub transform: Option<Arc<dyn PayloadTransform>>,
     /// Apply `transform` on the flush path instead of when regrouping. Default false: the hot
     /// path stays fast and only the cold copy pays for it.
     pub transform_at_ingest: bool,
+    /// The remote tier: sealed segments copied to object storage. Default none.
+    pub remote: Option<crate::remote::RemoteConfig>,
+    /// The swappable parts (clock, storage, analyzer, payload transform, fault injector),
+    /// apart from the tuning values above. Set them with the `with_*` methods.
+    pub parts: Parts,
+}
+
+/// The parts of a store that are code rather than values: what a test or an embedder swaps
+/// (a manual clock, a simulated disk, the PostHog analyzer), kept apart from the tuning values
+/// of `Config`.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// The store's clock: it stamps each chunk's arrival time when `append` accepts it, and
+    /// decides everything time-based (segment roll by age, retention, regroup idleness, purge
+    /// deadlines, deletion coverage). SDK timestamps never do. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
     /// Computes each block's session summary on the flush path (clicks, console errors, active
     /// time...). Default `None`: opaque payloads, empty summaries; for rrweb recordings set
     /// `replaystore_posthog::RrwebAnalyzer` (the command line and server do).
     pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
+    /// Payload transform applied when regrouping (or at ingest, see `transform_at_ingest`).
+    /// Default none: payloads are stored as sent.
+    pub transform: Option<Arc<dyn PayloadTransform>>,
     /// Where the store's files live: every file operation goes through it. Default: the
     /// operating system's (`OsStorage`); tests use `SimStorage`, a disk that loses what was
     /// not synced on a simulated power failure.
     pub storage: Arc<dyn crate::storage::Storage>,
     /// Makes chosen file operations fail, for tests of I/O errors. Default: none.
     pub faults: Option<Arc<dyn crate::fs::FaultInjector>>,
-    /// The remote tier: sealed segments copied to object storage. Default none.
-    pub remote: Option<crate::remote::RemoteConfig>,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Parts {
+            clock: Arc::new(SystemClock),
+            analyzer: None,
+            transform: None,
+            storage: crate::storage::default_storage(),
+            faults: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -162,20 +184,16 @@ impl Default for Config {
             purge_within: Duration::from_secs(24 * 3600),
             default_retention_days: DEFAULT_RETENTION_DAYS,
             team_retention_days: HashMap::new(),
-            clock: Arc::new(SystemClock),
             max_ts_behind: Duration::from_secs(48 * 3600),
             max_ts_ahead: Duration::from_secs(3600),
             clock_skew_tolerance: Duration::from_secs(10),
-            storage: crate::storage::default_storage(),
-            faults: None,
             remote: None,
+            parts: Parts::default(),
             regroup: true,
             regroup_idle: Duration::from_secs(30 * 60),
             regroup_level: 9,
             regroup_job_bytes: 512 << 20,
-            transform: None,
             transform_at_ingest: false,
-            analyzer: None,
         }
     }
 }
@@ -242,21 +260,21 @@ impl Config {
         self
     }
     pub fn with_transform(mut self, t: Arc<dyn PayloadTransform>, at_ingest: bool) -> Self {
-        self.transform = Some(t);
+        self.parts.transform = Some(t);
         self.transform_at_ingest = at_ingest;
         self
     }
     pub fn with_analyzer(mut self, a: Option<Arc<dyn crate::summary::Analyzer>>) -> Self {
-        self.analyzer = a;
+        self.parts.analyzer = a;
         self
     }
     /// Puts the store's files on `storage` instead of the operating system's file system.
     pub fn with_storage(mut self, storage: Arc<dyn crate::storage::Storage>) -> Self {
-        self.storage = storage;
+        self.parts.storage = storage;
         self
     }
     pub fn with_faults(mut self, faults: Arc<dyn crate::fs::FaultInjector>) -> Self {
-        self.faults = Some(faults);
+        self.parts.faults = Some(faults);
         self
     }
     /// Copies sealed segments to object storage (see `RemoteConfig`, docs/scale-out.md).
@@ -265,7 +283,7 @@ impl Config {
         self
     }
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.parts.clock = clock;
         self
     }
     /// The window of SDK timestamps accepted around a chunk's arrival (see `max_ts_behind`).

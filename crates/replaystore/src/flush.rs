@@ -261,7 +261,7 @@ impl FlushPipeline {
     /// after all, readers recognise it as the same block and return it once.
     fn run_round(&self, round: u64) -> Result<()> {
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        let now = self.config.clock.now_ms();
+        let now = self.config.parts.clock.now_ms();
         // Stage 1, compress: no lock held but the group's "compressing" flag.
         let groups = split_groups(self.buffer.drain_groups());
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);

@@ -102,7 +102,7 @@ impl Maintenance {
         let _one_at_a_time = self.lock.lock();
         let p = &self.parts;
         match &p.remote {
-            Some(remote) => remote.sync(&p.segments, p.config.clock.now_ms()),
+            Some(remote) => remote.sync(&p.segments, p.config.parts.clock.now_ms()),
             None => Ok(SyncReport::default()),
         }
     }

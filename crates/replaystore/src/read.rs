@@ -193,7 +193,7 @@ impl Reader<'_> {
         if tombstones.session_deleted(team, session_id) {
             return Ok((None, remote));
         }
-        let now = self.config.clock.now_ms();
+        let now = self.config.parts.clock.now_ms();
         // First the index: every wanted block of every segment, with the deletion time of the
         // person it was written under. Then one fetch of all of them (the remote segments'
         // range GETs all at once), then the blocks in segment order.
@@ -230,7 +230,7 @@ impl Reader<'_> {
         person: Option<&str>,
     ) -> Result<Vec<SessionSummary>> {
         let tombstones = self.tombstones.read();
-        let now = self.config.clock.now_ms();
+        let now = self.config.parts.clock.now_ms();
         // xxh3 rather than SipHash: the map sees every record of the team.
         let mut by_id: HashMap<String, Listed, Xxh3Builder> =
             HashMap::with_hasher(Xxh3Builder::new());

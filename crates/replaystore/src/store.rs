@@ -96,9 +96,9 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let fs = Fs::new(config.storage.clone(), config.faults.clone());
+        let fs = Fs::new(config.parts.storage.clone(), config.parts.faults.clone());
         let lock = fs.open_store_dir(&dir)?;
-        let now = config.clock.now_ms();
+        let now = config.parts.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
         let mut rec = recover(&dir, &fs, now, max_age)?;
         // The remote tier first: on a fresh directory it fetches the tombstone log.
@@ -176,7 +176,7 @@ impl Store {
             return Err(Error::Closed);
         }
         chunk.validate(self.config.max_payload_bytes)?;
-        let arrival_ms = self.config.clock.now_ms();
+        let arrival_ms = self.config.parts.clock.now_ms();
         let counters = &self.counters;
         let stamped = match Stamped::accept(chunk, arrival_ms, &self.clock_rules()) {
             Ok(s) => s,
@@ -383,7 +383,7 @@ impl Store {
     }
 
     fn delete(&self, team: u64, target: Target) -> Result<u64> {
-        let now = self.config.clock.now_ms();
+        let now = self.config.parts.clock.now_ms();
         crate::deletion::request(&self.tombstones, &self.pipeline, now, team, target)
     }
 

@@ -168,7 +168,7 @@ pub fn compact(store: &Store) -> Result<i32> {
 /// Retention at the store's clock (`--now`); exit 1 when an expired object could not be deleted
 /// from the bucket (it stays marked for deletion and the next sync retries it).
 pub fn expire(store: &Store) -> Result<i32> {
-    let now = store.config().clock.now_ms();
+    let now = store.config().parts.clock.now_ms();
     let r = store.enforce_retention(now)?;
     println!(
         "removed {} segments ({:.1} MB) past retention",

@@ -282,7 +282,7 @@ impl Compactor<'_> {
         // With a remote tier: upload the rewritten segments and delete the objects they
         // replace now, so that a deletion completes within this pass.
         if let Some(remote) = self.remote {
-            match remote.sync(self.segments, self.config.clock.now_ms()) {
+            match remote.sync(self.segments, self.config.parts.clock.now_ms()) {
                 Ok(r) if !r.errors.is_empty() => report
                     .failed_jobs
                     .extend(r.errors.iter().map(|e| format!("remote: {e}"))),
@@ -300,7 +300,7 @@ impl Compactor<'_> {
     fn plan(&self) -> Result<Pass> {
         // Whatever a flush round is writing right now lands before we look.
         self.pipeline.flush()?;
-        let now = self.config.clock.now_ms();
+        let now = self.config.parts.clock.now_ms();
         let pending: Vec<Tombstone> = self.tombstones.read().pending().to_vec();
         let doomed = Doomed::new(&pending);
         // Active segments holding blocks of pending deletions are sealed, so compaction can
@@ -396,7 +396,7 @@ impl Compactor<'_> {
         if !done.is_empty() {
             self.tombstones
                 .write()
-                .retire(&done, self.config.clock.now_ms())?;
+                .retire(&done, self.config.parts.clock.now_ms())?;
         }
         if let (Some(remote), false) = (self.remote, done.is_empty()) {
             if let Err(e) = remote.upload_meta(self.dir) {

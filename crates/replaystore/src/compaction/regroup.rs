@@ -172,6 +172,7 @@ impl Compactor<'_> {
         let Group { mut chunks, stamps } = group;
         if let Some(t) = self
             .config
+            .parts
             .transform
             .as_ref()
             .filter(|_| !self.config.transform_at_ingest)

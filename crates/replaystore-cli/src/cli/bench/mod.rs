@@ -296,7 +296,7 @@ pub fn run(args: Args) -> Result<i32> {
             .with_analyzer(if args.no_analyzer {
                 None
             } else {
-                crate::cli::posthog_config().analyzer
+                crate::cli::posthog_config().parts.analyzer
             })
             .with_regroup_level(args.regroup_level);
         match args.normalize {
