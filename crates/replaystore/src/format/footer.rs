@@ -23,6 +23,7 @@
 //! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
 //! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
 
+use super::bloom::{Bloom, BLOOM_K};
 use super::{
     key_hash, put_i64, put_u32, put_u64, ArrivalRange, Bytes, DecodeError, DecodeResult,
     FORMAT_VERSION,
@@ -71,8 +72,6 @@ impl FooterFormat {
         }
     }
 }
-const BLOOM_BITS_PER_KEY: usize = 10;
-const BLOOM_K: u32 = 7;
 
 /// Where one block of a session lies in its segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,49 +284,6 @@ fn read_u64s(b: &mut Bytes, n: usize) -> DecodeResult<Vec<u64>> {
         out.push(b.u64()?);
     }
     Ok(out)
-}
-
-/// A bloom filter over 64-bit key hashes (double hashing, k probes).
-#[derive(Debug, Clone, Default)]
-pub struct Bloom {
-    words: Vec<u64>,
-    k: u32,
-}
-
-impl Bloom {
-    fn build(keys: impl Iterator<Item = u64>, n: usize) -> Bloom {
-        let words = (n * BLOOM_BITS_PER_KEY).div_ceil(64).max(1);
-        let mut b = Bloom {
-            words: vec![0; words],
-            k: BLOOM_K,
-        };
-        for h in keys {
-            let bits = b.words.len() as u64 * 64;
-            for i in 0..b.k {
-                let bit = probe(h, i) % bits;
-                b.words[(bit / 64) as usize] |= 1 << (bit % 64);
-            }
-        }
-        b
-    }
-
-    pub fn may_contain(&self, h: u64) -> bool {
-        let bits = self.words.len() as u64 * 64;
-        (0..self.k).all(|i| {
-            let bit = probe(h, i) % bits;
-            self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
-        })
-    }
-
-    /// Heap bytes this filter holds in RAM.
-    pub fn heap_bytes(&self) -> usize {
-        self.words.len() * 8
-    }
-}
-
-fn probe(h: u64, i: u32) -> u64 {
-    let h2 = h.rotate_left(32) | 1;
-    h.wrapping_add((i as u64).wrapping_mul(h2))
 }
 
 /// A footer validated at open. Holds the bloom filter and the offsets (within the file) of the

@@ -3,6 +3,7 @@
 //! allocate or slice.
 
 pub mod block;
+pub mod bloom;
 pub mod footer;
 pub mod records;
 pub mod segment;
