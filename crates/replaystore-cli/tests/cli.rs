@@ -1,6 +1,9 @@
 //! The command line on real posthog-js payloads (tests/data/posthog-js, copied from the shared
 //! fixtures): gzip bodies and decoded batches ingest, and `export` gives the same rrweb events.
 
+mod common;
+
+use common::{contains, files_under};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -305,24 +308,6 @@ fn cost_projects_storage_from_a_store_and_writes_a_report() {
     assert!(report.contains("<svg") && report.contains("<polyline"));
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn holds(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// One clock for a dry run: a session ingested at `--now T0` on a 30-day team, then `expire`
 /// and `compact` at `--now T0+40d` (the store's clock for the whole run, sealing of the old
 /// active segment at open included) leave no byte of it on disk, raw or decompressed.
@@ -363,7 +348,7 @@ fn expire_and_compact_forty_days_on_remove_every_byte_of_a_30_day_session() {
     for f in files_under(store.path()) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
-            !holds(&bytes, session.as_bytes()) && !holds(&bytes, b"realclient"),
+            !contains(&bytes, session.as_bytes()) && !contains(&bytes, b"realclient"),
             "{} holds the session",
             f.display()
         );

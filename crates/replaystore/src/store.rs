@@ -28,7 +28,7 @@ use crate::retention::RetentionReport;
 use crate::segment::RemoteRead;
 use crate::segment_set::SegmentSet;
 use crate::signal::Signal;
-use crate::tombstone::{DeletionStatus, Target, Tombstone, Tombstones};
+use crate::tombstone::{Admission, DeletionStatus, Target, Tombstone, Tombstones};
 use crate::verify::VerifyReport;
 
 /// An embedded store. `Send + Sync`: share it between threads with an `Arc` or by reference.
@@ -419,15 +419,18 @@ impl Store {
     fn admit(&self, mut stamped: Stamped) -> Result<usize> {
         let tombstones = self.tombstones.read();
         let c = &stamped.chunk;
-        if let Some(reason) = tombstones.refuses(c.team, &c.session_id, &c.person, c.first_ts_ms) {
-            let refused = &self.counters.chunks_refused_deleted;
-            refused.fetch_add(1, Ordering::Relaxed);
-            log::info!("chunk of team {} refused: {reason}", c.team);
-            return Err(Error::Deleted { reason });
-        }
+        let after = match tombstones.admission(c.team, &c.session_id, &c.person, c.first_ts_ms) {
+            Admission::Refused(reason) => {
+                let refused = &self.counters.chunks_refused_deleted;
+                refused.fetch_add(1, Ordering::Relaxed);
+                log::info!("chunk of team {} refused: {reason}", c.team);
+                return Err(Error::Deleted { reason });
+            }
+            Admission::Admit { after } => after,
+        };
         // Within the same millisecond as the request, "after it" needs the store's clock to
         // tick: a chunk admitted once the request exists arrives at least 1 ms later.
-        if let Some(at) = tombstones.person_deleted_since(c.team, &c.person) {
+        if let Some(at) = after {
             let arrival = &mut stamped.stamp.arrival_ms;
             *arrival = (*arrival).max(at.saturating_add(1));
         }

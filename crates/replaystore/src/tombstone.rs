@@ -47,6 +47,15 @@ impl Target {
     }
 }
 
+/// What the deletion requests make of a new chunk (`Tombstones::admission`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Dropped, and why.
+    Refused(String),
+    /// Stored; `after` is the time of the latest request deleting its person, if any.
+    Admit { after: Option<i64> },
+}
+
 /// A pending deletion request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tombstone {
@@ -314,35 +323,37 @@ impl Tombstones {
         &self.pending
     }
 
-    /// Why a new chunk must be refused, if it must: its session is deleted, or its person was
-    /// deleted at or after the chunk's first timestamp (validated and skew-corrected by then:
-    /// the chunk was recorded before the request, and arrives late).
-    pub fn refuses(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Option<String> {
+    /// What the deletion requests make of a new chunk, with one hash per identifier: refused
+    /// when its session is deleted, or its person was deleted at or after the chunk's first
+    /// timestamp (validated and skew-corrected by then: recorded before the request, arriving
+    /// late); otherwise admitted, with the time of the latest request deleting its person (the
+    /// chunk must arrive after it).
+    pub fn admission(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Admission {
         if self.deny.is_empty() {
-            return None;
+            return Admission::Admit { after: None };
         }
-        if self
-            .deny
-            .contains_key(&self.hash(team, &Target::Session(session.to_string())))
-        {
-            return Some("its session was deleted".into());
+        let session_hash = self.hash(team, &Target::Session(session.to_string()));
+        if self.deny.contains_key(&session_hash) {
+            return Admission::Refused("its session was deleted".into());
         }
         match self
             .deny
             .get(&self.hash(team, &Target::Person(person.to_string())))
         {
-            Some(&at) if first_ts <= at => Some(format!("its person was deleted at {at} ms")),
-            _ => None,
+            Some(&at) if first_ts <= at => {
+                Admission::Refused(format!("its person was deleted at {at} ms"))
+            }
+            at => Admission::Admit { after: at.copied() },
         }
     }
 
-    /// Time of the latest request (pending or retired) deleting this person, if any.
-    pub fn person_deleted_since(&self, team: u64, person: &str) -> Option<i64> {
-        if self.deny.is_empty() {
-            return None;
+    /// Why a new chunk must be refused, if it must (see `admission`).
+    #[cfg(test)]
+    pub fn refuses(&self, team: u64, session: &str, person: &str, first_ts: i64) -> Option<String> {
+        match self.admission(team, session, person, first_ts) {
+            Admission::Refused(reason) => Some(reason),
+            Admission::Admit { .. } => None,
         }
-        let hash = self.hash(team, &Target::Person(person.to_string()));
-        self.deny.get(&hash).copied()
     }
 
     /// Is this session hidden by a pending request?
