@@ -192,5 +192,45 @@ fn analyze(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ingest, read, compaction, analyze);
+/// The posthog-js normalization (inflate the SDK's in-event gzip) on real captured payloads:
+/// the docs-reading session when ../shared/fixtures is there, else the small app's.
+fn normalize(c: &mut Criterion) {
+    use replaystore::PayloadTransform;
+    let docs = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/fixtures/posthog-js-docs/snapshot-batches.jsonl"
+    );
+    let small = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/posthog-js/snapshot-batches.jsonl"
+    );
+    let Ok(text) = std::fs::read(docs).or_else(|_| std::fs::read(small)) else {
+        eprintln!("SKIP normalize: no posthog-js fixture");
+        return;
+    };
+    let payloads: Vec<Vec<u8>> = replaystore_posthog::posthog::parse_body(1, &text)
+        .into_iter()
+        .filter_map(|(_, r)| r.ok().flatten())
+        .map(|c| c.payload)
+        .collect();
+    let raw: usize = payloads.iter().map(Vec::len).sum();
+    let mut g = c.benchmark_group("normalize");
+    g.throughput(Throughput::Bytes(raw as u64));
+    g.sample_size(10);
+    g.bench_function("posthog-js payloads, as sent", |b| {
+        b.iter(|| {
+            payloads
+                .iter()
+                .map(|p| {
+                    replaystore_posthog::Normalize
+                        .transform(p)
+                        .map_or(0, |o| o.len())
+                })
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, read, compaction, analyze, normalize);
 criterion_main!(benches);

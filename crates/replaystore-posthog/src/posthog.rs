@@ -9,9 +9,8 @@
 
 mod decode;
 mod lz64;
+mod normalize;
 mod time;
-
-use std::io::Read;
 
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -22,6 +21,7 @@ use replaystore::Chunk;
 pub use decode::{
     decode_body, decode_request, gunzip, reserve, Allowance, Unbudgeted, MAX_DECODED_BODY,
 };
+pub use normalize::Normalize;
 pub use time::{number_ms, MAX_SAFE_MS};
 
 /// Why a body or an event was refused.
@@ -263,90 +263,6 @@ pub fn payload_events(payload: &[u8]) -> Result<Vec<&RawValue>, WireError> {
         .or_else(|e| err(format!("payload is not a JSON array of events: {e}")))
 }
 
-/// The `PayloadTransform` for posthog-js payloads: inflates the SDK's in-event compression
-/// (`"cv": "2024-10"`: gzip stored as a latin1 string in place of JSON) back to plain rrweb JSON,
-/// which compresses about twice as well and which rrweb-player plays as is. Events without it
-/// keep their exact bytes; a field that does not inflate cleanly is left as sent.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Normalize;
-
-/// Largest inflated field accepted; a larger one stays compressed.
-const MAX_INFLATED_FIELD: u64 = 128 << 20;
-
-impl replaystore::PayloadTransform for Normalize {
-    fn transform(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let events: Vec<&RawValue> = serde_json::from_slice(payload).ok()?;
-        if !events.iter().any(|e| e.get().contains("\"cv\"")) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(payload.len() * 2);
-        out.push(b'[');
-        let mut changed = false;
-        for (i, e) in events.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            match inflate_event(e.get()) {
-                Some(plain) => {
-                    out.extend_from_slice(plain.as_bytes());
-                    changed = true;
-                }
-                None => out.extend_from_slice(e.get().as_bytes()),
-            }
-        }
-        out.push(b']');
-        changed.then_some(out)
-    }
-}
-
-/// The event with its compressed fields inflated and `cv` removed, if it had any.
-fn inflate_event(json: &str) -> Option<String> {
-    if !json.contains("\"cv\"") {
-        return None;
-    }
-    let mut ev: serde_json::Value = serde_json::from_str(json).ok()?;
-    let obj = ev.as_object_mut()?;
-    if obj.get("cv")?.as_str()? != "2024-10" {
-        return None;
-    }
-    let kind = obj.get("type")?.as_i64()?;
-    let data = obj.get_mut("data")?;
-    match kind {
-        2 => *data = inflate_field(data)?,
-        3 => {
-            let fields = data.as_object_mut()?;
-            for name in ["texts", "attributes", "removes", "adds"] {
-                if let Some(v) = fields.get_mut(name) {
-                    if v.is_string() {
-                        *v = inflate_field(v)?;
-                    }
-                }
-            }
-        }
-        _ => return None,
-    }
-    obj.shift_remove("cv");
-    serde_json::to_string(&ev).ok()
-}
-
-/// A latin1 string of gzip bytes -> the JSON value they hold.
-fn inflate_field(v: &serde_json::Value) -> Option<serde_json::Value> {
-    let s = v.as_str()?;
-    let bytes: Vec<u8> = s
-        .chars()
-        .map(|c| u8::try_from(c as u32).ok())
-        .collect::<Option<_>>()?;
-    let mut text = Vec::new();
-    flate2::read::MultiGzDecoder::new(&bytes[..])
-        .take(MAX_INFLATED_FIELD + 1)
-        .read_to_end(&mut text)
-        .ok()?;
-    if text.len() as u64 > MAX_INFLATED_FIELD {
-        return None;
-    }
-    serde_json::from_slice(&text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,39 +292,6 @@ mod tests {
         let gz = gz.finish()?;
         assert_eq!(&*decode_body(&gz)?, arr.as_bytes());
         assert!(decode_body(&gz[..gz.len() / 2]).is_err());
-        Ok(())
-    }
-
-    #[test]
-    fn normalize_inflates_cv_fields_and_leaves_other_events_exact() -> TestResult {
-        use replaystore::PayloadTransform;
-        let plain_snapshot =
-            r#"{"node":{"type":0,"childNodes":[],"id":1},"initialOffset":{"left":0,"top":0}}"#;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut gz, plain_snapshot.as_bytes())?;
-        let latin1: String = gz.finish()?.iter().map(|&b| b as char).collect();
-        let compressed =
-            serde_json::json!({"type": 2, "data": latin1, "timestamp": 5, "cv": "2024-10"});
-        let untouched =
-            r#"{"type":3,"data":{"source":1,"positions":[{"x":1.50,"y":2}]},"timestamp":6}"#;
-        let payload = format!("[{compressed},{untouched}]");
-        let out = Normalize
-            .transform(payload.as_bytes())
-            .ok_or("cv field not inflated")?;
-        let events: Vec<serde_json::Value> = serde_json::from_slice(&out)?;
-        assert_eq!(
-            events[0]["data"],
-            serde_json::from_str::<serde_json::Value>(plain_snapshot)?
-        );
-        assert!(events[0].get("cv").is_none());
-        assert!(
-            String::from_utf8(out)?.ends_with(&format!("{untouched}]")),
-            "byte-exact"
-        );
-        assert!(Normalize
-            .transform(format!("[{untouched}]").as_bytes())
-            .is_none());
-        assert!(Normalize.transform(b"not json").is_none());
         Ok(())
     }
 

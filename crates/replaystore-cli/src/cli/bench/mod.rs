@@ -2,6 +2,7 @@
 //! loads) the workload once, ingests it into this store and each peer from the same threads
 //! with the same durability points, reads every session back, and prints a table (or JSON).
 
+mod cost;
 mod kv;
 mod systems;
 
@@ -12,6 +13,7 @@ use replaystore::{Chunk, Config, Error, Result, Store};
 use replaystore_testkit::generator::{interleaved, Workload};
 use serde::Serialize;
 
+use cost::{phase, NormalizeAt};
 use systems::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
 
 #[derive(clap::Args)]
@@ -40,9 +42,9 @@ pub struct Args {
     /// Skip the slow PostHog v1 layout (a gzip file per session flush).
     #[arg(long = "no-v1")]
     pub skip_v1: bool,
-    /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
-    #[arg(long)]
-    pub normalize: bool,
+    /// Where the posthog-js normalization (inflating the SDK's in-event gzip) runs.
+    #[arg(long, value_enum, default_value_t = NormalizeAt::Regroup)]
+    pub normalize: NormalizeAt,
     /// zstd level of regrouped blocks.
     #[arg(long, default_value_t = Config::default().regroup_level)]
     pub regroup_level: i32,
@@ -61,6 +63,8 @@ pub struct Row {
     pub read_p50_ms: Option<f64>,
     pub read_p99_ms: Option<f64>,
     pub read_mb_s: Option<f64>,
+    /// CPU-seconds (all threads) per GB of raw input spent ingesting.
+    pub ingest_cpu_s_per_gb: f64,
     /// This system's figure divided by this store's.
     pub ingest_ratio: f64,
     pub bytes_ratio: f64,
@@ -78,7 +82,7 @@ struct Report {
     flush_every_bytes: usize,
     level: i32,
     regroup_level: i32,
-    normalize: bool,
+    normalize: NormalizeAt,
     systems: Vec<Row>,
     store_extra: StoreExtra,
 }
@@ -90,6 +94,11 @@ struct StoreExtra {
     seq_write_fsync_mb_s: f64,
     bytes_per_session_after_compaction: f64,
     regroup_mb_s: f64,
+    /// CPU-seconds per GB of raw input: the deletion compaction, the regroup, and this
+    /// store's ingest + regroup (a byte's whole life without deletions).
+    compaction_cpu_s_per_gb: f64,
+    regroup_cpu_s_per_gb: f64,
+    total_cpu_s_per_gb: f64,
     bytes_per_session_after_regroup: f64,
     regrouped_read_p50_ms: f64,
     regrouped_read_p99_ms: f64,
@@ -218,7 +227,8 @@ fn measure(
     chunks: usize,
     flush_every: usize,
 ) -> std::io::Result<Row> {
-    let took = ingest(sys, parts, flush_every)?.as_secs_f64();
+    let (took, cpu) = phase(|| ingest(sys, parts, flush_every));
+    let took = took?.as_secs_f64();
     let read = read_all(sys, sessions)?;
     Ok(Row {
         name: sys.name(),
@@ -228,6 +238,7 @@ fn measure(
         read_p50_ms: read.map(|r| r.0),
         read_p99_ms: read.map(|r| r.1),
         read_mb_s: read.map(|r| r.2),
+        ingest_cpu_s_per_gb: cpu.cpu_s_per_gb(raw),
         ..Row::default()
     })
 }
@@ -299,12 +310,11 @@ pub fn run(args: Args) -> Result<i32> {
                 crate::cli::posthog_config().parts.analyzer
             })
             .with_regroup_level(args.regroup_level);
+        let normalize = std::sync::Arc::new(replaystore_posthog::posthog::Normalize);
         match args.normalize {
-            true => c.with_transform(
-                std::sync::Arc::new(replaystore_posthog::posthog::Normalize),
-                false,
-            ),
-            false => c,
+            NormalizeAt::None => c,
+            NormalizeAt::Ingest => c.with_transform(normalize, true),
+            NormalizeAt::Regroup => c.with_transform(normalize, false),
         }
     };
     let sys = ReplayStore {
@@ -331,10 +341,13 @@ pub fn run(args: Args) -> Result<i32> {
     for (team, p) in persons.iter().step_by(10) {
         sys.store.delete_person(*team, p)?;
     }
-    let r = sys.store.compact()?;
+    let (r, cpu) = phase(|| sys.store.compact());
+    let r = r?;
+    extra.compaction_cpu_s_per_gb = cpu.cpu_s_per_gb(raw);
     extra.compaction_mb_s = r.rewrite_mb_s();
     extra.compaction_bytes_written = r.bytes_written;
-    let kept = sys.store.stats()?.sessions.max(1) as f64;
+    let kept_stats = sys.store.stats()?;
+    let kept = kept_stats.sessions.max(1) as f64;
     extra.bytes_per_session_after_compaction = sys.disk_bytes() as f64 / kept;
     let store_disk = sys.disk_bytes();
     drop(sys);
@@ -342,7 +355,11 @@ pub fn run(args: Args) -> Result<i32> {
     let sys = ReplayStore {
         store: Store::open(&store_dir, config(true))?,
     };
-    let r = sys.store.compact()?;
+    let (r, cpu) = phase(|| sys.store.compact());
+    let r = r?;
+    // Per GB of what the regroup had to process: the raw bytes left after the deletions.
+    extra.regroup_cpu_s_per_gb = cpu.cpu_s_per_gb(kept_stats.raw_bytes);
+    extra.total_cpu_s_per_gb = rows[0].ingest_cpu_s_per_gb + extra.regroup_cpu_s_per_gb;
     extra.regroup_mb_s = mb(r.bytes_read) / (r.elapsed_ms / 1e3).max(1e-9);
     extra.bytes_per_session_after_regroup = sys.disk_bytes() as f64 / kept;
     if let Some((p50, p99, _)) = read_all(&sys, &sessions).map_err(io)? {
@@ -428,9 +445,10 @@ fn seq_write(path: &std::path::Path, bytes: u64, every: usize) -> std::io::Resul
 fn print_table(r: &Report) {
     println!("workload: {} ({} sessions, {} chunks, {:.1} MB raw), {} threads, level {}, durable every {:.0} MiB per thread", r.workload, r.sessions, r.chunks, mb(r.raw_bytes), r.threads, r.level, r.flush_every_bytes as f64 / 1048576.0);
     println!(
-        "{:<48} {:>10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "{:<48} {:>10} {:>8} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>7}",
         "system",
         "ingest MB/s",
+        "CPU s/GB",
         "x store",
         "bytes/sess",
         "x store",
@@ -442,9 +460,10 @@ fn print_table(r: &Report) {
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for s in &r.systems {
         println!(
-            "{:<48} {:>10.1} {:>9.2} {:>12.0} {:>9.2} {:>9} {:>9} {:>9}",
+            "{:<48} {:>10.1} {:>8.2} {:>9.2} {:>12.0} {:>9.2} {:>9} {:>9} {:>9}",
             s.name,
             s.ingest_mb_s,
+            s.ingest_cpu_s_per_gb,
             s.ingest_ratio,
             s.bytes_per_session,
             s.bytes_ratio,
@@ -454,7 +473,35 @@ fn print_table(r: &Report) {
         );
     }
     let x = &r.store_extra;
+    print_life_cost(r);
     println!("replaystore: cold read p50 {} ms, p99 {} ms; bytes/session after deleting 10% of persons and compacting {:.0}", f(x.cold_read_p50_ms), f(x.cold_read_p99_ms), x.bytes_per_session_after_compaction);
-    println!("regroup (cold copy, level {}{}): {:.0} MB/s read; bytes/session {:.0} ({:.2}x the v2-style batch); read p50 {:.2} ms, p99 {:.2} ms", r.regroup_level, if r.normalize { ", normalized" } else { "" }, x.regroup_mb_s, x.bytes_per_session_after_regroup, x.bytes_per_session_after_regroup / r.systems.iter().find(|s| s.name.contains("v2")).map_or(f64::NAN, |s| s.bytes_per_session), x.regrouped_read_p50_ms, x.regrouped_read_p99_ms);
+    println!("regroup (cold copy, level {}{}): {:.0} MB/s read; bytes/session {:.0} ({:.2}x the v2-style batch); read p50 {:.2} ms, p99 {:.2} ms", r.regroup_level, if r.normalize == NormalizeAt::None { "" } else { ", normalized" }, x.regroup_mb_s, x.bytes_per_session_after_regroup, x.bytes_per_session_after_regroup / r.systems.iter().find(|s| s.name.contains("v2")).map_or(f64::NAN, |s| s.bytes_per_session), x.regrouped_read_p50_ms, x.regrouped_read_p99_ms);
     println!("compaction rewrite {:.0} MB/s ({:.1} MB written) vs sequential write + fdatasync {:.0} MB/s: {:.2}x", x.compaction_mb_s, mb(x.compaction_bytes_written), x.seq_write_fsync_mb_s, x.compaction_mb_s / x.seq_write_fsync_mb_s.max(1e-9));
+}
+
+/// The end-to-end line: what a GB costs over its life here (ingest + regroup) and in the v2
+/// layout (ingest only: it never compacts), in CPU and in bytes at rest.
+fn print_life_cost(r: &Report) {
+    let x = &r.store_extra;
+    let Some(v2) = r.systems.iter().find(|s| s.name.contains("v2")) else {
+        return;
+    };
+    let store_ingest = r
+        .systems
+        .first()
+        .map_or(f64::NAN, |s| s.ingest_cpu_s_per_gb);
+    println!(
+        "end to end (normalize at {:?}, hot level {}, regroup level {}): CPU s/GB ingest {:.2} + regroup {:.2} = {:.2} vs v2-style {:.2}: {:.2}x; bytes/session at rest {:.0} vs {:.0}: {:.2}x",
+        r.normalize,
+        r.level,
+        r.regroup_level,
+        store_ingest,
+        x.regroup_cpu_s_per_gb,
+        x.total_cpu_s_per_gb,
+        v2.ingest_cpu_s_per_gb,
+        x.total_cpu_s_per_gb / v2.ingest_cpu_s_per_gb,
+        x.bytes_per_session_after_regroup,
+        v2.bytes_per_session,
+        x.bytes_per_session_after_regroup / v2.bytes_per_session,
+    );
 }
