@@ -461,7 +461,7 @@ pub(crate) type RequestKey = (u64, u64, i64);
 
 /// The requests named by the whole records of a tombstone log's bytes (a torn tail is ignored),
 /// as (id, team, requested at): the pending ones, and all of them, pending or retired. Lets two
-/// copies of a log be compared without the key (adoption of a bucket, `remote::sync`).
+/// copies of a log be compared without the key (adoption of a bucket, `remote::adopt`).
 pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
     let (mut pending, mut all) = (Vec::new(), Vec::new());
     for r in records(bytes, MAX_RECORD) {
