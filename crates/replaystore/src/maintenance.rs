@@ -4,7 +4,9 @@
 //!
 //! The lock serialises everything that removes or replaces sealed segments, so a step may plan
 //! from one version of the segment set and apply its edit later: only the flush pipeline
-//! changes the set meanwhile, and only its active segments.
+//! changes the set meanwhile, and only its active segments. The remote tier is a component of
+//! its own (`RemoteTier`, with its state and its pass lock, taken under this one); maintenance
+//! only decides when it runs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::flush::FlushPipeline;
 use crate::fs::Fs;
-use crate::remote::sync::{Remote, SyncReport};
+use crate::remote::{RemoteTier, SyncReport};
 use crate::retention::{Retention, RetentionReport};
 use crate::segment_set::SegmentSet;
 use crate::signal::Signal;
@@ -31,7 +33,7 @@ pub(crate) struct MaintenanceParts {
     pub segments: Arc<SegmentSet>,
     pub pipeline: Arc<FlushPipeline>,
     pub tombstones: Arc<RwLock<Tombstones>>,
-    pub remote: Option<Arc<Remote>>,
+    pub remote: Option<Arc<RemoteTier>>,
 }
 
 pub(crate) struct Maintenance {
@@ -97,7 +99,8 @@ impl Maintenance {
         self.compactor().due(now_ms)
     }
 
-    /// One pass of the remote tier (no-op without one).
+    /// One pass of the remote tier (no-op without one), under the maintenance lock: the pass
+    /// replaces sealed segments by their remote twins.
     pub fn remote_sync(&self) -> Result<SyncReport> {
         let _one_at_a_time = self.lock.lock();
         let p = &self.parts;

@@ -52,9 +52,14 @@ struct Found {
     len: u64,
 }
 
-// Every line of these two does file I/O, which the storage-trait change rewrites; they are
-// split into phases after it lands rather than moved twice.
-#[allow(clippy::too_many_lines)]
+/// An unsealed segment after its scan: candidate to be resumed as its lane's active segment.
+struct Unsealed {
+    found: Found,
+    index: MemIndex,
+    /// Its length once the torn tail (if any) is cut.
+    good_len: u64,
+}
+
 pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
     let mut out = Recovered {
         segments: Vec::new(),
@@ -64,132 +69,157 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
         report: RecoveryReport::default(),
     };
     // Unsealed segments per lane, to decide which one to resume.
-    let mut unsealed: BTreeMap<u16, Vec<(Found, MemIndex, u64)>> = BTreeMap::new();
+    let mut unsealed: BTreeMap<u16, Vec<Unsealed>> = BTreeMap::new();
     let (segments, max_file_id) = list_segments(dir, fs, &mut out.report)?;
     out.next_segment_id = max_file_id + 1;
     for found in segments {
         out.next_segment_id = out.next_segment_id.max(found.header.segment_id + 1);
-        let has_trailer = found.len >= (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 && {
-            let mut t = [0u8; 8];
-            found.file.read_exact_at(&mut t, found.len - 8).is_ok() && t == TRAILER_MAGIC
-        };
-        if has_trailer {
-            let dup = found.file.clone();
-            match Segment::open_sealed(&found.path, found.header, dup, found.len) {
-                Ok(seg) => {
-                    out.next_seq = out.next_seq.max(seg.totals().max_seq + 1);
-                    out.report.sealed_segments += 1;
-                    out.segments.push(Arc::new(seg));
-                    continue;
-                }
-                Err(e) => log::warn!("{e}; rebuilding its index from its blocks"),
-            }
+        if let Some(u) = open_found(fs, found, &mut out)? {
+            let lane = u.found.header.lane_days;
+            unsealed.entry(lane).or_default().push(u);
         }
-        let map = fs.map(&found.file, &found.path)?;
-        let scan = scan_blocks(&map, found.len, found.header.created_ms);
-        drop(map);
-        out.report.scanned_segments += 1;
-        for (off, why) in &scan.skipped {
-            log::error!(
-                "{}: corrupt block at {off} skipped: {why}",
-                found.path.display()
-            );
-            out.report
-                .corrupt_blocks
-                .push((found.path.clone(), *off, why.clone()));
-        }
-        out.next_seq = out.next_seq.max(scan.index.totals.max_seq + 1);
-        if has_trailer {
-            // Sealed once but its footer is bad: serve it read-only from the scanned index.
-            let index = Arc::new(RwLock::new(scan.index));
-            out.segments.push(Arc::new(Segment::in_memory(
-                &found.path,
-                found.header,
-                found.file,
-                index,
-            )));
-            continue;
-        }
-        if let Some((off, why)) = &scan.tail {
-            log::warn!(
-                "{}: cutting torn tail at {off}: {why}",
-                found.path.display()
-            );
-            out.report
-                .tails_cut
-                .push((found.path.clone(), *off, why.clone()));
-        }
-        if found.len != scan.good_len {
-            fs.truncate(&found.file, &found.path, scan.good_len)
-                .and_then(|_| fs.sync(&found.file, &found.path, true))
-                .ctx(|| format!("cut torn tail of {}", found.path.display()))?;
-        }
-        let good = scan.good_len;
-        unsealed
-            .entry(found.header.lane_days)
-            .or_default()
-            .push((found, scan.index, good));
     }
+    remove_superseded(fs, &mut out, &mut unsealed)?;
+    for (lane, list) in unsealed {
+        resume_or_seal(fs, lane, list, now_ms, max_age_ms, &mut out)?;
+    }
+    out.segments.sort_by_key(|s| s.id);
+    Ok(out)
+}
 
-    // Compaction outputs list the segments they replace; a crash between renaming the output
-    // into place and removing its sources leaves both. The sources go now.
+/// Opens one segment file: sealed ones from their footer (into `out`); the others are scanned,
+/// their corrupt blocks reported. One with a trailer but a bad footer is served read-only from
+/// the scan (into `out`); an unsealed one has its torn tail cut and is returned.
+fn open_found(fs: &Fs, found: Found, out: &mut Recovered) -> Result<Option<Unsealed>> {
+    let has_trailer = found.len >= (SEGMENT_HEADER_LEN + TRAILER_LEN) as u64 && {
+        let mut t = [0u8; 8];
+        found.file.read_exact_at(&mut t, found.len - 8).is_ok() && t == TRAILER_MAGIC
+    };
+    if has_trailer {
+        let dup = found.file.clone();
+        match Segment::open_sealed(&found.path, found.header, dup, found.len) {
+            Ok(seg) => {
+                out.next_seq = out.next_seq.max(seg.totals().max_seq + 1);
+                out.report.sealed_segments += 1;
+                out.segments.push(Arc::new(seg));
+                return Ok(None);
+            }
+            Err(e) => log::warn!("{e}; rebuilding its index from its blocks"),
+        }
+    }
+    let map = fs.map(&found.file, &found.path)?;
+    let scan = scan_blocks(&map, found.len, found.header.created_ms);
+    drop(map);
+    out.report.scanned_segments += 1;
+    for (off, why) in &scan.skipped {
+        log::error!(
+            "{}: corrupt block at {off} skipped: {why}",
+            found.path.display()
+        );
+        out.report
+            .corrupt_blocks
+            .push((found.path.clone(), *off, why.clone()));
+    }
+    out.next_seq = out.next_seq.max(scan.index.totals.max_seq + 1);
+    if has_trailer {
+        // Sealed once but its footer is bad: serve it read-only from the scanned index.
+        let index = Arc::new(RwLock::new(scan.index));
+        let seg = Segment::in_memory(&found.path, found.header, found.file, index);
+        out.segments.push(Arc::new(seg));
+        return Ok(None);
+    }
+    if let Some((off, why)) = &scan.tail {
+        log::warn!(
+            "{}: cutting torn tail at {off}: {why}",
+            found.path.display()
+        );
+        out.report
+            .tails_cut
+            .push((found.path.clone(), *off, why.clone()));
+    }
+    if found.len != scan.good_len {
+        fs.truncate(&found.file, &found.path, scan.good_len)
+            .and_then(|_| fs.sync(&found.file, &found.path, true))
+            .ctx(|| format!("cut torn tail of {}", found.path.display()))?;
+    }
+    Ok(Some(Unsealed {
+        good_len: scan.good_len,
+        index: scan.index,
+        found,
+    }))
+}
+
+/// Compaction outputs list the segments they replace; a crash between renaming the output
+/// into place and removing its sources leaves both. The sources go now.
+fn remove_superseded(
+    fs: &Fs,
+    out: &mut Recovered,
+    unsealed: &mut BTreeMap<u16, Vec<Unsealed>>,
+) -> Result<()> {
     let replaced: Vec<u64> = out
         .segments
         .iter()
         .flat_map(|s| s.replaces().to_vec())
         .collect();
-    if !replaced.is_empty() {
-        let (gone, keep): (Vec<_>, Vec<_>) = out
-            .segments
-            .drain(..)
-            .partition(|s| replaced.contains(&s.id));
-        out.segments = keep;
-        for list in unsealed.values_mut() {
-            list.retain(|(f, _, _)| !replaced.contains(&f.header.segment_id));
-        }
-        for s in gone {
-            log::warn!(
-                "{}: superseded by a compacted segment, removing",
-                s.path.display()
-            );
-            fs.remove(&s.path)
-                .ctx(|| format!("remove {}", s.path.display()))?;
-            out.report.superseded_removed += 1;
-        }
+    if replaced.is_empty() {
+        return Ok(());
     }
+    let (gone, keep): (Vec<_>, Vec<_>) = out
+        .segments
+        .drain(..)
+        .partition(|s| replaced.contains(&s.id));
+    out.segments = keep;
+    for list in unsealed.values_mut() {
+        list.retain(|u| !replaced.contains(&u.found.header.segment_id));
+    }
+    for s in gone {
+        log::warn!(
+            "{}: superseded by a compacted segment, removing",
+            s.path.display()
+        );
+        fs.remove(&s.path)
+            .ctx(|| format!("remove {}", s.path.display()))?;
+        out.report.superseded_removed += 1;
+    }
+    Ok(())
+}
 
-    for (lane, mut list) in unsealed {
-        if list.is_empty() {
+/// The unsealed segments of one lane: empty ones are removed, the newest is resumed as the
+/// lane's active segment if it is younger than `max_age_ms`, the others are sealed now.
+fn resume_or_seal(
+    fs: &Fs,
+    lane: u16,
+    mut list: Vec<Unsealed>,
+    now_ms: i64,
+    max_age_ms: i64,
+    out: &mut Recovered,
+) -> Result<()> {
+    list.sort_by_key(|u| u.found.header.segment_id);
+    let newest = list.len().saturating_sub(1);
+    for (i, u) in list.into_iter().enumerate() {
+        let f = u.found;
+        if u.index.totals.block_count == 0 {
+            fs.remove(&f.path)
+                .ctx(|| format!("remove empty {}", f.path.display()))?;
+            out.report.empty_removed += 1;
             continue;
         }
-        list.sort_by_key(|(f, _, _)| f.header.segment_id);
-        let newest = list.len() - 1;
-        for (i, (f, index, len)) in list.into_iter().enumerate() {
-            if index.totals.block_count == 0 {
-                fs.remove(&f.path)
-                    .ctx(|| format!("remove empty {}", f.path.display()))?;
-                out.report.empty_removed += 1;
-                continue;
-            }
-            let writer = ActiveWriter::resume(fs, &f.path, f.header, f.file, index, len)?;
-            let young = now_ms.saturating_sub(f.header.created_ms) < max_age_ms;
-            if i == newest && young {
-                out.segments.push(writer.segment.clone());
-                out.writers.insert(lane, writer);
-            } else {
-                out.segments.push(Arc::new(writer.seal()?));
-            }
+        let writer = ActiveWriter::resume(fs, &f.path, f.header, f.file, u.index, u.good_len)?;
+        let young = now_ms.saturating_sub(f.header.created_ms) < max_age_ms;
+        if i == newest && young {
+            out.segments.push(writer.segment.clone());
+            out.writers.insert(lane, writer);
+        } else {
+            out.segments.push(Arc::new(writer.seal()?));
         }
     }
-    out.segments.sort_by_key(|s| s.id);
-    Ok(out)
+    Ok(())
 }
 
 /// Every `lanes/<days>d/<id>.seg` with a valid header. Files too short to hold a header are
 /// creations torn by a crash (the header is fsynced before any block) and are removed.
 /// Also returns the highest id found in a file name, so that new ids never collide even with
 /// an unusable file.
-#[allow(clippy::too_many_lines)]
 fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Vec<Found>, u64)> {
     let lanes = dir.join("lanes");
     let mut found = Vec::new();
@@ -221,38 +251,45 @@ fn list_segments(dir: &Path, fs: &Fs, report: &mut RecoveryReport) -> Result<(Ve
                 .file_stem()
                 .and_then(|s| s.to_str()?.parse::<u64>().ok());
             max_id = max_id.max(name_id.unwrap_or(0));
-            let file = fs.open_ctx(&path, OpenMode::ReadWrite)?;
-            let len = file.size().ctx(|| format!("stat {}", path.display()))?;
-            let mut buf = [0u8; SEGMENT_HEADER_LEN];
-            if len < SEGMENT_HEADER_LEN as u64 {
-                log::warn!(
-                    "{}: removing a segment whose creation was torn",
-                    path.display()
-                );
-                fs.remove(&path)
-                    .ctx(|| format!("remove {}", path.display()))?;
-                report.empty_removed += 1;
-                continue;
-            }
-            file.read_exact_at(&mut buf, 0)
-                .ctx(|| format!("read {}", path.display()))?;
-            match SegmentHeader::decode(&buf) {
-                Ok(header) => found.push(Found {
-                    path,
-                    header,
-                    file,
-                    len,
-                }),
-                Err(e) => {
-                    log::error!(
-                        "{}: unusable segment, left in place: {}",
-                        path.display(),
-                        e.0
-                    );
-                    report.unusable_files.push((path, e.0));
-                }
-            }
+            found.extend(open_segment_file(fs, path, report)?);
         }
     }
     Ok((found, max_id))
+}
+
+/// Opens one `.seg` file and reads its header. A file too short for one (a torn creation) is
+/// removed; one whose header fails its checks is reported and left in place.
+fn open_segment_file(fs: &Fs, path: PathBuf, report: &mut RecoveryReport) -> Result<Option<Found>> {
+    let file = fs.open_ctx(&path, OpenMode::ReadWrite)?;
+    let len = file.size().ctx(|| format!("stat {}", path.display()))?;
+    if len < SEGMENT_HEADER_LEN as u64 {
+        log::warn!(
+            "{}: removing a segment whose creation was torn",
+            path.display()
+        );
+        fs.remove(&path)
+            .ctx(|| format!("remove {}", path.display()))?;
+        report.empty_removed += 1;
+        return Ok(None);
+    }
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut buf, 0)
+        .ctx(|| format!("read {}", path.display()))?;
+    match SegmentHeader::decode(&buf) {
+        Ok(header) => Ok(Some(Found {
+            path,
+            header,
+            file,
+            len,
+        })),
+        Err(e) => {
+            log::error!(
+                "{}: unusable segment, left in place: {}",
+                path.display(),
+                e.0
+            );
+            report.unusable_files.push((path, e.0));
+            Ok(None)
+        }
+    }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::{IoContext, Result};
 use crate::fs::Fs;
-use crate::remote::sync::{Remote, SyncReport};
+use crate::remote::RemoteTier;
 use crate::segment_set::{Edit, SegmentSet};
 
 pub use crate::units::DAY_MS;
@@ -34,7 +34,7 @@ pub struct RetentionReport {
 pub(crate) struct Retention<'a> {
     pub fs: &'a Fs,
     pub segments: &'a SegmentSet,
-    pub remote: Option<&'a Remote>,
+    pub remote: Option<&'a RemoteTier>,
 }
 
 impl Retention<'_> {
@@ -86,15 +86,16 @@ impl Retention<'_> {
             self.fs.sync_dir_ctx(&d)?;
         }
         if let Some(remote) = self.remote {
-            let mut sync = SyncReport::default();
             // A failed delete stays doomed in the manifest; the next sync retries it.
-            if let Err(e) = remote.delete_doomed(&self.segments.current(), &mut sync) {
-                log::error!("retention: deleting expired objects failed: {e}");
-                report
-                    .errors
-                    .push(format!("deleting expired objects from the bucket: {e}"));
+            match remote.delete_doomed(&self.segments.current()) {
+                Ok(n) => report.objects_deleted = n,
+                Err(e) => {
+                    log::error!("retention: deleting expired objects failed: {e}");
+                    report
+                        .errors
+                        .push(format!("deleting expired objects from the bucket: {e}"));
+                }
             }
-            report.objects_deleted = sync.objects_deleted;
         }
         Ok(report)
     }

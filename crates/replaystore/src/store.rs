@@ -22,8 +22,7 @@ use crate::fs::Fs;
 use crate::maintenance::{Maintenance, MaintenanceParts};
 use crate::read::{Reader, SessionData, SessionSummary, Stats};
 use crate::recovery::{recover, Recovered, RecoveryReport};
-use crate::remote::sync::{Remote, SyncReport};
-use crate::remote::RemoteStatus;
+use crate::remote::{RemoteStatus, RemoteTier, SyncReport};
 use crate::retention::RetentionReport;
 use crate::segment::RemoteRead;
 use crate::segment_set::SegmentSet;
@@ -45,7 +44,7 @@ pub struct Store {
     /// The storage layer (for the reads' file sizes).
     fs: Fs,
     /// The remote tier, when configured.
-    pub(crate) remote: Option<Arc<Remote>>,
+    pub(crate) remote: Option<Arc<RemoteTier>>,
     pub(crate) counters: IngestCounters,
     /// Kicked when a segment is sealed; the uploader waits on it.
     sealed: Arc<Signal>,
@@ -74,14 +73,14 @@ fn open_remote(
     fs: &Fs,
     config: &Config,
     rec: &mut Recovered,
-) -> Result<Option<Remote>> {
+) -> Result<Option<RemoteTier>> {
     let Some(rc) = &config.remote else {
         return Ok(None);
     };
     let has_local = !rec.segments.is_empty();
-    let r = Remote::open(dir, fs, rc.clone(), has_local)?;
+    let r = RemoteTier::open(dir, fs, rc.clone(), has_local)?;
     let unusable = &mut rec.report.unusable_files;
-    let max_id = crate::remote::sync::reconcile(&r, &mut rec.segments, unusable)?;
+    let max_id = r.reconcile(&mut rec.segments, unusable)?;
     rec.next_segment_id = rec.next_segment_id.max(max_id + 1);
     for s in &rec.segments {
         rec.next_seq = rec.next_seq.max(s.totals().max_seq + 1);
@@ -404,7 +403,7 @@ impl Store {
     /// The remote tier's state and request counters; `None` without a tier.
     pub fn remote_status(&self) -> Option<RemoteStatus> {
         let remote = self.remote.as_deref()?;
-        Some(crate::remote::status(remote, &self.segments.current()))
+        Some(remote.status(&self.segments.current()))
     }
 
     /// Checks every segment (see `verify`). Reads everything: a scrub, not a hot path.

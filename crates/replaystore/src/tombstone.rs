@@ -12,15 +12,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::records::{frame, records};
-use crate::format::{put_i64, put_u16, put_u64, Bytes, DecodeResult};
+use crate::format::records::records;
+use crate::format::tombstone_log::{
+    heads, LogRecord, PendingRecord, RecordHead, RetiredRecord, KIND_PERSON, KIND_RETIRED,
+    KIND_SESSION, MAX_RECORD,
+};
+use crate::format::DecodeResult;
 use crate::fs::Fs;
 use crate::storage::{Appender, FileHandle, OpenMode};
 
-const KIND_PERSON: u8 = 1;
-const KIND_SESSION: u8 = 2;
-const KIND_RETIRED: u8 = 3;
-const MAX_RECORD: usize = 4096;
 /// The longest retention a lane can have (`Config` refuses more).
 const MAX_RETENTION_DAYS: i64 = 3650;
 
@@ -100,6 +100,41 @@ struct Retired {
     at_ms: i64,
     completed_ms: i64,
     purged: Purged,
+}
+
+impl Tombstone {
+    /// Its record in the log.
+    fn record(&self) -> LogRecord<'_> {
+        LogRecord::Pending(PendingRecord {
+            head: RecordHead {
+                kind: self.target.kind(),
+                id: self.id,
+                team: self.team,
+                at_ms: self.at_ms,
+            },
+            target: self.target.id(),
+        })
+    }
+}
+
+impl Retired {
+    /// Its record in the log.
+    fn record(&self) -> LogRecord<'static> {
+        LogRecord::Retired(RetiredRecord {
+            head: RecordHead {
+                kind: KIND_RETIRED,
+                id: self.id,
+                team: self.team,
+                at_ms: self.at_ms,
+            },
+            target_kind: self.kind,
+            hash: self.hash,
+            completed_ms: self.completed_ms,
+            sessions_removed: self.purged.sessions_removed,
+            bytes_removed: self.purged.bytes_removed,
+            segments_rewritten: self.purged.segments_rewritten,
+        })
+    }
 }
 
 pub(crate) struct Tombstones {
@@ -185,20 +220,16 @@ impl Tombstones {
     }
 
     fn apply(&mut self, body: &[u8]) -> DecodeResult<()> {
-        let mut b = Bytes::new(body);
-        let kind = b.u8()?;
-        let id = b.u64()?;
-        let team = b.u64()?;
-        let at_ms = b.i64()?;
+        let record = LogRecord::decode(body)?;
+        let RecordHead {
+            id, team, at_ms, ..
+        } = *record.head();
         self.next_id = self.next_id.max(id + 1);
-        match kind {
-            KIND_PERSON | KIND_SESSION => {
-                let n = b.u16()? as usize;
-                let s = b.str(n, "identifier")?.to_string();
-                let target = if kind == KIND_PERSON {
-                    Target::Person(s)
-                } else {
-                    Target::Session(s)
+        match record {
+            LogRecord::Pending(p) => {
+                let target = match p.head.kind {
+                    KIND_PERSON => Target::Person(p.target.to_string()),
+                    _ => Target::Session(p.target.to_string()),
                 };
                 self.deny.insert(self.hash(team, &target), at_ms);
                 self.pending.push(Tombstone {
@@ -208,32 +239,22 @@ impl Tombstones {
                     at_ms,
                 });
             }
-            KIND_RETIRED => {
-                let orig = b.u8()?;
-                let mut hash = [0u8; 32];
-                hash.copy_from_slice(b.take(32)?);
-                let completed_ms = b.i64()?;
-                let purged = Purged {
-                    sessions_removed: b.u64()?,
-                    bytes_removed: b.u64()?,
-                    segments_rewritten: b.u64()?,
-                };
+            LogRecord::Retired(r) => {
                 self.pending.retain(|t| t.id != id);
-                self.deny.insert(hash, at_ms);
+                self.deny.insert(r.hash, at_ms);
                 self.retired.push(Retired {
                     id,
-                    kind: orig,
+                    kind: r.target_kind,
                     team,
-                    hash,
+                    hash: r.hash,
                     at_ms,
-                    completed_ms,
-                    purged,
+                    completed_ms: r.completed_ms,
+                    purged: Purged {
+                        sessions_removed: r.sessions_removed,
+                        bytes_removed: r.bytes_removed,
+                        segments_rewritten: r.segments_rewritten,
+                    },
                 });
-            }
-            k => {
-                return Err(crate::format::DecodeError::new(format!(
-                    "unknown record kind {k}"
-                )))
             }
         }
         Ok(())
@@ -255,14 +276,8 @@ impl Tombstones {
             target,
             at_ms: now_ms,
         };
-        let mut body = vec![t.target.kind()];
-        put_u64(&mut body, t.id);
-        put_u64(&mut body, team);
-        put_i64(&mut body, now_ms);
-        put_u16(&mut body, t.target.id().len() as u16);
-        body.extend_from_slice(t.target.id().as_bytes());
-        let mut rec = Vec::with_capacity(body.len() + 8);
-        frame(&body, &mut rec);
+        let mut rec = Vec::new();
+        t.record().encode(&mut rec);
         if self.needs_rewrite {
             self.pending.push(t.clone());
             if let Err(e) = self.rewrite() {
@@ -422,28 +437,11 @@ impl Tombstones {
     /// Writes the whole log anew (pending in clear, retired as hashes) and swaps it in.
     fn rewrite(&mut self) -> Result<()> {
         let mut out = Vec::new();
-        let mut record = |body: Vec<u8>| frame(&body, &mut out);
         for r in &self.retired {
-            let mut body = vec![KIND_RETIRED];
-            put_u64(&mut body, r.id);
-            put_u64(&mut body, r.team);
-            put_i64(&mut body, r.at_ms);
-            body.push(r.kind);
-            body.extend_from_slice(&r.hash);
-            put_i64(&mut body, r.completed_ms);
-            put_u64(&mut body, r.purged.sessions_removed);
-            put_u64(&mut body, r.purged.bytes_removed);
-            put_u64(&mut body, r.purged.segments_rewritten);
-            record(body);
+            r.record().encode(&mut out);
         }
         for t in &self.pending {
-            let mut body = vec![t.target.kind()];
-            put_u64(&mut body, t.id);
-            put_u64(&mut body, t.team);
-            put_i64(&mut body, t.at_ms);
-            put_u16(&mut body, t.target.id().len() as u16);
-            body.extend_from_slice(t.target.id().as_bytes());
-            record(body);
+            t.record().encode(&mut out);
         }
         let tmp = self.path.with_extension("log.tmp");
         self.fs.replace_file(&self.path, &tmp, &[&out])?;
@@ -461,17 +459,13 @@ pub(crate) type RequestKey = (u64, u64, i64);
 
 /// The requests named by the whole records of a tombstone log's bytes (a torn tail is ignored),
 /// as (id, team, requested at): the pending ones, and all of them, pending or retired. Lets two
-/// copies of a log be compared without the key (adoption of a bucket, `remote::sync`).
+/// copies of a log be compared without the key (adoption of a bucket, `remote::adopt`).
 pub(crate) fn log_requests(bytes: &[u8]) -> (Vec<RequestKey>, Vec<RequestKey>) {
     let (mut pending, mut all) = (Vec::new(), Vec::new());
-    for r in records(bytes, MAX_RECORD) {
-        let mut b = Bytes::new(r.body);
-        let (Ok(kind), Ok(id), Ok(team), Ok(at)) = (b.u8(), b.u64(), b.u64(), b.i64()) else {
-            break;
-        };
-        all.push((id, team, at));
-        if kind != KIND_RETIRED {
-            pending.push((id, team, at));
+    for h in heads(bytes) {
+        all.push((h.id, h.team, h.at_ms));
+        if h.kind != KIND_RETIRED {
+            pending.push((h.id, h.team, h.at_ms));
         }
     }
     (pending, all)

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::flush::FlushPipeline;
 use crate::fs::Fs;
-use crate::remote::sync::Remote;
+use crate::remote::RemoteTier;
 use crate::retention::cutoff;
 use crate::segment::Segment;
 use crate::segment_set::SegmentSet;
@@ -227,7 +227,7 @@ pub(crate) struct Compactor<'a> {
     pub segments: &'a SegmentSet,
     pub pipeline: &'a FlushPipeline,
     pub tombstones: &'a RwLock<Tombstones>,
-    pub remote: Option<&'a Remote>,
+    pub remote: Option<&'a RemoteTier>,
 }
 
 /// What a job does with its sources.
@@ -399,7 +399,7 @@ impl Compactor<'_> {
                 .retire(&done, self.config.parts.clock.now_ms())?;
         }
         if let (Some(remote), false) = (self.remote, done.is_empty()) {
-            if let Err(e) = remote.upload_meta(self.dir) {
+            if let Err(e) = remote.upload_meta() {
                 report
                     .failed_jobs
                     .push(format!("remote: tombstone log: {e}"));

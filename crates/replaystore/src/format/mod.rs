@@ -7,6 +7,7 @@ pub mod bloom;
 pub mod footer;
 pub mod records;
 pub mod segment;
+pub mod tombstone_log;
 
 pub use block::{ArrivalRange, BlockHeader, BlockWriter, ChunkEntry, Codec, Stamp};
 pub use footer::{BlockRef, FooterFormat, FooterView, SessionEntry};

@@ -1,10 +1,7 @@
 //! The remote tier's public reports: `RemoteStatus`, and the bucket listing for audits.
 
-use super::manifest::State;
-use super::sync::Remote;
-use super::tier::TierStats;
+use super::client::TierStats;
 use crate::error::Result;
-use crate::segment_set::Version;
 
 /// Where the remote tier stands (`Store::remote_status`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -24,26 +21,6 @@ pub struct RemoteStatus {
     pub requests: TierStats,
 }
 
-/// Where `remote` stands (`Store::remote_status`): manifest states, request counters, and how
-/// many segments of `current` are held only in the bucket.
-pub(crate) fn status(remote: &Remote, current: &Version) -> RemoteStatus {
-    let mut st = RemoteStatus {
-        url: remote.tier.url.clone(),
-        requests: remote.tier.stats(),
-        footer_cache_bytes: remote.cache.used_bytes(),
-        ..RemoteStatus::default()
-    };
-    for e in remote.manifest.lock().entries.values() {
-        match e.state {
-            State::Verified => st.verified += 1,
-            State::Uploading(_) => st.uploading += 1,
-            State::Doomed { .. } => st.doomed += 1,
-        }
-    }
-    st.remote_only = current.segments().iter().filter(|s| s.is_remote()).count() as u64;
-    st
-}
-
 /// One object of the bucket (`bucket_objects`).
 #[derive(Debug, Clone)]
 pub struct BucketObject {
@@ -55,7 +32,7 @@ pub struct BucketObject {
 /// Every object under the tier's prefix, with its bytes when `with_bytes` is set: what an
 /// auditor (or the canary test) reads to check that a person's bytes are gone from the bucket.
 pub fn bucket_objects(config: &super::RemoteConfig, with_bytes: bool) -> Result<Vec<BucketObject>> {
-    let tier = super::tier::Tier::open(config.clone())?;
+    let tier = super::client::Client::open(config.clone())?;
     let mut out = Vec::new();
     for o in tier.list("")? {
         let bytes = if with_bytes {

@@ -1,28 +1,34 @@
 //! The remote tier: sealed segments copied to object storage (S3 and the like), their local
 //! copies dropped once `local_retention` passes, and reads of remote segments by byte range.
 //!
-//! - `tier`: the object-store client (uploads with resume, verified; range reads; deletes).
+//! - `tier`: `RemoteTier`, the component: it owns the tier's state and lock (see there).
+//! - `objects`: the bucket as remote segments read it (client, footer cache, scratch space).
+//! - `client`: the object-store client (uploads with resume, verified; range reads; deletes).
 //! - `manifest`: the local record of what is uploaded and what must be deleted remotely.
 //! - `footer_cache`: remote segments' footers on local disk, the whole ones bounded (LRU).
-//! - `sync`: the maintenance step that uploads, verifies, drops local copies and deletes
-//!   superseded objects; and opening a store from the bucket alone.
+//! - `sync`: one pass that uploads, verifies, drops local copies and deletes superseded objects.
+//! - `adopt`: opening a store from the bucket alone.
 //!
 //! docs/scale-out.md describes the deployment; docs/format.md the manifest and object layout.
 
+mod adopt;
 mod api;
 mod backend;
-pub(crate) mod footer_cache;
-pub(crate) mod manifest;
-pub(crate) mod sync;
-pub(crate) mod tier;
+mod client;
+mod footer_cache;
+mod manifest;
+mod objects;
+mod sync;
+mod tier;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use api::status;
 pub use api::{bucket_objects, BucketObject, RemoteStatus};
+pub use client::TierStats;
 pub use manifest::UploadProgress;
-pub use tier::TierStats;
+pub use sync::SyncReport;
+pub(crate) use tier::RemoteTier;
 
 /// Where and how sealed segments go to object storage. Defaults in `RemoteConfig::new`.
 #[derive(Clone)]

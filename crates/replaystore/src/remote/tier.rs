@@ -1,526 +1,219 @@
-//! The object-store client of the remote tier: a thin, blocking face over Apache Arrow's
-//! `object_store` crate (S3, GCS, Azure, local files, in memory). It owns a small tokio runtime
-//! so that the engine's synchronous code (maintenance thread, readers) can call it from any
-//! thread, inside or outside another runtime, and it counts every request it makes.
+//! `RemoteTier`: the remote tier as a component of the store. It owns the tier's state (the
+//! object-store client, the footer cache and scratch space as `Objects`, the manifest, what the
+//! meta files were last uploaded as) and its lock; the store's other components reach it only
+//! through the methods below.
+//!
+//! Who drives it: `Maintenance`, under the maintenance lock (the upload thread, the maintenance
+//! thread through retention and compaction, and the `Store` calls that run those now), because
+//! a sync replaces sealed segments by their remote twins and retention and compaction remove
+//! sealed segments: those edits are serialised by that lock (docs/design.md, component map).
+//! The tier's own `pass` lock makes its steps one at a time whoever calls them: an upload never
+//! overwrites the `Doomed` state a concurrent `doom` just recorded.
 
-use std::future::Future;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::multipart::{MultipartStore, PartId};
-use object_store::path::Path as ObjPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
-use serde::Serialize;
+use parking_lot::Mutex;
 
-use super::manifest::UploadProgress;
+use super::adopt::Adoption;
+use super::api::RemoteStatus;
+use super::manifest::{Manifest, State};
+use super::objects::Objects;
+use super::sync::{delete_doomed, MetaUploads, SyncPass, SyncReport};
 use super::RemoteConfig;
-use crate::error::{Error, IoContext, Result};
-use crate::failpoint::crash_point;
-use crate::storage::FileHandle;
+use crate::error::Result;
+use crate::fs::Fs;
+use crate::segment::Segment;
+use crate::segment_set::{SegmentSet, Version};
 
-/// Requests made to the object store since open (`Store::remote_stats`).
-#[derive(Debug, Default)]
-pub(crate) struct TierCounters {
-    pub gets: AtomicU64,
-    pub get_bytes: AtomicU64,
-    pub puts: AtomicU64,
-    pub put_bytes: AtomicU64,
-    pub parts_uploaded: AtomicU64,
-    pub uploads_resumed: AtomicU64,
-    pub deletes: AtomicU64,
-    pub lists: AtomicU64,
-    pub footer_fetches: AtomicU64,
+pub(crate) struct RemoteTier {
+    dir: PathBuf,
+    fs: Fs,
+    /// The client, footer cache and scratch space; every remote segment holds it too (as its
+    /// `segment::ObjectSource`).
+    objects: Arc<Objects>,
+    /// Which segments are in the bucket, and in what state. A leaf lock: held for one change
+    /// and its save, never across a request.
+    manifest: Mutex<Manifest>,
+    /// One step of the tier at a time (a sync pass, dooming, deleting doomed objects, uploading
+    /// the meta files); it holds what the meta files were last uploaded as.
+    pass: Mutex<MetaUploads>,
 }
 
-/// A copy of the counters.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct TierStats {
-    pub gets: u64,
-    pub get_bytes: u64,
-    pub puts: u64,
-    pub put_bytes: u64,
-    pub parts_uploaded: u64,
-    pub uploads_resumed: u64,
-    pub deletes: u64,
-    pub lists: u64,
-    /// Footers fetched from the bucket (cache misses, or a store opened elsewhere).
-    pub footer_fetches: u64,
-}
-
-pub(crate) struct Tier {
-    store: Arc<dyn ObjectStore>,
-    /// Set for backends whose multipart uploads can be resumed by id (S3, GCS, Azure, memory).
-    multipart: Option<Arc<dyn MultipartStore>>,
-    pub prefix: ObjPath,
-    pub url: String,
-    /// `scheme://bucket`, to name remote segments in messages.
-    root: String,
-    pub config: RemoteConfig,
-    rt: Option<tokio::runtime::Runtime>,
-    pub counters: TierCounters,
-}
-
-fn remote_err(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Remote {
-        context,
-        source: Box::new(source),
-    }
-}
-
-impl Tier {
-    pub fn open(config: RemoteConfig) -> Result<Tier> {
-        let (store, multipart, prefix) = super::backend::build(&config)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("replaystore-remote")
-            .enable_all()
-            .build()
-            .ctx(|| "start the remote tier's runtime".to_string())?;
-        let root = url::Url::parse(&config.url)
-            .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")))
-            .unwrap_or_default();
-        Ok(Tier {
-            store,
-            multipart,
-            prefix,
-            root,
-            url: config.url.clone(),
-            config,
-            rt: Some(rt),
-            counters: TierCounters::default(),
+impl RemoteTier {
+    /// Opens the remote state of the store in `dir`. With no manifest yet and no local
+    /// segment (a store moved to this machine, or a new one), the bucket is listed and every
+    /// segment in it adopted: the bucket must answer. A store that already has local segments
+    /// and gets a tier for the first time starts with an empty manifest and needs the bucket
+    /// only to upload, so it opens (and ingests) while the bucket is unreachable.
+    pub fn open(dir: &Path, fs: &Fs, config: RemoteConfig, has_local: bool) -> Result<RemoteTier> {
+        let objects = Arc::new(Objects::open(dir, fs, config)?);
+        let fresh = !fs.exists(&dir.join("REMOTE"));
+        let mut manifest = Manifest::open(dir, fs)?;
+        if fresh && !has_local {
+            let client = &objects.client;
+            Adoption { client, dir, fs }.run(&mut manifest)?;
+        } else if fresh {
+            manifest.save()?;
+        }
+        Ok(RemoteTier {
+            dir: dir.to_path_buf(),
+            fs: fs.clone(),
+            objects,
+            manifest: Mutex::new(manifest),
+            pass: Mutex::new(MetaUploads::default()),
         })
     }
 
-    /// Runs `fut` on the tier's runtime and waits for it. Works from any thread, including a
-    /// worker of another tokio runtime (where `block_on` would panic).
-    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
-        let rt = self.rt.as_ref().ok_or(Error::Closed)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv().map_err(|_| Error::Closed)
-    }
-
-    pub fn url_root(&self) -> &str {
-        &self.root
-    }
-
-    /// The object key of a segment: `<prefix>/segments/<days>d/<id, 20 digits>.seg`.
-    pub fn segment_key(&self, lane_days: u16, id: u64) -> ObjPath {
-        self.prefix
-            .clone()
-            .join("segments")
-            .join(format!("{lane_days}d"))
-            .join(format!("{id:020}.seg"))
-    }
-
-    /// The key of a store-wide file kept beside the segments (tombstone log, its key).
-    pub fn meta_key(&self, name: &str) -> ObjPath {
-        self.prefix.clone().join("meta").join(name)
-    }
-
-    pub fn stats(&self) -> TierStats {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        TierStats {
-            gets: l(&c.gets),
-            get_bytes: l(&c.get_bytes),
-            puts: l(&c.puts),
-            put_bytes: l(&c.put_bytes),
-            parts_uploaded: l(&c.parts_uploaded),
-            uploads_resumed: l(&c.uploads_resumed),
-            deletes: l(&c.deletes),
-            lists: l(&c.lists),
-            footer_fetches: l(&c.footer_fetches),
-        }
-    }
-
-    pub fn count_footer_fetch(&self) {
-        self.counters.footer_fetches.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn count_get(&self, bytes: usize) {
-        self.counters.gets.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .get_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Uploads `data` (a sealed segment's mapped bytes, `size` of them) to `key`. Small files (and backends without
-    /// resumable multipart) take one PUT; larger ones go in `part_bytes` parts, and `record` is
-    /// called after the upload is created and after every part, with what a restarted process
-    /// needs to resume (`progress` is where a previous process stopped). Idempotent: the key is
-    /// derived from the segment id and a segment never changes once sealed.
-    pub fn upload(
-        &self,
-        data: &[u8],
-        key: &ObjPath,
-        size: u64,
-        progress: UploadProgress,
-        record: &mut dyn FnMut(&UploadProgress) -> Result<()>,
-    ) -> Result<()> {
-        let part = self.config.part_bytes as u64;
-        let multipart = match &self.multipart {
-            Some(m) if size > part => m.clone(),
-            _ => {
-                let bytes = read_range(data, key, 0..size)?;
-                let (store, k) = (self.store.clone(), key.clone());
-                self.run(async move { store.put(&k, PutPayload::from(bytes)).await })?
-                    .map_err(remote_err(format!("upload {key}")))?;
-                self.counters.puts.fetch_add(1, Ordering::Relaxed);
-                self.counters.put_bytes.fetch_add(size, Ordering::Relaxed);
-                return Ok(());
-            }
+    /// One pass of the tier at `now` (store clock; see `sync::SyncPass`). The caller holds the
+    /// maintenance lock.
+    pub fn sync(&self, segments: &SegmentSet, now: i64) -> Result<SyncReport> {
+        let mut meta = self.pass.lock();
+        let pass = SyncPass {
+            dir: &self.dir,
+            fs: &self.fs,
+            objects: &self.objects,
+            manifest: &self.manifest,
+            meta: &mut meta,
+            segments,
         };
-        let mut progress = progress;
-        let resumed = progress.upload_id.is_some();
-        match self.upload_parts(&multipart, data, key, size, &mut progress, record) {
-            Ok(()) => {
-                if resumed {
-                    self.counters
-                        .uploads_resumed
-                        .fetch_add(1, Ordering::Relaxed);
+        pass.run(now)
+    }
+
+    /// Deletes the objects of doomed entries whose replacement (if any) is verified or no
+    /// longer in `live`; returns how many.
+    pub fn delete_doomed(&self, live: &Version) -> Result<u64> {
+        let _pass = self.pass.lock();
+        delete_doomed(&self.objects, &self.manifest, live)
+    }
+
+    /// Uploads the meta files (tombstone log, key) whose content changed since the last upload.
+    pub fn upload_meta(&self) -> Result<u64> {
+        let mut meta = self.pass.lock();
+        meta.upload(&self.objects, &self.fs, &self.dir)
+    }
+
+    /// Marks segments that left the store (expired, or replaced by `replaced_by`) for deletion
+    /// from the bucket; segments never uploaded are only forgotten. Called before their local
+    /// files go, so a crash cannot leave an object nobody will delete.
+    pub fn doom(&self, ids: &[u64], replaced_by: Option<u64>) -> Result<()> {
+        let _pass = self.pass.lock();
+        let mut m = self.manifest.lock();
+        let mut changed = false;
+        // Objects waiting for one of `ids` to be verified now wait for its replacement (or,
+        // when nothing replaces it, for nothing: its data is gone on purpose).
+        for e in m.entries.values_mut() {
+            if let State::Doomed { after: Some(a) } = e.state {
+                if ids.contains(&a) {
+                    e.state = State::Doomed { after: replaced_by };
+                    changed = true;
                 }
-                Ok(())
             }
-            // A stale upload id (the bucket's lifecycle rule aborted it, or it was completed by
-            // the previous process just before it died): start over once.
-            Err(e) if resumed => {
-                log::warn!("resuming the upload of {key} failed ({e}); starting over");
-                let id = progress.upload_id.take();
-                if let Some(id) = id {
-                    let (m, k) = (multipart.clone(), key.clone());
-                    let _ = self.run(async move { m.abort_multipart(&k, &id).await });
-                }
-                progress.parts.clear();
-                self.upload_parts(&multipart, data, key, size, &mut progress, record)
-            }
-            Err(e) => Err(e),
         }
-    }
-
-    fn upload_parts(
-        &self,
-        multipart: &Arc<dyn MultipartStore>,
-        data: &[u8],
-        key: &ObjPath,
-        size: u64,
-        progress: &mut UploadProgress,
-        record: &mut dyn FnMut(&UploadProgress) -> Result<()>,
-    ) -> Result<()> {
-        let part = self.config.part_bytes as u64;
-        let id = match &progress.upload_id {
-            Some(id) => id.clone(),
-            None => {
-                let (m, k) = (multipart.clone(), key.clone());
-                let id = self
-                    .run(async move { m.create_multipart(&k).await })?
-                    .map_err(remote_err(format!("start multipart upload of {key}")))?;
-                progress.upload_id = Some(id.clone());
-                progress.parts.clear();
-                record(progress)?;
-                id
-            }
-        };
-        let count = size.div_ceil(part);
-        for i in progress.parts.len() as u64..count {
-            let range = i * part..((i + 1) * part).min(size);
-            let len = range.end - range.start;
-            let bytes = read_range(data, key, range)?;
-            let (m, k, uid) = (multipart.clone(), key.clone(), id.clone());
-            let done = self
-                .run(async move {
-                    m.put_part(&k, &uid, i as usize, PutPayload::from(bytes))
-                        .await
-                })?
-                .map_err(remote_err(format!("upload part {i} of {key}")))?;
-            self.counters.parts_uploaded.fetch_add(1, Ordering::Relaxed);
-            self.counters.put_bytes.fetch_add(len, Ordering::Relaxed);
-            progress.parts.push(done.content_id);
-            record(progress)?;
-            crash_point("upload:after_part");
-        }
-        let parts: Vec<PartId> = progress
-            .parts
-            .iter()
-            .map(|c| PartId {
-                content_id: c.clone(),
-            })
-            .collect();
-        let (m, k) = (multipart.clone(), key.clone());
-        self.run(async move { m.complete_multipart(&k, &id, parts).await })?
-            .map_err(remote_err(format!("complete multipart upload of {key}")))?;
-        self.counters.puts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Checks that the object at `key` is `size` bytes and, when `read_back` is set, that its
-    /// bytes have the CRC-32 `crc` (one streamed GET of the whole object: free within a region
-    /// on S3, and the only check that works on every backend; ETags are not content hashes
-    /// for multipart uploads or KMS-encrypted buckets).
-    pub fn verify(
-        &self,
-        key: &ObjPath,
-        size: u64,
-        crc: u32,
-    ) -> Result<std::result::Result<(), String>> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let read_back = self.config.verify_read_back;
-        let got = self.run(async move {
-            let meta = store.head(&k).await?;
-            if !read_back || meta.size != size {
-                return Ok((meta.size, None, 0));
-            }
-            let mut stream = store.get(&k).await?.into_stream();
-            let mut h = crc32fast::Hasher::new();
-            let mut n = 0u64;
-            while let Some(b) = stream.try_next().await? {
-                n += b.len() as u64;
-                h.update(&b);
-            }
-            Ok::<_, object_store::Error>((meta.size, Some(h.finalize()), n))
-        })?;
-        let (remote_size, remote_crc, fetched) =
-            got.map_err(remote_err(format!("verify {key}")))?;
-        if fetched > 0 {
-            self.count_get(fetched as usize);
-        }
-        if remote_size != size {
-            return Ok(Err(format!("size {remote_size}, expected {size}")));
-        }
-        match remote_crc {
-            Some(c) if c != crc => Ok(Err(format!("crc {c:08x}, expected {crc:08x}"))),
-            _ => Ok(Ok(())),
-        }
-    }
-
-    /// The last `n` bytes of an object (fewer if it is shorter) and the object's size.
-    pub fn get_tail(&self, key: &ObjPath, n: u64) -> Result<(Bytes, u64)> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let got = self.run(async move {
-            let opts = GetOptions {
-                range: Some(GetRange::Suffix(n)),
-                ..Default::default()
+        for id in ids {
+            let Some(e) = m.entries.get_mut(id) else {
+                continue;
             };
-            let r = store.get_opts(&k, opts).await?;
-            let size = r.meta.size;
-            Ok::<_, object_store::Error>((r.bytes().await?, size))
-        })?;
-        let (bytes, size) = got.map_err(remote_err(format!("read the tail of {key}")))?;
-        self.count_get(bytes.len());
-        Ok((bytes, size))
-    }
-
-    /// Reads `wanted` byte ranges of one object (see `read_ranges_many`).
-    pub fn read_ranges(&self, key: &ObjPath, wanted: &[Range<u64>]) -> Result<(Vec<Bytes>, u64)> {
-        let mut got = self.read_ranges_many(&[(key.clone(), wanted.to_vec())])?;
-        got.pop().ok_or_else(|| Error::Remote {
-            context: format!("read {key}"),
-            source: "no answer".into(),
-        })
-    }
-
-    /// Reads byte ranges of several objects. Per object, ranges closer than `coalesce_gap` are
-    /// merged into one GET; all the GETs of all the objects run concurrently, so a session
-    /// spread over several remote segments costs one round trip, not one per segment. Returns,
-    /// per object, the bytes of each wanted range in the order given and the GETs made.
-    pub fn read_ranges_many(
-        &self,
-        reqs: &[(ObjPath, Vec<Range<u64>>)],
-    ) -> Result<Vec<(Vec<Bytes>, u64)>> {
-        let merged: Vec<Vec<Range<u64>>> = reqs
-            .iter()
-            .map(|(_, wanted)| coalesce(wanted, self.config.coalesce_gap))
-            .collect();
-        let jobs: Vec<(ObjPath, Range<u64>)> = reqs
-            .iter()
-            .zip(&merged)
-            .flat_map(|((k, _), m)| m.iter().map(move |r| (k.clone(), r.clone())))
-            .collect();
-        let store = self.store.clone();
-        let got = self.run(async move {
-            let gets = jobs.iter().map(|(k, r)| {
-                let (store, k, r) = (store.clone(), k.clone(), r.clone());
-                async move {
-                    let b = store.get_range(&k, r).await;
-                    b.map_err(remote_err(format!("read {k}")))
-                }
-            });
-            futures::future::try_join_all(gets).await
-        })??;
-        for b in &got {
-            self.count_get(b.len());
+            // Even an upload never verified may have left a whole object: delete its key too
+            // (idempotent; stray multipart parts go with the bucket's
+            // AbortIncompleteMultipartUpload rule).
+            e.state = State::Doomed { after: replaced_by };
+            changed = true;
         }
-        let mut got = got.into_iter();
-        let mut out = Vec::with_capacity(reqs.len());
-        for ((key, wanted), merged) in reqs.iter().zip(&merged) {
-            let fetched: Vec<Bytes> = got.by_ref().take(merged.len()).collect();
-            let mut ranges = Vec::with_capacity(wanted.len());
-            for w in wanted {
-                let i = merged.partition_point(|m| m.end < w.end);
-                match (merged.get(i), fetched.get(i)) {
-                    (Some(m), Some(b))
-                        if m.start <= w.start && b.len() as u64 >= w.end - m.start =>
-                    {
-                        ranges.push(
-                            b.slice((w.start - m.start) as usize..(w.end - m.start) as usize),
-                        );
-                    }
-                    _ => {
-                        return Err(Error::Remote {
-                            context: format!("read {key}"),
-                            source: "object shorter than the ranges its footer lists".into(),
-                        })
-                    }
-                }
-            }
-            out.push((ranges, merged.len() as u64));
+        if changed {
+            m.save()?;
         }
-        Ok(out)
-    }
-
-    /// One byte range of an object, one GET.
-    pub fn get_range(&self, key: &ObjPath, range: Range<u64>) -> Result<Bytes> {
-        let (mut got, _) = self.read_ranges(key, std::slice::from_ref(&range))?;
-        got.pop().ok_or_else(|| Error::Remote {
-            context: format!("read {key}"),
-            source: "no bytes returned".into(),
-        })
-    }
-
-    /// Downloads a whole object into `dest` (a new, empty local file), appending as it comes.
-    pub fn download(&self, key: &ObjPath, dest: FileHandle) -> Result<u64> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let got = self.run(async move {
-            let mut stream = store.get(&k).await?.into_stream();
-            let mut n = 0u64;
-            while let Some(b) = stream.try_next().await? {
-                n += b.len() as u64;
-                dest.append(&b).map_err(|e| object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                })?;
-            }
-            Ok::<_, object_store::Error>(n)
-        })?;
-        let n = got.map_err(remote_err(format!("download {key}")))?;
-        self.count_get(n as usize);
-        Ok(n)
-    }
-
-    /// Deletes an object; one already gone is not an error (deletes are retried after a crash).
-    pub fn delete(&self, key: &ObjPath) -> Result<()> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let r = self.run(async move { store.delete(&k).await })?;
-        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
-        match r {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote_err(format!("delete {key}"))(e)),
-        }
-    }
-
-    /// Every object under `<prefix>/<sub>` (all of the prefix when `sub` is empty).
-    pub fn list(&self, sub: &str) -> Result<Vec<object_store::ObjectMeta>> {
-        let store = self.store.clone();
-        let p = if sub.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.prefix.clone().join(sub)
-        };
-        let shown = p.clone();
-        self.counters.lists.fetch_add(1, Ordering::Relaxed);
-        self.run(async move { store.list(Some(&p)).try_collect::<Vec<_>>().await })?
-            .map_err(remote_err(format!("list {shown}")))
-    }
-
-    /// One small object, whole (`None` when absent).
-    pub fn get_small(&self, key: &ObjPath, max: u64) -> Result<Option<Bytes>> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let got = self.run(async move {
-            let r = store.get(&k).await?;
-            if r.meta.size > max {
-                return Ok(Err(r.meta.size));
-            }
-            Ok(Ok(r.bytes().await?))
-        })?;
-        match got {
-            Ok(Ok(b)) => {
-                self.count_get(b.len());
-                Ok(Some(b))
-            }
-            Ok(Err(size)) => Err(Error::Remote {
-                context: format!("read {key}"),
-                source: format!("{size} bytes, more than the {max} expected").into(),
-            }),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(remote_err(format!("read {key}"))(e)),
-        }
-    }
-
-    /// Puts one small object whole.
-    pub fn put_small(&self, key: &ObjPath, bytes: Vec<u8>) -> Result<()> {
-        let (store, k) = (self.store.clone(), key.clone());
-        let n = bytes.len() as u64;
-        self.run(async move { store.put(&k, PutPayload::from(bytes)).await })?
-            .map_err(remote_err(format!("upload {key}")))?;
-        self.counters.puts.fetch_add(1, Ordering::Relaxed);
-        self.counters.put_bytes.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
-}
 
-impl Drop for Tier {
-    fn drop(&mut self) {
-        // `shutdown_background` never blocks, so dropping a store inside another runtime is safe.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+    /// Whether any object still waits for deletion (a deletion request is not complete while
+    /// a replaced object may hold its bytes).
+    pub fn deletes_pending(&self) -> bool {
+        self.manifest
+            .lock()
+            .entries
+            .values()
+            .any(|e| matches!(e.state, State::Doomed { .. }))
     }
-}
 
-/// One part of the bytes to upload.
-fn read_range(data: &[u8], key: &ObjPath, r: Range<u64>) -> Result<Vec<u8>> {
-    usize::try_from(r.start)
-        .ok()
-        .zip(usize::try_from(r.end).ok())
-        .and_then(|(a, b)| data.get(a..b))
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| Error::Remote {
-            context: format!("upload {key}"),
-            source: format!("range {r:?} outside the {} bytes to upload", data.len()).into(),
-        })
-}
-
-/// Sorts ranges and merges those whose gap is at most `gap` bytes.
-pub(crate) fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
-    let mut sorted: Vec<Range<u64>> = ranges.to_vec();
-    sorted.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for r in sorted {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end.saturating_add(gap) => {
-                last.end = last.end.max(r.end);
+    /// Open-time reconciliation of the local segments with the manifest: adds the verified remote
+    /// segments that have no local copy, dooms the ones a local compacted segment replaces (a crash
+    /// between a compaction's rename and its source deletes), and forgets uploads of segments that
+    /// no longer exist. Returns the highest segment id the manifest knows.
+    pub fn reconcile(
+        &self,
+        segments: &mut Vec<Arc<Segment>>,
+        unusable: &mut Vec<(PathBuf, String)>,
+    ) -> Result<u64> {
+        let mut m = self.manifest.lock();
+        let local: HashSet<u64> = segments.iter().map(|s| s.id).collect();
+        let mut max_id = 0;
+        let mut opened = Vec::new();
+        for e in m.entries.values() {
+            max_id = max_id.max(e.id);
+            if e.state == State::Verified && !local.contains(&e.id) {
+                match self.objects.open_segment(e) {
+                    Ok(s) => opened.push(Arc::new(s)),
+                    // Its cache is missing or damaged and the bucket does not answer: the store
+                    // opens without it (ingestion goes on) and says so; the next open retries.
+                    Err(err) => {
+                        log::error!("remote: segment {} unreadable, left out: {err}", e.id);
+                        unusable.push((self.objects.cache.meta_path(e.id), err.to_string()));
+                    }
+                }
             }
-            _ => out.push(r),
         }
+        segments.extend(opened);
+        // Replaced segments, local or remote, are doomed (their replacement is already in place).
+        let replaced: Vec<(u64, u64)> = segments
+            .iter()
+            .flat_map(|s| s.replaces().iter().map(move |r| (*r, s.id)))
+            .collect();
+        let mut changed = false;
+        for (old, new) in replaced {
+            segments.retain(|s| s.id != old || !s.is_remote());
+            if let Some(e) = m.entries.get_mut(&old) {
+                if !matches!(e.state, State::Doomed { .. }) {
+                    e.state = State::Doomed { after: Some(new) };
+                    changed = true;
+                }
+            }
+        }
+        // Uploads of segments that are gone locally (never verified) are deleted, in case a
+        // whole object made it to the bucket.
+        let present: HashSet<u64> = segments.iter().map(|s| s.id).collect();
+        for e in m.entries.values_mut() {
+            if matches!(e.state, State::Uploading(_)) && !present.contains(&e.id) {
+                e.state = State::Doomed { after: None };
+                changed = true;
+            }
+        }
+        if changed {
+            m.save()?;
+        }
+        segments.sort_by_key(|s| s.id);
+        Ok(max_id)
     }
-    out
-}
 
-#[cfg(test)]
-mod tests {
-    use super::coalesce;
-
-    #[test]
-    fn coalesces_neighbours_within_the_gap() {
-        let got = coalesce(&[100..200, 0..50, 230..300, 1000..1100], 40);
-        assert_eq!(got, vec![0..50, 100..300, 1000..1100]);
-        assert_eq!(coalesce(&[0..10, 10..20], 0), vec![0..20]);
-        assert_eq!(coalesce(&[0..10, 11..20], 0), vec![0..10, 11..20]);
+    /// Where the tier stands (`Store::remote_status`): manifest states, request counters, and
+    /// how many segments of `current` are held only in the bucket.
+    pub fn status(&self, current: &Version) -> RemoteStatus {
+        let client = &self.objects.client;
+        let mut st = RemoteStatus {
+            url: client.url.clone(),
+            requests: client.stats(),
+            footer_cache_bytes: self.objects.cache.used_bytes(),
+            ..RemoteStatus::default()
+        };
+        for e in self.manifest.lock().entries.values() {
+            match e.state {
+                State::Verified => st.verified += 1,
+                State::Uploading(_) => st.uploading += 1,
+                State::Doomed { .. } => st.doomed += 1,
+            }
+        }
+        st.remote_only = current.segments().iter().filter(|s| s.is_remote()).count() as u64;
+        st
     }
 }

@@ -9,7 +9,10 @@ mod scan;
 
 pub(crate) use mem_index::MemIndex;
 pub use remote::RemoteRead;
-pub(crate) use remote::{encode_meta, read_blocks_many, DecodedBlock, FooterBytes, RemoteData};
+pub(crate) use remote::{
+    encode_meta, read_blocks_many, DecodedBlock, FooterBytes, ObjectRanges, ObjectSource,
+    RemoteData, WholeBytes,
+};
 pub(crate) use scan::scan_blocks;
 
 use std::path::{Path, PathBuf};
@@ -428,9 +431,7 @@ impl Segment {
             }
             State::Remote { data: remote, .. } => {
                 let range = r.offset..r.offset.saturating_add(r.len as u64);
-                Ok(std::borrow::Cow::Owned(
-                    remote.tier.get_range(&remote.key, range)?.to_vec(),
-                ))
+                Ok(std::borrow::Cow::Owned(remote.block(range)?))
             }
         }
     }

@@ -1,10 +1,16 @@
 //! Segments held in object storage: opening one from its footer cache, fetching its blocks by
 //! byte range (several segments at once), and downloading it whole for a scrub or a rewrite.
+//!
+//! Where the bytes come from is the `ObjectSource` trait, defined here and implemented by the
+//! remote tier: `segment` never imports `remote` (which imports `segment` to upload, replace and
+//! open segments), so the two modules do not form an import cycle.
 
+use std::any::Any;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use object_store::path::Path as ObjPath;
 
 use crate::error::{IoContext, Result};
@@ -12,11 +18,40 @@ use crate::format::{
     BlockHeader, BlockRef, DecodeError, FooterFormat, FooterView, SegmentHeader, Trailer,
     SEGMENT_HEADER_LEN, TRAILER_LEN,
 };
-use crate::remote::footer_cache::FooterCache;
-use crate::remote::tier::Tier;
-use crate::storage::{Mapped, OpenMode};
+use crate::storage::Mapped;
 
 use super::{corrupt, Segment, State};
+
+/// Where a remote segment's bytes come from: range reads of its object, the local cache of its
+/// footers, whole downloads. Implemented by the remote tier (`remote::Objects`); every remote
+/// segment of a store shares one.
+pub(crate) trait ObjectSource: Send + Sync {
+    /// `scheme://bucket`, to name remote segments in paths and messages.
+    fn url_root(&self) -> &str;
+    /// One byte range of an object: one GET.
+    fn get_range(&self, key: &ObjPath, range: Range<u64>) -> Result<Bytes>;
+    /// Byte ranges of several objects, coalesced and fetched concurrently. Per object, in the
+    /// order given: the bytes of each range asked for, and the GETs made.
+    fn read_ranges_many(&self, reqs: &[ObjectRanges]) -> Result<Vec<(Vec<Bytes>, u64)>>;
+    /// The whole object, downloaded into a scratch file and mapped.
+    fn download(&self, key: &ObjPath) -> Result<WholeBytes>;
+    /// The `.meta` cache file of segment `id` (segment header, trailer, the footer's fixed part
+    /// and bloom filter): its path and bytes.
+    fn read_meta(&self, id: u64) -> Result<(PathBuf, Vec<u8>)>;
+    /// The whole footer file of segment `id` (`len` bytes), from the bounded cache; on a miss,
+    /// or when `valid` refuses the cached bytes, from `fetch` (counted as a footer fetch), then
+    /// cached.
+    fn cached_footer(
+        &self,
+        id: u64,
+        len: u64,
+        valid: &dyn Fn(&[u8]) -> bool,
+        fetch: &mut dyn FnMut() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Mapped>>;
+}
+
+/// The byte ranges wanted from one object (`ObjectSource::read_ranges_many`).
+pub(crate) type ObjectRanges = (ObjPath, Vec<Range<u64>>);
 
 /// The segment id in an object key (`.../<id>.seg`).
 fn parse_id(key: &ObjPath) -> Option<u64> {
@@ -26,26 +61,23 @@ fn parse_id(key: &ObjPath) -> Option<u64> {
 /// A block's header and its chunks' payloads, verified and decompressed.
 pub(crate) type DecodedBlock = (BlockHeader, Vec<Vec<u8>>);
 
-/// A whole segment's bytes (`Segment::whole_bytes`).
+/// A whole segment's bytes (`Segment::whole_bytes`): a local segment's mapping, or a download.
 pub(crate) struct WholeBytes {
     pub map: Mapped,
-    _tmp: Option<ScratchFile>,
+    /// Keeps a download's scratch file until the mapping is dropped, then removes it (the
+    /// remote tier's guard; `None` for a local segment).
+    _scratch: Option<Box<dyn Any + Send + Sync>>,
 }
 
-/// A download in the scratch directory, removed when dropped (and at open after a crash).
-struct ScratchFile {
-    fs: crate::fs::Fs,
-    path: PathBuf,
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        self.fs.remove_quietly(&self.path);
+impl WholeBytes {
+    /// A download's bytes, and the guard that removes its scratch file when they are dropped.
+    pub fn downloaded(map: Mapped, scratch: impl Any + Send + Sync) -> WholeBytes {
+        WholeBytes {
+            map,
+            _scratch: Some(Box::new(scratch)),
+        }
     }
 }
-
-/// Numbers scratch files: two scrubs may download at once.
-static NEXT_SCRATCH: AtomicU64 = AtomicU64::new(0);
 
 /// What reading remote blocks cost (`Store::read_session_traced`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -62,18 +94,14 @@ pub struct RemoteRead {
 
 /// A segment whose bytes are in object storage.
 pub(crate) struct RemoteData {
-    pub tier: Arc<Tier>,
-    pub key: ObjPath,
+    source: Arc<dyn ObjectSource>,
+    key: ObjPath,
     /// Size of the object (the sealed segment file).
     pub size: u64,
     /// The segment's header bytes and trailer, kept to fetch and check its whole footer.
     header: Vec<u8>,
     trailer: Trailer,
     footer_format: FooterFormat,
-    /// Whole footers, bounded; the fixed part and bloom stay in the segment's `FooterView`.
-    cache: Arc<FooterCache>,
-    /// Where whole-object downloads go (compaction of a remote segment).
-    scratch_dir: PathBuf,
 }
 
 /// The bytes a footer's offsets point into: a local segment's mapping, or a remote segment's
@@ -115,9 +143,10 @@ impl RemoteData {
                 )
                 .is_ok()
         };
-        let fetch = || -> Result<Vec<u8>> {
-            self.tier.count_footer_fetch();
-            let body = self.tier.get_range(&self.key, t.footer_offset..self.size)?;
+        let mut fetch = || -> Result<Vec<u8>> {
+            let body = self
+                .source
+                .get_range(&self.key, t.footer_offset..self.size)?;
             fetched.set(Some(body.len() as u64));
             let bytes = [&self.header[..], &body[..]].concat();
             if bytes.len() as u64 != len || !valid(&bytes) {
@@ -131,7 +160,7 @@ impl RemoteData {
             }
             Ok(bytes)
         };
-        let map = self.cache.get(id, len, valid, fetch)?;
+        let map = self.source.cached_footer(id, len, &valid, &mut fetch)?;
         if let Some(n) = fetched.get() {
             read.footer_fetches += 1;
             read.gets += 1;
@@ -139,29 +168,22 @@ impl RemoteData {
         }
         Ok(map)
     }
+
+    /// One block's bytes (one GET).
+    pub fn block(&self, range: Range<u64>) -> Result<Vec<u8>> {
+        Ok(self.source.get_range(&self.key, range)?.to_vec())
+    }
 }
 
 impl Segment {
     /// A sealed segment held only in object storage, opened from its `.meta` cache file
     /// (segment header, trailer, footer's fixed part and bloom): no request.
-    pub fn open_remote(
-        tier: Arc<Tier>,
-        cache: Arc<FooterCache>,
-        key: ObjPath,
-        size: u64,
-        scratch_dir: &Path,
-    ) -> Result<Self> {
-        let (id, meta_path) = match parse_id(&key) {
-            Some(id) => (id, cache.meta_path(id)),
-            None => {
-                let why = DecodeError::new("object key is not a segment name");
-                return Err(corrupt(0, Path::new(key.as_ref()), 0, why));
-            }
+    pub fn open_remote(source: Arc<dyn ObjectSource>, key: ObjPath, size: u64) -> Result<Self> {
+        let Some(id) = parse_id(&key) else {
+            let why = DecodeError::new("object key is not a segment name");
+            return Err(corrupt(0, Path::new(key.as_ref()), 0, why));
         };
-        let bytes = cache
-            .fs()
-            .read(&meta_path)
-            .ctx(|| format!("read {}", meta_path.display()))?;
+        let (meta_path, bytes) = source.read_meta(id)?;
         let bad = |e| corrupt(id, &meta_path, 0, e);
         let fixed = SEGMENT_HEADER_LEN + TRAILER_LEN;
         if bytes.len() < fixed {
@@ -186,17 +208,15 @@ impl Segment {
             id,
             lane_days: header.lane_days,
             created_ms: header.created_ms,
-            path: PathBuf::from(format!("{}/{key}", tier.url_root())),
+            path: PathBuf::from(format!("{}/{key}", source.url_root())),
             state: State::Remote {
                 data: Box::new(RemoteData {
-                    tier,
+                    source,
                     key,
                     size,
                     header: bytes[..SEGMENT_HEADER_LEN].to_vec(),
                     trailer: t,
                     footer_format,
-                    cache,
-                    scratch_dir: scratch_dir.to_path_buf(),
                 }),
                 footer: Box::new(view),
             },
@@ -209,31 +229,21 @@ impl Segment {
         match &self.state {
             State::Sealed { map, .. } => Ok(WholeBytes {
                 map: map.clone(),
-                _tmp: None,
+                _scratch: None,
             }),
             // An active segment only grows past what its index covers.
             State::Indexed { file, .. } => Ok(WholeBytes {
                 map: file.map().ctx(|| format!("mmap {}", self.path.display()))?,
-                _tmp: None,
+                _scratch: None,
             }),
             State::Remote { data: r, .. } => {
-                let fs = r.cache.fs().clone();
-                let n = NEXT_SCRATCH.fetch_add(1, Ordering::Relaxed);
-                let path = r.scratch_dir.join(format!("download-{n}.tmp"));
-                let file = fs
-                    .open(&path, OpenMode::CreateTruncate)
-                    .ctx(|| format!("create {}", path.display()))?;
-                let tmp = ScratchFile { fs, path };
-                let n = r.tier.download(&r.key, file.clone())?;
+                let whole = r.source.download(&r.key)?;
+                let n = whole.map.len() as u64;
                 if n != r.size {
                     let why = DecodeError::new(format!("object is {n} bytes, expected {}", r.size));
                     return Err(self.corrupt(0, why));
                 }
-                let map = file.map().ctx(|| format!("mmap {}", tmp.path.display()))?;
-                Ok(WholeBytes {
-                    map,
-                    _tmp: Some(tmp),
-                })
+                Ok(whole)
             }
         }
     }
@@ -248,7 +258,7 @@ pub(crate) fn read_blocks_many(
     read: &mut RemoteRead,
 ) -> Result<Vec<Vec<DecodedBlock>>> {
     let mut remote_reqs = Vec::new();
-    let mut tier = None;
+    let mut source = None;
     for (seg, refs) in items {
         if let State::Remote { data: r, .. } = &seg.state {
             let ranges = refs
@@ -256,10 +266,10 @@ pub(crate) fn read_blocks_many(
                 .map(|b| b.offset..b.offset.saturating_add(b.len as u64))
                 .collect();
             remote_reqs.push((r.key.clone(), ranges));
-            tier = Some(r.tier.clone());
+            source = Some(r.source.clone());
         }
     }
-    let mut fetched = match tier {
+    let mut fetched = match source {
         Some(t) => t.read_ranges_many(&remote_reqs)?.into_iter(),
         None => Vec::new().into_iter(),
     };

@@ -6,9 +6,13 @@
 //! in time. The same (seed, index) always gives the same session, so callers can regenerate a
 //! session to compare instead of keeping it in memory.
 
-use std::fmt::Write;
+mod rng;
+mod rrweb;
 
 use replaystore::Chunk;
+
+pub use rng::Rng;
+use rrweb::{full_snapshot, incremental, Plant, WORDS};
 
 /// Parameters of a generated workload.
 #[derive(Debug, Clone)]
@@ -88,157 +92,6 @@ impl GeneratedSession {
     }
 }
 
-/// xoshiro256** seeded by splitmix64: small, fast, and stable forever (the generator's output
-/// must not change when a dependency does).
-#[derive(Debug, Clone)]
-pub struct Rng([u64; 4]);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Rng([next(), next(), next(), next()])
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.0;
-        let r = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        r
-    }
-    /// Uniform in 0..n (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() >> 32) * n) >> 32
-    }
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo).max(1) as u64) as i64
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f64 {
-        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
-const TAGS: &[&str] = &[
-    "div", "div", "div", "span", "span", "a", "p", "li", "ul", "section", "button", "img", "h2",
-    "h3", "td", "tr", "label", "input", "svg", "path", "code", "pre", "em", "strong", "nav",
-];
-const CLASSES: &[&str] = &[
-    "container",
-    "row",
-    "col-md-6",
-    "card",
-    "card-body",
-    "btn",
-    "btn-primary",
-    "nav-link",
-    "sidebar",
-    "content",
-    "header",
-    "footer",
-    "highlight",
-    "toc",
-    "reference",
-    "internal",
-    "sig-name",
-    "descname",
-    "pre",
-    "admonition",
-    "note",
-    "headerlink",
-    "wy-menu",
-    "caption",
-    "flex",
-    "items-center",
-    "justify-between",
-    "px-4",
-    "py-2",
-    "text-sm",
-    "font-medium",
-];
-const WORDS: &[&str] = &[
-    "the",
-    "of",
-    "and",
-    "to",
-    "a",
-    "in",
-    "is",
-    "for",
-    "function",
-    "returns",
-    "value",
-    "object",
-    "module",
-    "string",
-    "list",
-    "data",
-    "stream",
-    "buffer",
-    "event",
-    "process",
-    "option",
-    "default",
-    "parameter",
-    "example",
-    "class",
-    "method",
-    "error",
-    "callback",
-    "promise",
-    "file",
-    "path",
-    "request",
-    "response",
-    "server",
-    "client",
-    "session",
-    "user",
-    "order",
-    "cart",
-    "checkout",
-    "price",
-    "product",
-    "account",
-    "settings",
-    "search",
-    "results",
-    "page",
-    "new",
-    "this",
-    "with",
-    "that",
-    "from",
-    "when",
-    "can",
-    "be",
-    "not",
-    "if",
-    "are",
-    "will",
-    "by",
-    "an",
-];
-
 /// Generates session `index` of the workload.
 pub fn session(w: &Workload, index: usize) -> GeneratedSession {
     let mut rng = Rng::new(w.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -315,15 +168,6 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
     let mut s = events.finish();
     (s.has_console_errors, s.has_rage_clicks) = (has_console_errors, has_rage_clicks);
     s
-}
-
-/// What the random events of a session may contain.
-struct Plant {
-    /// Console errors allowed (planted sessions only).
-    errors: bool,
-    /// Clicks so far: random clicks are placed at least 200 px apart, so they never form a
-    /// rage click by chance.
-    clicks: u64,
 }
 
 /// All chunks of all sessions, ordered by time as an ingestion server receives them.
@@ -417,160 +261,6 @@ fn uuid_v7(ms: i64, rng: &mut Rng) -> String {
         0x8000 | ((a >> 12) & 0x3fff),
         b & 0xffff_ffff_ffff
     )
-}
-
-/// A serialized rrweb FullSnapshot `data` of about `bytes` bytes.
-fn full_snapshot(rng: &mut Rng, bytes: usize, next_id: &mut u64) -> String {
-    let mut s = String::with_capacity(bytes + 4096);
-    let doc = *next_id;
-    *next_id += 1;
-    s.push_str(r#"{"node":{"type":0,"childNodes":[{"type":1,"name":"html","publicId":"","systemId":"","id":"#);
-    let _ = write!(s, "{}}},", *next_id);
-    *next_id += 1;
-    s.push_str(r#"{"type":2,"tagName":"html","attributes":{"lang":"en"},"childNodes":["#);
-    let mut first = true;
-    while s.len() < bytes {
-        if !first {
-            s.push(',');
-        }
-        first = false;
-        element(rng, &mut s, next_id, 0);
-    }
-    let html = *next_id;
-    *next_id += 1;
-    let _ = write!(
-        s,
-        r#"],"id":{html}}}],"id":{doc}}},"initialOffset":{{"left":0,"top":0}}}}"#
-    );
-    s
-}
-
-fn element(rng: &mut Rng, s: &mut String, next_id: &mut u64, depth: u32) {
-    let tag = rng.pick(TAGS);
-    let _ = write!(
-        s,
-        r#"{{"type":2,"tagName":"{tag}","attributes":{{"class":"{} {}""#,
-        rng.pick(CLASSES),
-        rng.pick(CLASSES)
-    );
-    if tag == "a" {
-        let _ = write!(
-            s,
-            r##","href":"/{}/{}.html#{}""##,
-            rng.pick(WORDS),
-            rng.pick(WORDS),
-            rng.below(100)
-        );
-    }
-    s.push_str(r#"},"childNodes":["#);
-    let children = if depth >= 6 { 0 } else { rng.below(5) };
-    for i in 0..children {
-        if i > 0 {
-            s.push(',');
-        }
-        element(rng, s, next_id, depth + 1);
-    }
-    if children > 0 {
-        s.push(',');
-    }
-    text(rng, s, next_id);
-    let _ = write!(s, r#"],"id":{}}}"#, *next_id);
-    *next_id += 1;
-}
-
-fn text(rng: &mut Rng, s: &mut String, next_id: &mut u64) {
-    s.push_str(r#"{"type":3,"textContent":""#);
-    for i in 0..rng.range(1, 14) {
-        if i > 0 {
-            s.push(' ');
-        }
-        s.push_str(rng.pick(WORDS));
-    }
-    let _ = write!(s, r#"","id":{}}}"#, *next_id);
-    *next_id += 1;
-}
-
-/// A mouse-move event's positions: 1 to 9 points near (x, y).
-fn mouse_positions(rng: &mut Rng, node: u64, x: u64, y: u64) -> String {
-    let mut p = String::from("[");
-    for i in 0..rng.range(1, 10) {
-        if i > 0 {
-            p.push(',');
-        }
-        let _ = write!(
-            p,
-            r#"{{"x":{},"y":{},"id":{node},"timeOffset":{}}}"#,
-            x + rng.below(40),
-            y + rng.below(40),
-            -(i * 50)
-        );
-    }
-    p.push(']');
-    p
-}
-
-/// One incremental (or plugin) event at `ts` touching `node`.
-fn incremental(rng: &mut Rng, ts: i64, node: u64, next_id: &mut u64, plant: &mut Plant) -> String {
-    let kind = rng.below(100);
-    let (x, y) = (rng.below(1280), rng.below(800));
-    match kind {
-        0..=34 => {
-            let p = mouse_positions(rng, node, x, y);
-            format!(r#"{{"type":3,"data":{{"source":1,"positions":{p}}},"timestamp":{ts}}}"#)
-        }
-        35..=59 => {
-            let mut adds = String::new();
-            element(rng, &mut adds, next_id, 4);
-            format!(
-                r#"{{"type":3,"data":{{"source":0,"texts":[],"attributes":[{{"id":{node},"attributes":{{"class":"{}"}}}}],"removes":[],"adds":[{{"parentId":{node},"nextId":null,"node":{adds}}}]}},"timestamp":{ts}}}"#,
-                rng.pick(CLASSES)
-            )
-        }
-        60..=74 => format!(
-            r#"{{"type":3,"data":{{"source":3,"id":1,"x":0,"y":{}}},"timestamp":{ts}}}"#,
-            rng.below(20_000)
-        ),
-        75..=84 => {
-            plant.clicks += 1;
-            let (cx, cy) = (
-                40 + (plant.clicks * 211) % 1200,
-                50 + (plant.clicks * 137) % 700,
-            );
-            format!(
-                r#"{{"type":3,"data":{{"source":2,"type":{},"id":{node},"x":{cx}.5,"y":{cy}.25}},"timestamp":{ts}}}"#,
-                rng.below(3)
-            )
-        }
-        85..=91 => format!(
-            r#"{{"type":3,"data":{{"source":5,"text":"{}","isChecked":false,"id":{node}}},"timestamp":{ts}}}"#,
-            "*".repeat(rng.range(1, 12) as usize)
-        ),
-        92..=96 => {
-            let levels = if plant.errors {
-                ["log", "log", "warn", "error"]
-            } else {
-                ["log", "log", "warn", "info"]
-            };
-            let level = levels[rng.below(4) as usize];
-            format!(
-                r#"{{"type":6,"data":{{"plugin":"rrweb/console@1","payload":{{"level":"{level}","trace":["at {} (https://app.example.com/static/app.js:{}:{})"],"payload":["\"{} {} {}\""]}}}},"timestamp":{ts}}}"#,
-                rng.pick(WORDS),
-                rng.below(9000),
-                rng.below(80),
-                rng.pick(WORDS),
-                rng.pick(WORDS),
-                rng.below(1000)
-            )
-        }
-        _ => format!(
-            r#"{{"type":6,"data":{{"plugin":"rrweb/network@1","payload":{{"requests":[{{"name":"https://api.example.com/{}/{}","entryType":"resource","startTime":{}.5,"duration":{}.25,"initiatorType":"fetch","transferSize":{},"responseStatus":200}}]}}}},"timestamp":{ts}}}"#,
-            rng.pick(WORDS),
-            rng.below(500),
-            rng.below(100_000),
-            rng.below(900),
-            rng.below(50_000)
-        ),
-    }
 }
 
 #[cfg(test)]
