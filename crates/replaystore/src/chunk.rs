@@ -158,7 +158,7 @@ impl Stamped {
 
 /// Chunks of one session (one team, one session id) in append order, each with its stamp: the
 /// unit a flush compresses into a block. Two vectors rather than one of `Stamped`, so that an
-/// `Analyzer` sees the chunks as one slice.
+/// `Annotator` sees the chunks as one slice.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Group {
     pub chunks: Vec<Chunk>,

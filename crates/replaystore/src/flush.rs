@@ -442,7 +442,7 @@ impl FlushPipeline {
             return Ok(());
         };
         let id = w.segment.id;
-        let sealed = match w.seal() {
+        let sealed = match w.seal(self.config.parts.annotator.as_deref()) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 // Unsealed but without a writer: readable, and sealed again at the next open.

@@ -27,6 +27,7 @@
 // No engine function over 70 lines (threshold in clippy.toml): one screen, one sitting.
 #![warn(clippy::too_many_lines)]
 
+pub mod annotation;
 mod background;
 pub mod chunk;
 mod compaction;
@@ -49,7 +50,6 @@ mod segment_set;
 mod signal;
 pub mod storage;
 mod store;
-pub mod summary;
 mod tombstone;
 mod units;
 mod verify;
@@ -61,6 +61,7 @@ mod writer;
 #[doc(hidden)]
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
+pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext};
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;
 pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
@@ -73,6 +74,5 @@ pub use remote::{RemoteConfig, RemoteStatus, TierStats};
 pub use retention::{RetentionReport, DAY_MS};
 pub use segment::RemoteRead;
 pub use store::Store;
-pub use summary::{Analyzer, Summary};
 pub use tombstone::{DeletionStatus, Purged, Target, Tombstone};
 pub use verify::VerifyReport;

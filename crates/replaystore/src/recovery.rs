@@ -54,8 +54,16 @@ struct Found {
 
 // Every line of these two does file I/O, which the storage-trait change rewrites; they are
 // split into phases after it lands rather than moved twice.
+/// Unsealed segments left behind that are not resumed are sealed, their blocks' annotations
+/// merged by `annotator`.
 #[allow(clippy::too_many_lines)]
-pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
+pub(crate) fn recover(
+    dir: &Path,
+    fs: &Fs,
+    now_ms: i64,
+    max_age_ms: i64,
+    annotator: Option<&dyn crate::annotation::Annotator>,
+) -> Result<Recovered> {
     let mut out = Recovered {
         segments: Vec::new(),
         writers: BTreeMap::new(),
@@ -177,7 +185,7 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
                 out.segments.push(writer.segment.clone());
                 out.writers.insert(lane, writer);
             } else {
-                out.segments.push(Arc::new(writer.seal()?));
+                out.segments.push(Arc::new(writer.seal(annotator)?));
             }
         }
     }

@@ -14,6 +14,9 @@ pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
 pub const MAX_BLOCK_RAW: usize = 1 << 30;
+/// Hard cap on an annotation (a block's, or a session record's in a footer): checked when one
+/// is written and when one is read.
+pub const MAX_ANNOTATION_BYTES: usize = 64 << 10;
 /// Format version written in segment headers and trailers. Version 2 added arrival times
 /// (chunk tables, block refs, footer totals); version 1 files still open (docs/format.md).
 pub const FORMAT_VERSION: u16 = 2;
