@@ -90,3 +90,64 @@ fn regrouping_a_store_written_before_annotations_keeps_its_summaries() {
     };
     assert_eq!(without_size(rows(&ls)), without_size(rows(&expected())));
 }
+
+fn library_config(annotator: bool, now_ms: i64) -> replaystore::Config {
+    let clock = std::sync::Arc::new(replaystore::ManualClock::new(now_ms));
+    let c = replaystore::Config::default()
+        .with_background_flush(false)
+        .with_maintenance_interval(None)
+        .with_clock(clock);
+    if annotator {
+        c.with_annotator(Some(std::sync::Arc::new(
+            replaystore_posthog::RrwebAnnotator,
+        )))
+    } else {
+        c
+    }
+}
+
+/// The rows `ls --json` printed, by session id.
+fn expected_rows() -> std::collections::BTreeMap<String, Value> {
+    rows(&expected())
+        .into_iter()
+        .map(|r| (r["session_id"].as_str().unwrap().to_string(), r))
+        .collect()
+}
+
+#[test]
+fn without_an_annotator_parts_are_never_merged_nor_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let want = expected_rows();
+    let store = replaystore::Store::open(dir.path(), library_config(false, LISTED_AT_MS)).unwrap();
+    let listed = store.list_sessions(1, &Default::default()).unwrap();
+    for s in &listed {
+        let row = serde_json::to_value(replaystore_posthog::SessionRow::new(s)).unwrap();
+        match s.session_id.as_str() {
+            // One part (one block in the active segment): passed through unchanged.
+            "0192f000-0000-7000-8000-0000000050e0" => assert_eq!(row, want[&s.session_id]),
+            // Parts in two segments: no annotation rather than a part of one.
+            _ => assert_eq!(s.annotation, None, "{}", s.session_id),
+        }
+    }
+    assert_eq!(listed.len(), 3);
+    // Regrouping cannot merge them either: the session of several annotated blocks keeps its
+    // blocks apart, each with its own annotation.
+    store.close().unwrap();
+    let store = replaystore::Store::open(dir.path(), library_config(false, REGROUP_AT_MS)).unwrap();
+    store.seal_active().unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.sessions_kept_apart >= 1, "{report:?}");
+    store.close().unwrap();
+    // With the annotator again, a read merges what every block kept: nothing was lost.
+    let store = replaystore::Store::open(dir.path(), library_config(true, REGROUP_AT_MS)).unwrap();
+    for (id, want) in &want {
+        let read = store.read_session(1, id).unwrap().unwrap().summary;
+        let mut row = serde_json::to_value(replaystore_posthog::SessionRow::new(&read)).unwrap();
+        let mut want = want.clone();
+        for r in [&mut row, &mut want] {
+            r.as_object_mut().unwrap().remove("stored_bytes");
+        }
+        assert_eq!(row, want, "{id}");
+    }
+}
