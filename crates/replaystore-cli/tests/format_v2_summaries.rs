@@ -79,7 +79,11 @@ fn regrouping_a_store_written_before_annotations_keeps_its_summaries() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
-    assert_eq!(segments.len(), 2, "the sealed and active segments regrouped into one");
+    assert_eq!(
+        segments.len(),
+        2,
+        "the sealed and active segments regrouped into one"
+    );
     let ls = cli(dir.path(), REGROUP_AT_MS, &["ls", "--team", "1", "--json"]);
     // Regrouping rewrites blocks (so their stored size); the summaries stay.
     let without_size = |mut rows: Vec<Value>| {

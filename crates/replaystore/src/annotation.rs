@@ -9,7 +9,7 @@
 
 use crate::chunk::Chunk;
 
-pub use crate::format::MAX_ANNOTATION_BYTES;
+pub use crate::format::{Annotation, MAX_ANNOTATION_BYTES};
 
 /// What the store did to a block's chunks that an annotator may want to record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,22 +47,6 @@ pub trait AnnotationFilter: Send + Sync + std::fmt::Debug {
     fn matches(&self, annotation: Option<&[u8]>) -> bool;
 }
 
-/// An annotation held by the engine, with the time its part of the session starts at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Annotation {
-    pub first_ts_ms: i64,
-    pub bytes: Vec<u8>,
-}
-
-impl Annotation {
-    pub fn part(&self) -> AnnotationPart<'_> {
-        AnnotationPart {
-            first_ts_ms: self.first_ts_ms,
-            bytes: &self.bytes,
-        }
-    }
-}
-
 /// Keeps an annotation the contract allows (1 to `MAX_ANNOTATION_BYTES` bytes); drops another
 /// with a warning: an annotation is an index of the payloads, which are stored whatever it says,
 /// so a misbehaving annotator costs the index entry, never an append.
@@ -97,7 +81,13 @@ pub(crate) fn merge_parts(
     let a = annotator?;
     // Stable: parts of the same time keep the order they were written in.
     parts.sort_by_key(|p| p.first_ts_ms);
-    let borrowed: Vec<AnnotationPart<'_>> = parts.iter().map(Annotation::part).collect();
+    let borrowed: Vec<AnnotationPart<'_>> = parts
+        .iter()
+        .map(|p| AnnotationPart {
+            first_ts_ms: p.first_ts_ms,
+            bytes: &p.bytes,
+        })
+        .collect();
     let bytes = checked(a, a.merge(&borrowed))?;
     Some(Annotation {
         first_ts_ms: parts[0].first_ts_ms,
@@ -138,10 +128,18 @@ mod tests {
 
     #[test]
     fn parts_merge_in_time_order_and_only_with_an_annotator() {
-        let parts = vec![part(20, &[1, b'b']), part(10, &[1, b'a']), part(20, &[1, b'c'])];
+        let parts = vec![
+            part(20, &[1, b'b']),
+            part(10, &[1, b'a']),
+            part(20, &[1, b'c']),
+        ];
         let merged = merge_parts(Some(&Concat), parts.clone()).unwrap();
         assert_eq!(merged, part(10, &[1, b'a', b'b', b'c']));
-        assert_eq!(merge_parts(None, parts), None, "several parts, no annotator");
+        assert_eq!(
+            merge_parts(None, parts),
+            None,
+            "several parts, no annotator"
+        );
         assert_eq!(merge_parts(None, vec![part(5, &[1])]), Some(part(5, &[1])));
         assert_eq!(merge_parts(Some(&Concat), Vec::new()), None);
     }

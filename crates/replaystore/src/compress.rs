@@ -3,10 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::annotation::{self, BlockContext};
 use crate::chunk::{Chunk, Group};
 use crate::config::Config;
 use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
-use crate::annotation::{self, BlockContext};
 
 /// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
 const BLOCK_TARGET_RAW: usize = 64 << 20;
@@ -24,8 +24,8 @@ pub(crate) fn split_groups(groups: Vec<Group>) -> Vec<Group> {
         let mut raw = 0usize;
         for c in g.into_stamped() {
             let n = c.chunk.payload.len();
-            // A block has one person: a distinct id that changes mid-session (posthog-js
-            // `identify`) starts a new block, so every block is indexed under its true person.
+            // A block has one person: a person that changes mid-session (an SDK that identifies
+            // its user late) starts a new block, so every block is indexed under its true person.
             let person_changed = cur
                 .chunks
                 .last()

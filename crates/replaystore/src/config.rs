@@ -52,9 +52,9 @@ impl Clock for ManualClock {
     }
 }
 
-/// Rewrites chunk payloads into a better-compressing but equivalent form (for posthog-js data:
-/// `replaystore_posthog::posthog::Normalize` inflates the SDK's in-event gzip). `None` from
-/// `transform` keeps the payload as it is.
+/// Rewrites chunk payloads into a better-compressing but equivalent form; must be idempotent
+/// (blocks it rewrote are flagged, and it may run on them again). An example:
+/// `replaystore_posthog::posthog::Normalize`. `None` from `transform` keeps the payload as it is.
 pub trait PayloadTransform: Send + Sync + std::fmt::Debug {
     fn transform(&self, payload: &[u8]) -> Option<Vec<u8>>;
 }
@@ -78,7 +78,7 @@ pub struct Config {
     /// A segment is sealed once it is this old (so retention can drop whole files). Default 1 h.
     pub segment_max_age: Duration,
     /// zstd level of the blocks a flush writes (the hot copy). Default 1 (~630 MB/s per core on
-    /// rrweb JSON): idle sessions are regrouped at `regroup_level` later, so the hot copy is
+    /// recordings' JSON): idle sessions are regrouped at `regroup_level` later, so the hot copy is
     /// short-lived and the ingest path stays as fast as possible.
     pub compression_level: i32,
     /// Threads that compress a flush's blocks. Default: the machine's available parallelism.
@@ -100,14 +100,14 @@ pub struct Config {
     /// its new sessions are written to.
     pub team_retention_days: HashMap<u64, u16>,
     /// A chunk whose (skew-corrected) SDK timestamps start more than this before its arrival is
-    /// refused with `Error::Timestamp`. Default 48 h (a posthog-js offline queue, a retry).
+    /// refused with `Error::Timestamp`. Default 48 h (an SDK's offline queue, a retry).
     pub max_ts_behind: Duration,
     /// A chunk whose (skew-corrected) SDK timestamps end more than this after its arrival is
     /// refused with `Error::Timestamp`. Default 1 h.
     pub max_ts_ahead: Duration,
     /// When a chunk carries its send time (`Chunk::sent_at_ms`) and the client's clock differs
     /// from the store's by more than this, the chunk's timestamps are shifted by the difference
-    /// (PostHog capture's rule). Smaller differences are network latency and are left alone.
+    /// Smaller differences are network latency and are left alone.
     /// Default 10 s.
     pub clock_skew_tolerance: Duration,
     /// Regroup idle data during compaction: all blocks of a session within a job become one

@@ -460,7 +460,7 @@ impl FlushPipeline {
     }
 }
 
-/// Sessions are assumed to last at most this long (posthog-js caps a session at 24 h): only
+/// Sessions are assumed to last at most this long (recording SDKs cap a session at 24 h): only
 /// segments with data this recent can hold the start of a session that is still sending.
 const SESSION_MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
 

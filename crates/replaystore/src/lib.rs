@@ -1,4 +1,5 @@
-//! replaystore: an embedded, log-structured store for session-recording (rrweb) blobs.
+//! replaystore: an embedded, log-structured store for session-recording blobs (opaque
+//! payloads; replaystore-posthog gives rrweb recordings their meaning).
 //!
 //! ```no_run
 //! use replaystore::{Chunk, Config, Store};

@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::annotation::{merge_parts, Annotation};
 use crate::chunk::{Chunk, Group, Stamped};
 use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
 use crate::error::Result;
-use crate::annotation::{merge_parts, Annotation};
 use crate::format::block::{BLOCK_REGROUPED, BLOCK_TRANSFORMED};
 use crate::format::footer::SEGMENT_REGROUPED;
 use crate::format::{BlockHeader, BlockRef, BlockWriter, Stamp};
@@ -169,7 +169,11 @@ impl Compactor<'_> {
 
     /// Encodes the chunks of some blocks of one session as one block (more if past 64 MiB),
     /// in read order, with their annotations merged.
-    fn encode_session(&self, w: &mut BlockWriter, blocks: Vec<SourceBlock>) -> Result<Vec<Encoded>> {
+    fn encode_session(
+        &self,
+        w: &mut BlockWriter,
+        blocks: Vec<SourceBlock>,
+    ) -> Result<Vec<Encoded>> {
         let mut chunks: Vec<SortedChunk> = Vec::new();
         let mut notes: Vec<Annotation> = Vec::new();
         let mut max_seq = 0;

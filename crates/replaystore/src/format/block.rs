@@ -24,6 +24,7 @@ use super::{
     MAX_BLOCK_RAW,
 };
 use crate::chunk::Chunk;
+pub use crate::chunk::Stamp;
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
 /// Block flag: a regrouped block (a whole session, or its idle part, compressed as one).
@@ -76,16 +77,6 @@ pub struct ChunkEntry {
 pub struct ArrivalRange {
     pub first_ms: i64,
     pub last_ms: i64,
-}
-
-/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
-/// correction applied to its timestamps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stamp {
-    pub arrival_ms: i64,
-    /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
-    /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
-    pub clock_offset_ms: i64,
 }
 
 /// A decoded block header: everything needed to index the block without its payload.
@@ -559,10 +550,20 @@ mod tests {
             })
             .collect();
         let note: &[u8] = b"\x01opaque";
-        BlockWriter::new(3)?.encode_full(42, BLOCK_TRANSFORMED, Some(note), &chunks, &stamps, &mut out)?;
+        BlockWriter::new(3)?.encode_full(
+            42,
+            BLOCK_TRANSFORMED,
+            Some(note),
+            &chunks,
+            &stamps,
+            &mut out,
+        )?;
         let h = parse_block(&out)?;
         assert_eq!(h.annotation.as_deref(), Some(note));
-        assert_eq!(h.flags, BLOCK_TRANSFORMED | BLOCK_HAS_ANNOTATION | BLOCK_ARRIVAL);
+        assert_eq!(
+            h.flags,
+            BLOCK_TRANSFORMED | BLOCK_HAS_ANNOTATION | BLOCK_ARRIVAL
+        );
         assert_eq!(
             h.arrival(0),
             ArrivalRange {

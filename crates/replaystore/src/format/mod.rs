@@ -23,6 +23,14 @@ pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format version this code reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 
+/// An annotation as the engine holds it (`crate::annotation`: the bytes are an annotator's,
+/// opaque here), with the time its part of the session starts at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    pub first_ts_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
 /// Stable 64-bit hash of a (team, identifier) pair, stored on disk: xxh3-64 of the team's 8
 /// little-endian bytes followed by the identifier. Must never change within a format version.
 pub fn key_hash(team: u64, id: &str) -> u64 {

@@ -2,15 +2,16 @@
 
 use std::collections::HashMap;
 
-use crate::format::footer::FooterTotals;
 use crate::annotation::{merge_parts, Annotation, Annotator};
+use crate::format::footer::FooterTotals;
 use crate::format::{BlockHeader, BlockRef, SessionEntry};
 
 /// The in-memory session index of an active (or footer-less) segment.
 #[derive(Debug, Default)]
 pub(crate) struct MemIndex {
-    /// One entry per (session, person): a session whose distinct id changes mid-way (posthog-js
-    /// `identify`) has one entry per person, so deletion by person finds every block.
+    /// One entry per (session, person): a session whose person changes mid-way (an SDK that
+    /// identifies its user late) has one entry per person, so deletion by person finds every
+    /// block.
     pub sessions: HashMap<(u64, Box<str>), Vec<SessionEntry>>,
     pub totals: FooterTotals,
 }

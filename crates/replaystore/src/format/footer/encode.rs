@@ -1,8 +1,8 @@
 //! Writing a footer (the layout is in the parent module's comment).
 
+use super::{FooterTotals, SessionEntry, BLOCK_REF_LEN, FOOTER_FIXED_LEN};
 use crate::format::bloom::{Bloom, BLOOM_K};
 use crate::format::{key_hash, put_i64, put_u32, put_u64, MAX_ANNOTATION_BYTES};
-use super::{FooterTotals, SessionEntry, BLOCK_REF_LEN, FOOTER_FIXED_LEN};
 
 /// Encodes a footer. Returns the bytes and the crc the trailer must carry.
 pub fn encode_footer(

@@ -26,10 +26,9 @@
 
 use super::bloom::Bloom;
 use super::{
-    key_hash, ArrivalRange, Bytes, DecodeError, DecodeResult, FORMAT_VERSION,
+    key_hash, Annotation, ArrivalRange, Bytes, DecodeError, DecodeResult, FORMAT_VERSION,
     MAX_ANNOTATION_BYTES,
 };
-use crate::annotation::Annotation;
 
 pub const FOOTER_FIXED_LEN: usize = 112;
 const FOOTER_FIXED_LEN_V1: usize = 96;
