@@ -393,7 +393,7 @@ impl BlockWriter {
     pub fn encode_full(
         &mut self,
         seq: u64,
-        mut flags: u8,
+        flags: u8,
         annotation: Option<&[u8]>,
         chunks: &[Chunk],
         stamps: &[Stamp],
@@ -406,15 +406,7 @@ impl BlockWriter {
                 stamps.len()
             )));
         }
-        if annotation.is_some_and(|a| !(1..=MAX_ANNOTATION_BYTES).contains(&a.len())) {
-            return Err(std::io::Error::other("annotation out of bounds"));
-        }
-        flags |= BLOCK_ARRIVAL;
-        flags &= !BLOCK_HAS_ANNOTATION;
-        let annotation = annotation.unwrap_or_default();
-        if !annotation.is_empty() {
-            flags |= BLOCK_HAS_ANNOTATION;
-        }
+        let (flags, annotation) = written_flags(flags, annotation)?;
         let first = &chunks[0];
         self.raw.clear();
         let ChunkTable {
@@ -472,6 +464,19 @@ impl BlockWriter {
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);
         Ok(())
+    }
+}
+
+/// The flags a block is written with (arrival times always; an annotation when there is one)
+/// and its annotation bytes (empty for none), checked against the format's bounds.
+fn written_flags(flags: u8, annotation: Option<&[u8]>) -> std::io::Result<(u8, &[u8])> {
+    let flags = (flags | BLOCK_ARRIVAL) & !BLOCK_HAS_ANNOTATION;
+    match annotation {
+        None => Ok((flags, &[])),
+        Some(a) if (1..=MAX_ANNOTATION_BYTES).contains(&a.len()) => {
+            Ok((flags | BLOCK_HAS_ANNOTATION, a))
+        }
+        Some(_) => Err(std::io::Error::other("annotation out of bounds")),
     }
 }
 

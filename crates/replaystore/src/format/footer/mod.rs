@@ -477,7 +477,8 @@ mod tests {
                 },
             }],
             // Every other entry annotated: empty records in between.
-            annotations: (off % 2 == 0)
+            annotations: off
+                .is_multiple_of(2)
                 .then(|| Annotation {
                     first_ts_ms: off as i64,
                     bytes: vec![1, off as u8],
