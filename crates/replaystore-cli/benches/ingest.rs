@@ -1,12 +1,11 @@
 //! Criterion benches: ingest (append + durable flushes) beside zstd alone on the same groups,
 //! read_session from the page cache and from an in-memory bucket (remote tier), compaction (verbatim, and with regrouping), and the rrweb
-//! summary analyzer that runs on the flush path.
+//! annotator (session summaries) that runs on the flush path.
 //! `cargo bench --bench ingest`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use replaystore::Analyzer;
 use replaystore::{Config, Store};
-use replaystore_posthog::rrweb::RrwebAnalyzer;
+use replaystore_posthog::rrweb::RrwebAnnotator;
 use replaystore_testkit::generator::{interleaved, session, Workload};
 
 fn workload() -> Vec<replaystore::Chunk> {
@@ -185,7 +184,7 @@ fn analyze(c: &mut Criterion) {
         b.iter(|| {
             sessions
                 .iter()
-                .map(|s| RrwebAnalyzer.analyze(&s.chunks).event_count)
+                .map(|s| RrwebAnnotator.summarize(&s.chunks).event_count)
                 .sum::<u64>()
         })
     });

@@ -92,7 +92,7 @@ fn posthog_js_in_chromium_records_and_the_replay_page_plays_it() {
         kinds.contains(&(Some(3), Some(5))),
         "input events: {kinds:?}"
     );
-    assert!(session.summary.activity.click_count >= 2);
+    assert!(replaystore_posthog::listing::activity(&session.summary).click_count >= 2);
     drop(store);
     // No typed text anywhere: not in the files, not in any block once decompressed and
     // posthog-js's in-event gzip inflated.

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use common::{config, open};
 use replaystore::{SessionFilter, SortBy, Store};
+use replaystore_posthog::listing::activity;
+use replaystore_posthog::ActivityFilter;
 use replaystore_testkit::generator::{session, Workload};
 
 fn fixture_events() -> Vec<serde_json::Value> {
@@ -70,7 +72,7 @@ fn counts_on_real_posthog_data_match_an_independent_count() {
         store.flush().unwrap(); // one block per request, as posthog-js sends them
     }
     let s = &store.list_sessions(1, &SessionFilter::default()).unwrap()[0];
-    let a = &s.activity;
+    let a = &activity(s);
     assert_eq!(a.event_count as usize, events.len());
     assert_eq!(a.click_count as usize, clicks);
     assert_eq!(a.keypress_count as usize, keypresses);
@@ -83,7 +85,10 @@ fn counts_on_real_posthog_data_match_an_independent_count() {
         console(&["warn", "countReset"])
     );
     assert_eq!(a.urls, urls);
-    assert_eq!(s.first_url.as_deref(), Some(urls[0].as_str()));
+    assert_eq!(a.first_url(), Some(urls[0].as_str()));
+    let row = replaystore_posthog::SessionRow::new(s);
+    assert_eq!(row.first_url.as_deref(), Some(urls[0].as_str()));
+    assert_eq!(row.size, s.raw_bytes);
     assert_eq!((a.viewport_width, a.viewport_height), (1280, 800));
     assert_eq!(a.windows.len(), 2);
     assert!(a.rage_click_count >= 1, "the recording has rage clicks");
@@ -94,7 +99,8 @@ fn counts_on_real_posthog_data_match_an_independent_count() {
         .unwrap()
         .unwrap()
         .summary;
-    assert_eq!(read.activity, s.activity);
+    assert_eq!(activity(&read), activity(s));
+    assert_eq!(read.annotation, s.annotation);
 }
 
 fn planted_store(dir: &std::path::Path, n: usize) -> (Store, Workload) {
@@ -142,14 +148,16 @@ fn filters_find_exactly_the_planted_sessions_before_and_after_reopen_and_compact
         .map(|s| s.session_id)
         .collect();
     assert!(!want_errors.is_empty() && !want_rage.is_empty());
-    let errors = SessionFilter {
+    let errors = ActivityFilter {
         has_console_errors: true,
         ..Default::default()
-    };
-    let rage = SessionFilter {
+    }
+    .apply(SessionFilter::default());
+    let rage = ActivityFilter {
         has_rage_clicks: true,
         ..Default::default()
-    };
+    }
+    .apply(SessionFilter::default());
     let before = store.list_sessions(1, &SessionFilter::default()).unwrap();
     let check = |store: &Store, stage: &str| {
         assert_eq!(ids(store, &errors), want_errors, "{stage}: console errors");
@@ -160,7 +168,8 @@ fn filters_find_exactly_the_planted_sessions_before_and_after_reopen_and_compact
         was.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         for (a, b) in now.iter().zip(&was) {
             assert_eq!(
-                a.activity, b.activity,
+                activity(a),
+                activity(b),
                 "{stage}: summary of {} changed",
                 a.session_id
             );
@@ -224,26 +233,29 @@ fn numeric_and_url_filters_sorting_and_cursor_paging() {
         &|s| s.duration_ms <= median,
     );
     by(
-        SessionFilter {
+        ActivityFilter {
             min_active_ms: Some(20_000),
             ..Default::default()
-        },
-        &|s| s.activity.active_milliseconds >= 20_000,
+        }
+        .apply(SessionFilter::default()),
+        &|s| activity(s).active_milliseconds >= 20_000,
     );
     by(
-        SessionFilter {
+        ActivityFilter {
             min_clicks: Some(10),
             ..Default::default()
-        },
-        &|s| s.activity.click_count >= 10,
+        }
+        .apply(SessionFilter::default()),
+        &|s| activity(s).click_count >= 10,
     );
     assert!(
         by(
-            SessionFilter {
+            ActivityFilter {
                 url_contains: Some("/2".into()),
                 ..Default::default()
-            },
-            &|s| s.activity.urls.iter().any(|u| u.contains("/2"))
+            }
+            .apply(SessionFilter::default()),
+            &|s| activity(s).urls.iter().any(|u| u.contains("/2"))
         ) > 0
     );
 

@@ -1,11 +1,16 @@
 //! PostHog's side of replaystore: what posthog-js sends (`posthog`: request bodies in every
 //! encoding the SDK uses, `$snapshot` events to chunks, its in-event gzip normalized away) and
-//! what rrweb events mean (`rrweb::RrwebAnalyzer`: the session summaries PostHog lists
-//! recordings by). The engine stores opaque payloads; this crate gives them meaning.
+//! what rrweb events mean (`rrweb::RrwebAnnotator`: the session summaries PostHog lists
+//! recordings by, kept by the engine as opaque annotations; `listing`: those summaries decoded
+//! for listings and filters). The engine stores opaque payloads; this crate gives them meaning.
 
 mod jsonscan;
+pub mod listing;
 pub mod posthog;
 pub mod rrweb;
+pub mod summary;
 
+pub use listing::{ActivityFilter, SessionRow};
 pub use posthog::Normalize;
-pub use rrweb::RrwebAnalyzer;
+pub use rrweb::RrwebAnnotator;
+pub use summary::Summary;

@@ -1,11 +1,12 @@
-//! The rrweb analyzer: computes a session's `Summary` from its rrweb events (as posthog-js
-//! sends them or normalized), as PostHog's session_replay_events defines the fields. It reads
-//! only the fields it needs with a scanner (`jsonscan`) that steps over full snapshots and
-//! mutations without parsing them: the analyzer runs on the flush path.
+//! The rrweb annotator: computes a block's `Summary` from its rrweb events (as posthog-js
+//! sends them or normalized), as PostHog's session_replay_events defines the fields, and merges
+//! the summaries of a session's parts. It reads only the fields it needs with a scanner
+//! (`jsonscan`) that steps over full snapshots and mutations without parsing them: the engine
+//! calls it on the flush path.
 
 use crate::jsonscan::{each_element, members, number, string};
-use replaystore::summary::{Analyzer, Summary, ACTIVITY_GAP_MS, MAX_URLS};
-use replaystore::Chunk;
+use crate::summary::{Summary, ACTIVITY_GAP_MS, MAX_URLS};
+use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
 const RAGE_CLICKS: u32 = 3;
@@ -13,7 +14,7 @@ const RAGE_MS: f64 = 1000.0;
 const RAGE_PX: f64 = 30.0;
 
 #[derive(Debug, Default, Clone, Copy)]
-pub struct RrwebAnalyzer;
+pub struct RrwebAnnotator;
 
 /// State carried through a session's events.
 #[derive(Default)]
@@ -166,8 +167,9 @@ impl Walk {
     }
 }
 
-impl Analyzer for RrwebAnalyzer {
-    fn analyze(&self, chunks: &[Chunk]) -> Summary {
+impl RrwebAnnotator {
+    /// The summary of one block's chunks (one session, in append order).
+    pub fn summarize(&self, chunks: &[Chunk]) -> Summary {
         let mut walk = Walk::default();
         for c in chunks {
             // Each element of the payload array is an event; anything else is not counted.
@@ -189,4 +191,35 @@ impl Analyzer for RrwebAnalyzer {
         walk.s.add_windows(chunks);
         walk.s
     }
+}
+
+impl Annotator for RrwebAnnotator {
+    fn name(&self) -> &'static str {
+        "rrweb"
+    }
+
+    /// The block's summary, with the clock-skew correction the store applied to it.
+    fn analyze(&self, chunks: &[Chunk], ctx: &BlockContext) -> Option<Vec<u8>> {
+        let mut summary = self.summarize(chunks);
+        summary.clock_offset_ms = ctx.clock_offset_ms;
+        Some(summary.to_bytes())
+    }
+
+    /// The parts' summaries merged in time order; a part that does not decode (not written by
+    /// this annotator) counts as empty.
+    fn merge(&self, parts: &[AnnotationPart<'_>]) -> Vec<u8> {
+        let parts = parts
+            .iter()
+            .map(|p| (p.first_ts_ms, decode_or_empty(p.bytes)))
+            .collect();
+        Summary::merge_in_order(parts).to_bytes()
+    }
+}
+
+/// The summary in `bytes`, or an empty one (with a warning) when they are not one.
+pub(crate) fn decode_or_empty(bytes: &[u8]) -> Summary {
+    Summary::decode(bytes).unwrap_or_else(|e| {
+        log::warn!("annotation of {} bytes: {e}", bytes.len());
+        Summary::default()
+    })
 }

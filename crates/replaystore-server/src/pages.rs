@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use replaystore::PayloadTransform;
 use replaystore::SessionFilter;
 use replaystore_posthog::posthog::{payload_events, Normalize};
+use replaystore_posthog::SessionRow;
 
 use super::Shared;
 
@@ -65,7 +66,7 @@ pub async fn api_sessions(
     match listed {
         Ok(Ok(list)) => (
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&list).unwrap_or_default(),
+            serde_json::to_string(&SessionRow::all(&list)).unwrap_or_default(),
         )
             .into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -137,7 +138,7 @@ pub async fn index(
             person = escape(&s.person),
             start = s.first_ts_ms,
             dur = s.duration_ms as f64 / 1000.0,
-            size = s.size,
+            size = s.raw_bytes,
         ));
     }
     Html(format!(

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::format::Stamp;
 
 /// Longest accepted `session_id`, in bytes.
 pub const MAX_SESSION_ID_BYTES: usize = 128;
@@ -25,9 +24,10 @@ pub struct Chunk {
     /// erasure.
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
-    /// When the client sent the chunk, by the client's own clock (posthog-js: the `_` query
-    /// parameter of `/s/`, or `sent_at` / `$sent_at` in the body). When given, the store
-    /// measures the client's clock skew from it and shifts `first_ts_ms`/`last_ts_ms` by it.
+    /// When the client sent the chunk, by the client's own clock (for the SDK the
+    /// replaystore-posthog crate decodes: a query parameter or a body field). When given, the
+    /// store measures the client's clock skew from it and shifts `first_ts_ms`/`last_ts_ms` by
+    /// it.
     pub sent_at_ms: Option<i64>,
     pub payload: Vec<u8>,
 }
@@ -95,7 +95,7 @@ pub(crate) struct Stamped {
 impl Stamped {
     /// Corrects and validates `chunk`'s timestamps against `arrival_ms` (the store's clock now).
     /// With a send time, a client clock off by more than the tolerance is corrected by shifting
-    /// both timestamps by the same offset (relative timing intact, as PostHog capture does).
+    /// both timestamps by the same offset (relative timing intact).
     /// Then both must lie in [arrival - max_behind, arrival + max_ahead].
     pub fn accept(mut chunk: Chunk, arrival_ms: i64, rules: &ClockRules) -> Result<Stamped> {
         let mut offset = 0i64;
@@ -156,9 +156,19 @@ impl Stamped {
     }
 }
 
+/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
+/// correction applied to its timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub arrival_ms: i64,
+    /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
+    /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
+    pub clock_offset_ms: i64,
+}
+
 /// Chunks of one session (one team, one session id) in append order, each with its stamp: the
 /// unit a flush compresses into a block. Two vectors rather than one of `Stamped`, so that an
-/// `Analyzer` sees the chunks as one slice.
+/// `Annotator` sees the chunks as one slice.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Group {
     pub chunks: Vec<Chunk>,

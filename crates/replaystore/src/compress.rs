@@ -3,10 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::annotation::{self, BlockContext};
 use crate::chunk::{Chunk, Group};
 use crate::config::Config;
 use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
-use crate::summary::Summary;
 
 /// A block is cut when a session's buffered chunks exceed this many raw bytes (or chunks).
 const BLOCK_TARGET_RAW: usize = 64 << 20;
@@ -24,8 +24,8 @@ pub(crate) fn split_groups(groups: Vec<Group>) -> Vec<Group> {
         let mut raw = 0usize;
         for c in g.into_stamped() {
             let n = c.chunk.payload.len();
-            // A block has one person: a distinct id that changes mid-session (posthog-js
-            // `identify`) starts a new block, so every block is indexed under its true person.
+            // A block has one person: a person that changes mid-session (an SDK that identifies
+            // its user late) starts a new block, so every block is indexed under its true person.
             let person_changed = cur
                 .chunks
                 .last()
@@ -72,13 +72,13 @@ pub(crate) fn compress_all(
         || BlockWriter::new(config.compression_level),
         |w, &i| {
             let g = &groups[i];
-            let summary = block_summary(config, g);
+            let note = block_annotation(config, g);
             match transform {
-                None => encode(w, seq, 0, summary.as_ref(), &g.chunks, &g.stamps),
+                None => encode(w, seq, 0, note.as_deref(), &g.chunks, &g.stamps),
                 Some(t) => {
                     let (chunks, changed) = transform_chunks(t.as_ref(), g.chunks.to_vec());
-                    let flags = if changed { block::BLOCK_NORMALIZED } else { 0 };
-                    encode(w, seq, flags, summary.as_ref(), &chunks, &g.stamps)
+                    let flags = if changed { block::BLOCK_TRANSFORMED } else { 0 };
+                    encode(w, seq, flags, note.as_deref(), &chunks, &g.stamps)
                 }
             }
         },
@@ -91,23 +91,18 @@ pub(crate) fn compress_all(
     Ok(slots.into_iter().flatten().collect())
 }
 
-/// The summary of a block: the analyzer's, computed on the chunks as sent (before any
-/// transform), with the clock-skew correction the store applied to them. A block with no
-/// analyzer and no correction has none.
-fn block_summary(config: &Config, g: &Group) -> Option<Summary> {
-    let offset = g
+/// The annotation of a block: the annotator's, computed on the chunks as sent (before any
+/// transform), told the clock-skew correction the store applied to them. None without an
+/// annotator.
+fn block_annotation(config: &Config, g: &Group) -> Option<Vec<u8>> {
+    let annotator = config.parts.annotator.as_deref()?;
+    let clock_offset_ms = g
         .stamps
         .iter()
         .map(|s| s.clock_offset_ms)
         .max_by_key(|o| o.unsigned_abs())
         .unwrap_or(0);
-    let mut summary = match &config.parts.analyzer {
-        Some(a) => a.analyze(&g.chunks),
-        None if offset != 0 => Summary::default(),
-        None => return None,
-    };
-    summary.clock_offset_ms = offset;
-    Some(summary)
+    annotation::analyze(annotator, &g.chunks, &BlockContext { clock_offset_ms })
 }
 
 /// Applies a payload transform to each chunk; says whether any payload changed.
@@ -131,12 +126,12 @@ pub(crate) fn encode(
     w: &mut BlockWriter,
     seq: u64,
     flags: u8,
-    summary: Option<&Summary>,
+    annotation: Option<&[u8]>,
     chunks: &[Chunk],
     stamps: &[crate::format::Stamp],
 ) -> std::io::Result<Encoded> {
     let mut out = Vec::new();
-    w.encode_full(seq, flags, summary, chunks, stamps, &mut out)?;
+    w.encode_full(seq, flags, annotation, chunks, stamps, &mut out)?;
     let h = block::parse_block(&out).map_err(|e| std::io::Error::other(e.0))?;
     Ok((out, h))
 }

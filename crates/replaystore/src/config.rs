@@ -52,9 +52,9 @@ impl Clock for ManualClock {
     }
 }
 
-/// Rewrites chunk payloads into a better-compressing but equivalent form (for posthog-js data:
-/// `replaystore_posthog::posthog::Normalize` inflates the SDK's in-event gzip). `None` from
-/// `transform` keeps the payload as it is.
+/// Rewrites chunk payloads into a better-compressing but equivalent form; must be idempotent
+/// (blocks it rewrote are flagged, and it may run on them again). An example:
+/// `replaystore_posthog::posthog::Normalize`. `None` from `transform` keeps the payload as it is.
 pub trait PayloadTransform: Send + Sync + std::fmt::Debug {
     fn transform(&self, payload: &[u8]) -> Option<Vec<u8>>;
 }
@@ -78,7 +78,7 @@ pub struct Config {
     /// A segment is sealed once it is this old (so retention can drop whole files). Default 1 h.
     pub segment_max_age: Duration,
     /// zstd level of the blocks a flush writes (the hot copy). Default 1 (~630 MB/s per core on
-    /// rrweb JSON): idle sessions are regrouped at `regroup_level` later, so the hot copy is
+    /// recordings' JSON): idle sessions are regrouped at `regroup_level` later, so the hot copy is
     /// short-lived and the ingest path stays as fast as possible.
     pub compression_level: i32,
     /// Threads that compress a flush's blocks. Default: the machine's available parallelism.
@@ -100,14 +100,14 @@ pub struct Config {
     /// its new sessions are written to.
     pub team_retention_days: HashMap<u64, u16>,
     /// A chunk whose (skew-corrected) SDK timestamps start more than this before its arrival is
-    /// refused with `Error::Timestamp`. Default 48 h (a posthog-js offline queue, a retry).
+    /// refused with `Error::Timestamp`. Default 48 h (an SDK's offline queue, a retry).
     pub max_ts_behind: Duration,
     /// A chunk whose (skew-corrected) SDK timestamps end more than this after its arrival is
     /// refused with `Error::Timestamp`. Default 1 h.
     pub max_ts_ahead: Duration,
     /// When a chunk carries its send time (`Chunk::sent_at_ms`) and the client's clock differs
     /// from the store's by more than this, the chunk's timestamps are shifted by the difference
-    /// (PostHog capture's rule). Smaller differences are network latency and are left alone.
+    /// Smaller differences are network latency and are left alone.
     /// Default 10 s.
     pub clock_skew_tolerance: Duration,
     /// Regroup idle data during compaction: all blocks of a session within a job become one
@@ -125,13 +125,13 @@ pub struct Config {
     pub transform_at_ingest: bool,
     /// The remote tier: sealed segments copied to object storage. Default none.
     pub remote: Option<crate::remote::RemoteConfig>,
-    /// The swappable parts (clock, storage, analyzer, payload transform, fault injector),
+    /// The swappable parts (clock, storage, annotator, payload transform, fault injector),
     /// apart from the tuning values above. Set them with the `with_*` methods.
     pub parts: Parts,
 }
 
 /// The parts of a store that are code rather than values: what a test or an embedder swaps
-/// (a manual clock, a simulated disk, the PostHog analyzer), kept apart from the tuning values
+/// (a manual clock, a simulated disk, an annotator), kept apart from the tuning values
 /// of `Config`.
 #[derive(Debug, Clone)]
 pub struct Parts {
@@ -139,10 +139,12 @@ pub struct Parts {
     /// decides everything time-based (segment roll by age, retention, regroup idleness, purge
     /// deadlines, deletion coverage). SDK timestamps never do. Default: the system clock.
     pub clock: Arc<dyn Clock>,
-    /// Computes each block's session summary on the flush path (clicks, console errors, active
-    /// time...). Default `None`: opaque payloads, empty summaries; for rrweb recordings set
-    /// `replaystore_posthog::RrwebAnalyzer` (the command line and server do).
-    pub analyzer: Option<Arc<dyn crate::summary::Analyzer>>,
+    /// Annotates each block on the flush path and merges annotations per session (sealing,
+    /// regrouping, listing: see `annotation`). Default `None`: no annotations; for rrweb
+    /// recordings, `replaystore_posthog::RrwebAnnotator` (the command line and server set it).
+    /// Without one, the clock-skew correction applied to a block is not recorded either (it
+    /// is the annotator's to keep: `BlockContext`).
+    pub annotator: Option<Arc<dyn crate::annotation::Annotator>>,
     /// Payload transform applied when regrouping (or at ingest, see `transform_at_ingest`).
     /// Default none: payloads are stored as sent.
     pub transform: Option<Arc<dyn PayloadTransform>>,
@@ -158,7 +160,7 @@ impl Default for Parts {
     fn default() -> Self {
         Parts {
             clock: Arc::new(SystemClock),
-            analyzer: None,
+            annotator: None,
             transform: None,
             storage: crate::storage::default_storage(),
             faults: None,
@@ -264,8 +266,8 @@ impl Config {
         self.transform_at_ingest = at_ingest;
         self
     }
-    pub fn with_analyzer(mut self, a: Option<Arc<dyn crate::summary::Analyzer>>) -> Self {
-        self.parts.analyzer = a;
+    pub fn with_annotator(mut self, a: Option<Arc<dyn crate::annotation::Annotator>>) -> Self {
+        self.parts.annotator = a;
         self
     }
     /// Puts the store's files on `storage` instead of the operating system's file system.

@@ -1,6 +1,10 @@
-//! Finding sessions by what happened in them: the filters, sort orders and paging of
-//! `list_sessions` / `list_page`, applied to summaries read from footers (never payloads).
+//! Finding sessions: the filters, sort orders and paging of `list_sessions` / `list_page`,
+//! applied to what footers and indexes hold (never payloads). What happened in a session is the
+//! annotator's to say: an `AnnotationFilter` reads the annotations.
 
+use std::sync::Arc;
+
+use crate::annotation::AnnotationFilter;
 use crate::read::SessionSummary;
 
 /// How listed sessions are ordered.
@@ -21,12 +25,9 @@ pub struct SessionFilter {
     pub to_ts_ms: Option<i64>,
     pub min_duration_ms: Option<i64>,
     pub max_duration_ms: Option<i64>,
-    pub min_active_ms: Option<u64>,
-    pub has_console_errors: bool,
-    pub has_rage_clicks: bool,
-    pub min_clicks: Option<u32>,
-    /// A visited URL contains this.
-    pub url_contains: Option<String>,
+    /// Decides by the session's annotation (for recordings:
+    /// `replaystore_posthog::ActivityFilter`).
+    pub annotation: Option<Arc<dyn AnnotationFilter>>,
     pub sort: SortBy,
     pub descending: bool,
     pub limit: Option<usize>,
@@ -44,21 +45,14 @@ pub struct Page {
 
 impl SessionFilter {
     pub fn matches(&self, s: &SessionSummary) -> bool {
-        let a = &s.activity;
         self.from_ts_ms.is_none_or(|f| s.last_ts_ms >= f)
             && self.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t)
             && self.min_duration_ms.is_none_or(|d| s.duration_ms >= d)
             && self.max_duration_ms.is_none_or(|d| s.duration_ms <= d)
             && self
-                .min_active_ms
-                .is_none_or(|m| a.active_milliseconds >= m)
-            && (!self.has_console_errors || a.console_error_count > 0)
-            && (!self.has_rage_clicks || a.rage_click_count > 0)
-            && self.min_clicks.is_none_or(|m| a.click_count >= m)
-            && self
-                .url_contains
-                .as_deref()
-                .is_none_or(|u| a.urls.iter().any(|x| x.contains(u)))
+                .annotation
+                .as_ref()
+                .is_none_or(|f| f.matches(s.annotation.as_deref()))
     }
 
     fn key<'a>(&self, s: &'a SessionSummary) -> (i64, &'a str) {

@@ -442,7 +442,7 @@ impl FlushPipeline {
             return Ok(());
         };
         let id = w.segment.id;
-        let sealed = match w.seal() {
+        let sealed = match w.seal(self.config.parts.annotator.as_deref()) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 // Unsealed but without a writer: readable, and sealed again at the next open.
@@ -460,7 +460,7 @@ impl FlushPipeline {
     }
 }
 
-/// Sessions are assumed to last at most this long (posthog-js caps a session at 24 h): only
+/// Sessions are assumed to last at most this long (recording SDKs cap a session at 24 h): only
 /// segments with data this recent can hold the start of a session that is still sending.
 const SESSION_MAX_SPAN_MS: i64 = 24 * 3600 * 1000;
 

@@ -1,4 +1,5 @@
-//! replaystore: an embedded, log-structured store for session-recording (rrweb) blobs.
+//! replaystore: an embedded, log-structured store for session-recording blobs (opaque
+//! payloads; replaystore-posthog gives rrweb recordings their meaning).
 //!
 //! ```no_run
 //! use replaystore::{Chunk, Config, Store};
@@ -27,6 +28,7 @@
 // No engine function over 70 lines (threshold in clippy.toml): one screen, one sitting.
 #![warn(clippy::too_many_lines)]
 
+pub mod annotation;
 mod background;
 pub mod chunk;
 mod compaction;
@@ -49,7 +51,6 @@ mod segment_set;
 mod signal;
 pub mod storage;
 mod store;
-pub mod summary;
 mod tombstone;
 mod units;
 mod verify;
@@ -61,6 +62,7 @@ mod writer;
 #[doc(hidden)]
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
+pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext};
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;
 pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
@@ -72,6 +74,5 @@ pub use remote::{RemoteConfig, RemoteStatus, SyncReport, TierStats};
 pub use retention::{RetentionReport, DAY_MS};
 pub use segment::RemoteRead;
 pub use store::Store;
-pub use summary::{Analyzer, Summary};
 pub use tombstone::{DeletionStatus, Purged, Target, Tombstone};
 pub use verify::VerifyReport;

@@ -11,13 +11,13 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3Builder;
 
+use crate::annotation::{merge_parts, Annotation, Annotator};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
 use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
 use crate::segment_set::SegmentSet;
-use crate::summary::Summary;
 use crate::tombstone::Tombstones;
 
 /// What the store knows of one session without reading its payloads.
@@ -35,12 +35,12 @@ pub struct SessionSummary {
     pub stored_bytes: u64,
     /// last_ts_ms - first_ts_ms.
     pub duration_ms: i64,
-    /// PostHog's `size`: the recording's bytes as sent (raw_bytes).
-    pub size: u64,
-    pub first_url: Option<String>,
-    /// What happened in it (clicks, console errors, active time, URLs...).
-    #[serde(flatten)]
-    pub activity: Summary,
+    /// The annotator's bytes for the session (its parts merged), opaque to the engine: the
+    /// annotator's crate decodes them (for recordings, `replaystore_posthog::summary`). `None`
+    /// when no part is annotated, or when several are and no annotator is configured to merge
+    /// them (docs/design.md, "Annotations").
+    #[serde(skip)]
+    pub annotation: Option<Vec<u8>>,
 }
 
 impl SessionSummary {
@@ -64,18 +64,15 @@ impl SessionSummary {
             raw_bytes: 0,
             stored_bytes: 0,
             duration_ms: 0,
-            size: 0,
-            first_url: None,
-            activity: Summary::default(),
+            annotation: None,
         }
     }
 
-    /// Fills the derived fields once the parts are merged.
-    fn finish(&mut self, parts: Vec<(i64, Summary)>) {
-        self.activity = Summary::merge_in_order(parts);
+    /// Fills the derived fields once the parts are known: the duration, and the annotation
+    /// (the parts' annotations merged).
+    fn finish(&mut self, parts: Vec<Annotation>, annotator: Option<&dyn Annotator>) {
         self.duration_ms = self.last_ts_ms - self.first_ts_ms;
-        self.size = self.raw_bytes;
-        self.first_url = self.activity.first_url().map(String::from);
+        self.annotation = merge_parts(annotator, parts).map(|a| a.bytes);
     }
 
     /// Adds one block's visible chunks. The session's person is the one it started under.
@@ -130,8 +127,11 @@ pub struct SessionData {
     pub chunks: Vec<StoredChunk>,
 }
 
-/// A session being listed: its summary so far, and its parts' activity summaries.
-type Listed = (SessionSummary, Vec<(i64, Summary)>);
+/// A session being listed: its summary so far, and its parts' annotations.
+struct Listed {
+    summary: SessionSummary,
+    parts: Vec<Annotation>,
+}
 
 /// Store-wide figures.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -219,7 +219,8 @@ impl Reader<'_> {
                 session.add_block(&w.seg, *r, w.cut, covered, h, payloads)?;
             }
         }
-        Ok((session.finish(), remote))
+        let annotator = self.config.parts.annotator.as_deref();
+        Ok((session.finish(annotator), remote))
     }
 
     /// Every visible session of `team` (of `person` only, when given), unsorted: what
@@ -250,20 +251,24 @@ impl Reader<'_> {
                     return;
                 }
                 if !by_id.contains_key(&e.session) {
-                    let fresh = (SessionSummary::from_entry(&e), Vec::new());
+                    let fresh = Listed {
+                        summary: SessionSummary::from_entry(&e),
+                        parts: Vec::new(),
+                    };
                     by_id.insert(e.session.clone(), fresh);
                 }
-                if let Some((s, parts)) = by_id.get_mut(&e.session) {
-                    s.merge(&e);
-                    parts.push((e.first_ts, e.summary));
+                if let Some(listed) = by_id.get_mut(&e.session) {
+                    listed.summary.merge(&e);
+                    listed.parts.extend(e.annotations);
                 }
             })?;
         }
+        let annotator = self.config.parts.annotator.as_deref();
         let all = by_id
             .into_values()
-            .map(|(mut s, parts)| {
-                s.finish(parts);
-                s
+            .map(|mut l| {
+                l.summary.finish(l.parts, annotator);
+                l.summary
             })
             .collect();
         Ok(all)
@@ -371,7 +376,8 @@ struct SessionRead<'a> {
     team: u64,
     session_id: &'a str,
     summary: Option<SessionSummary>,
-    parts: Vec<(i64, Summary)>,
+    /// The annotations of the blocks read.
+    parts: Vec<Annotation>,
     chunks: Vec<OrderedChunk>,
     /// (seq, crc) of blocks read: a block retried after a failed flush is returned once.
     seen: std::collections::HashSet<(u64, u32)>,
@@ -433,16 +439,17 @@ impl<'a> SessionRead<'a> {
             .summary
             .get_or_insert_with(|| SessionSummary::empty(team, id, &h));
         s.add_block(&h, r.len as u64, &self.chunks[before..]);
-        if let Some(a) = h.summary {
-            self.parts.push((h.first_ts, a));
+        if let Some(bytes) = h.annotation {
+            let first_ts_ms = h.first_ts;
+            self.parts.push(Annotation { first_ts_ms, bytes });
         }
         Ok(())
     }
 
     /// The session in playback order; `None` when no chunk of it is visible.
-    fn finish(mut self) -> Option<SessionData> {
+    fn finish(mut self, annotator: Option<&dyn Annotator>) -> Option<SessionData> {
         let mut summary = self.summary?;
-        summary.finish(self.parts);
+        summary.finish(self.parts, annotator);
         self.chunks.sort_by_key(|c| c.key);
         let chunks = self.chunks.into_iter().map(|c| c.chunk).collect();
         Some(SessionData { summary, chunks })

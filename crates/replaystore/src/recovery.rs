@@ -52,6 +52,14 @@ struct Found {
     len: u64,
 }
 
+/// Which unsealed segment is resumed (its lane's newest, if younger than `max_age_ms` at
+/// `now_ms`) and how the others are sealed.
+struct ResumeRule<'a> {
+    now_ms: i64,
+    max_age_ms: i64,
+    annotator: Option<&'a dyn crate::annotation::Annotator>,
+}
+
 /// An unsealed segment after its scan: candidate to be resumed as its lane's active segment.
 struct Unsealed {
     found: Found,
@@ -60,7 +68,15 @@ struct Unsealed {
     good_len: u64,
 }
 
-pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Result<Recovered> {
+/// Unsealed segments left behind that are not resumed are sealed, their blocks' annotations
+/// merged by `annotator`.
+pub(crate) fn recover(
+    dir: &Path,
+    fs: &Fs,
+    now_ms: i64,
+    max_age_ms: i64,
+    annotator: Option<&dyn crate::annotation::Annotator>,
+) -> Result<Recovered> {
     let mut out = Recovered {
         segments: Vec::new(),
         writers: BTreeMap::new(),
@@ -81,7 +97,12 @@ pub(crate) fn recover(dir: &Path, fs: &Fs, now_ms: i64, max_age_ms: i64) -> Resu
     }
     remove_superseded(fs, &mut out, &mut unsealed)?;
     for (lane, list) in unsealed {
-        resume_or_seal(fs, lane, list, now_ms, max_age_ms, &mut out)?;
+        let rule = ResumeRule {
+            now_ms,
+            max_age_ms,
+            annotator,
+        };
+        resume_or_seal(fs, lane, list, &rule, &mut out)?;
     }
     out.segments.sort_by_key(|s| s.id);
     Ok(out)
@@ -190,8 +211,7 @@ fn resume_or_seal(
     fs: &Fs,
     lane: u16,
     mut list: Vec<Unsealed>,
-    now_ms: i64,
-    max_age_ms: i64,
+    rule: &ResumeRule<'_>,
     out: &mut Recovered,
 ) -> Result<()> {
     list.sort_by_key(|u| u.found.header.segment_id);
@@ -205,12 +225,12 @@ fn resume_or_seal(
             continue;
         }
         let writer = ActiveWriter::resume(fs, &f.path, f.header, f.file, u.index, u.good_len)?;
-        let young = now_ms.saturating_sub(f.header.created_ms) < max_age_ms;
+        let young = rule.now_ms.saturating_sub(f.header.created_ms) < rule.max_age_ms;
         if i == newest && young {
             out.segments.push(writer.segment.clone());
             out.writers.insert(lane, writer);
         } else {
-            out.segments.push(Arc::new(writer.seal()?));
+            out.segments.push(Arc::new(writer.seal(rule.annotator)?));
         }
     }
     Ok(())

@@ -99,7 +99,8 @@ impl Store {
         let lock = fs.open_store_dir(&dir)?;
         let now = config.parts.clock.now_ms();
         let max_age = config.segment_max_age.as_millis() as i64;
-        let mut rec = recover(&dir, &fs, now, max_age)?;
+        let annotator = config.parts.annotator.as_deref();
+        let mut rec = recover(&dir, &fs, now, max_age, annotator)?;
         // The remote tier first: on a fresh directory it fetches the tombstone log.
         let remote = open_remote(&dir, &fs, &config, &mut rec)?.map(Arc::new);
         // Every lane that holds a segment has its directory, remote-only ones included (a

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::annotation::Annotator;
 use crate::error::{IoContext, Result};
 use crate::format::footer::encode_footer;
 use crate::format::{BlockHeader, SegmentHeader, Trailer, SEGMENT_HEADER_LEN};
@@ -146,14 +147,12 @@ impl ActiveWriter {
     }
 
     /// Seals the segment: footer and trailer appended and fsynced, file mapped read-only.
-    pub fn seal(self) -> Result<Segment> {
+    /// The annotations of each session's blocks are merged by `annotator` into its record.
+    pub fn seal(self, annotator: Option<&dyn Annotator>) -> Result<Segment> {
         let seg = &self.segment;
         let (mut entries, totals) = {
             let m = self.index.read();
-            (
-                m.sessions.values().flatten().cloned().collect::<Vec<_>>(),
-                m.totals,
-            )
+            (m.footer_entries(annotator), m.totals)
         };
         let (mut footer, crc) = encode_footer(&mut entries, totals, &[]);
         let trailer = Trailer {

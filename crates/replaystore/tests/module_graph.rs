@@ -13,21 +13,7 @@ use std::path::{Path, PathBuf};
 /// Edges left out of the check: each closes a cycle that a named piece of work removes. When
 /// the edge disappears from the source, this test fails until its entry is deleted, so the list
 /// only ever shrinks.
-const ALLOWED: &[Allowed] = &[
-    Allowed {
-        from: "format",
-        to: "summary",
-        why: "the format embeds PostHog's `Summary` (format/block.rs, format/footer.rs); goes \
-              when summaries become opaque annotations and summary.rs leaves the engine",
-    },
-    Allowed {
-        from: "format",
-        to: "chunk",
-        why: "format/block.rs encodes a `&[Chunk]` while chunk.rs uses `format::Stamp`; goes when \
-              the block writer takes the fields it encodes (format/block.rs is being rewritten \
-              by the annotations work, so it is left alone here)",
-    },
-];
+const ALLOWED: &[Allowed] = &[];
 
 struct Allowed {
     from: &'static str,

@@ -96,11 +96,14 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
         t.elapsed().as_secs_f64() * 1e3
     );
     // Listing: 100 matches of a filter among the team's quarter of the sessions.
-    let filter = replaystore::SessionFilter {
+    let urls = replaystore_posthog::ActivityFilter {
         url_contains: Some("/99".into()),
-        limit: Some(100),
         ..Default::default()
     };
+    let filter = urls.apply(replaystore::SessionFilter {
+        limit: Some(100),
+        ..Default::default()
+    });
     let mut times = Vec::new();
     let mut matched = 0;
     for _ in 0..20 {

@@ -65,11 +65,11 @@ fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
     ))
 }
 
-/// The engine's defaults plus the PostHog crate's rrweb analyzer: the command line stores
+/// The engine's defaults plus the PostHog crate's rrweb annotator: the command line stores
 /// posthog-js recordings, whose sessions `ls` filters by their summaries.
 pub fn posthog_config() -> Config {
-    Config::default().with_analyzer(Some(std::sync::Arc::new(
-        replaystore_posthog::RrwebAnalyzer,
+    Config::default().with_annotator(Some(std::sync::Arc::new(
+        replaystore_posthog::RrwebAnnotator,
     )))
 }
 

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use replaystore::{Error, Result, SessionFilter, SortBy, Store};
 use replaystore_posthog::posthog::payload_events;
+use replaystore_posthog::{ActivityFilter, SessionRow};
 
 use super::mb;
 
@@ -83,17 +84,20 @@ pub struct ListArgs {
 impl ListArgs {
     pub fn into_filter(self) -> SessionFilter {
         let ms = |s: f64| (s * 1000.0) as i64;
-        SessionFilter {
-            person: self.person,
-            from_ts_ms: self.from_ms,
-            to_ts_ms: self.to_ms,
-            min_duration_ms: self.min_duration_s.map(ms),
-            max_duration_ms: self.max_duration_s.map(ms),
+        let activity = ActivityFilter {
             min_active_ms: self.min_active_s.map(|s| ms(s) as u64),
             has_console_errors: self.errors,
             has_rage_clicks: self.rage,
             min_clicks: self.min_clicks,
             url_contains: self.url,
+        };
+        activity.apply(SessionFilter {
+            person: self.person,
+            from_ts_ms: self.from_ms,
+            to_ts_ms: self.to_ms,
+            min_duration_ms: self.min_duration_s.map(ms),
+            max_duration_ms: self.max_duration_s.map(ms),
+            annotation: None,
             sort: if self.sort == "duration" {
                 SortBy::Duration
             } else {
@@ -102,7 +106,7 @@ impl ListArgs {
             descending: self.desc,
             limit: self.limit,
             cursor: self.cursor,
-        }
+        })
     }
 }
 
@@ -120,7 +124,7 @@ pub fn ls(store: &Store, team: u64, filter: &SessionFilter, json: bool) -> Resul
     }
     for s in &sessions {
         if json {
-            let line = serde_json::to_string(s).map_err(|e| Error::Io {
+            let line = serde_json::to_string(&SessionRow::new(s)).map_err(|e| Error::Io {
                 context: "encode JSON".into(),
                 source: e.into(),
             })?;

@@ -70,8 +70,8 @@ pub fn config() -> Config {
         .with_default_retention_days(LANE)
         .with_timestamp_window(wide, wide)
         .with_regroup_idle(std::time::Duration::ZERO)
-        .with_analyzer(Some(std::sync::Arc::new(
-            replaystore_posthog::RrwebAnalyzer,
+        .with_annotator(Some(std::sync::Arc::new(
+            replaystore_posthog::RrwebAnnotator,
         )))
 }
 

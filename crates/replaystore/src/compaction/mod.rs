@@ -52,6 +52,9 @@ pub struct CompactionReport {
     pub bytes_written: u64,
     pub blocks_dropped: u64,
     pub bytes_dropped: u64,
+    /// Sessions a regroup left as separate blocks because they carry several annotations and
+    /// no annotator is configured to merge them (docs/design.md, "Annotations").
+    pub sessions_kept_apart: u64,
     /// Deletion requests whose data is now physically gone.
     pub deletions_completed: Vec<u64>,
     /// Jobs that failed, and why (their sources are untouched).
@@ -68,6 +71,7 @@ impl CompactionReport {
         self.bytes_written += job.bytes_written;
         self.blocks_dropped += job.blocks_dropped;
         self.bytes_dropped += job.bytes_dropped;
+        self.sessions_kept_apart += job.sessions_kept_apart;
     }
 
     /// Rewrite throughput: MB of new segments written (and fsynced) per second of the pass.

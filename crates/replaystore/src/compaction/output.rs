@@ -107,7 +107,8 @@ impl<'a> Output<'a> {
         }
         let mut totals = self.index.totals;
         totals.flags = flags;
-        let mut entries: Vec<_> = self.index.sessions.values().flatten().cloned().collect();
+        let annotator = inner.config.parts.annotator.as_deref();
+        let mut entries = self.index.footer_entries(annotator);
         let (footer, crc) = encode_footer(&mut entries, totals, &source_ids);
         let trailer = Trailer {
             footer_offset: self.len,

@@ -1,7 +1,7 @@
 //! Regrouping: the cold copy of idle data. Within a job (sealed segments of one lane whose data
 //! is older than `regroup_idle`), all surviving blocks of a session become one block (more if
-//! past 64 MiB) compressed at `regroup_level`, optionally after a payload transform (posthog-js
-//! in-event gzip inflated). The hot path stays at a fast level with one block per session per
+//! past 64 MiB) compressed at `regroup_level`, optionally after the configured payload
+//! transform. The hot path stays at a fast level with one block per session per
 //! flush; this is where the bytes per session drop.
 //!
 //! Chunks keep their boundaries, windows and timestamps, and their order: they are sorted by
@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::annotation::{merge_parts, Annotation};
 use crate::chunk::{Chunk, Group, Stamped};
 use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
 use crate::error::Result;
-use crate::format::block::{BLOCK_NORMALIZED, BLOCK_REGROUPED};
+use crate::format::block::{BLOCK_REGROUPED, BLOCK_TRANSFORMED};
 use crate::format::footer::SEGMENT_REGROUPED;
-use crate::format::{BlockRef, BlockWriter, Stamp};
+use crate::format::{BlockHeader, BlockRef, BlockWriter, Stamp};
 use crate::segment::Segment;
 
 use super::output::Output;
@@ -118,31 +119,73 @@ impl Compactor<'_> {
                 },
             )
             .map_err(|e| crate::error::Error::io("regroup sessions", e))?;
-            for (bytes, h) in encoded.iter().flatten() {
-                out.push(bytes, h)?;
+            for session in &encoded {
+                report.sessions_kept_apart += session.kept_apart as u64;
+                for (bytes, h) in &session.encoded {
+                    out.push(bytes, h)?;
+                }
             }
         }
         out.commit(sources, SEGMENT_REGROUPED, report)
     }
 
-    /// Reads a session's blocks and encodes its chunks anew as one block (or a few).
+    /// Reads a session's blocks and encodes its chunks anew as one block (or a few). Without
+    /// an annotator, a session with several annotated blocks cannot have them merged: each of
+    /// its blocks is re-encoded alone, keeping its own annotation.
     fn regroup_session(
         &self,
         w: &mut BlockWriter,
         sources: &[Arc<Segment>],
         refs: &[(usize, BlockRef)],
+    ) -> Result<Regrouped> {
+        let blocks = refs
+            .iter()
+            .map(|&(i, r)| {
+                let (header, payloads) = sources[i].read_block(r)?;
+                let created_ms = sources[i].created_ms;
+                Ok(SourceBlock {
+                    header,
+                    payloads,
+                    created_ms,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let annotated = blocks.iter().filter(|b| b.header.annotation.is_some());
+        if annotated.count() > 1 && self.config.parts.annotator.is_none() {
+            let mut encoded = Vec::new();
+            for b in blocks {
+                encoded.extend(self.encode_session(w, vec![b])?);
+            }
+            return Ok(Regrouped {
+                encoded,
+                kept_apart: true,
+            });
+        }
+        Ok(Regrouped {
+            encoded: self.encode_session(w, blocks)?,
+            kept_apart: false,
+        })
+    }
+
+    /// Encodes the chunks of some blocks of one session as one block (more if past 64 MiB),
+    /// in read order, with their annotations merged.
+    fn encode_session(
+        &self,
+        w: &mut BlockWriter,
+        blocks: Vec<SourceBlock>,
     ) -> Result<Vec<Encoded>> {
         let mut chunks: Vec<SortedChunk> = Vec::new();
-        let mut summaries: Vec<(i64, crate::summary::Summary)> = Vec::new();
+        let mut notes: Vec<Annotation> = Vec::new();
         let mut max_seq = 0;
-        let mut normalized = false;
-        for &(i, r) in refs {
-            let (h, payloads) = sources[i].read_block(r)?;
+        let mut transformed = false;
+        for SourceBlock {
+            header: h,
+            payloads,
+            created_ms,
+        } in blocks
+        {
             max_seq = max_seq.max(h.seq);
-            if let Some(s) = &h.summary {
-                summaries.push((h.first_ts, s.clone()));
-            }
-            normalized |= h.flags & BLOCK_NORMALIZED != 0;
+            transformed |= h.flags & BLOCK_TRANSFORMED != 0;
             for (k, (c, payload)) in h.chunks.iter().zip(payloads).enumerate() {
                 let chunk = Chunk {
                     team: h.team,
@@ -155,13 +198,17 @@ impl Compactor<'_> {
                     payload,
                 };
                 let stamp = Stamp {
-                    arrival_ms: c.arrival_ms.unwrap_or(sources[i].created_ms),
-                    clock_offset_ms: 0, // carried by the summary
+                    arrival_ms: c.arrival_ms.unwrap_or(created_ms),
+                    clock_offset_ms: 0, // recorded by the annotation, if at all
                 };
                 chunks.push(SortedChunk {
                     key: (c.first_ts, h.seq, k),
                     chunk: Stamped { chunk, stamp },
                 });
+            }
+            if let Some(bytes) = h.annotation {
+                let first_ts_ms = h.first_ts;
+                notes.push(Annotation { first_ts_ms, bytes });
             }
         }
         chunks.sort_by_key(|c| c.key);
@@ -179,21 +226,35 @@ impl Compactor<'_> {
         {
             let changed;
             (chunks, changed) = transform_chunks(t.as_ref(), chunks);
-            normalized |= changed;
+            transformed |= changed;
         }
-        let flags = BLOCK_REGROUPED | if normalized { BLOCK_NORMALIZED } else { 0 };
-        // The regrouped block's summary is its parts' summaries merged in time order.
-        let summary =
-            (!summaries.is_empty()).then(|| crate::summary::Summary::merge_in_order(summaries));
+        let flags = BLOCK_REGROUPED | if transformed { BLOCK_TRANSFORMED } else { 0 };
+        // The regrouped block's annotation is its parts' merged in time order.
+        let note = merge_parts(self.config.parts.annotator.as_deref(), notes);
         split_groups(vec![Group { chunks, stamps }])
             .iter()
             .enumerate()
-            // A session too big for one block: the first carries the summary of all.
+            // A session too big for one block: the first carries the annotation of all.
             .map(|(k, g)| {
-                let summary = summary.as_ref().filter(|_| k == 0);
-                encode(w, max_seq, flags, summary, &g.chunks, &g.stamps)
+                let note = note.as_ref().filter(|_| k == 0).map(|n| n.bytes.as_slice());
+                encode(w, max_seq, flags, note, &g.chunks, &g.stamps)
                     .map_err(|e| crate::error::Error::io("encode regrouped block", e))
             })
             .collect()
     }
+}
+
+/// A block read back for regrouping.
+struct SourceBlock {
+    header: BlockHeader,
+    payloads: Vec<Vec<u8>>,
+    /// Its segment's creation time: the arrival of chunks of format 1.
+    created_ms: i64,
+}
+
+/// A session regrouped: its new blocks, and whether they were kept apart (see
+/// `regroup_session`).
+struct Regrouped {
+    encoded: Vec<Encoded>,
+    kept_apart: bool,
 }

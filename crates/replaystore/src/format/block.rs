@@ -10,7 +10,7 @@
 //! 64 session bytes | person bytes | window_count x (len u8, bytes)
 //!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64
 //!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL])
-//!    [| summary_len u32, summary bytes when flags has BLOCK_HAS_SUMMARY]
+//!    [| annotation_len u32, annotation bytes when flags has BLOCK_HAS_ANNOTATION]
 //! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
 //! ```
 //!
@@ -19,16 +19,22 @@
 //! what retention and erasure decide by. Blocks written before format 2 have no arrival times;
 //! they take their segment's `created_ms` (docs/format.md, "Arrival time").
 
-use super::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, MAX_BLOCK_RAW};
+use super::{
+    put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, MAX_ANNOTATION_BYTES,
+    MAX_BLOCK_RAW,
+};
 use crate::chunk::Chunk;
+pub use crate::chunk::Stamp;
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
 /// Block flag: a regrouped block (a whole session, or its idle part, compressed as one).
 pub const BLOCK_REGROUPED: u8 = 1;
-/// Block flag: its payloads were normalized (posthog-js in-event gzip inflated).
-pub const BLOCK_NORMALIZED: u8 = 2;
-/// Block flag: the header ends with the block's session summary (u32 length, then bytes).
-pub const BLOCK_HAS_SUMMARY: u8 = 4;
+/// Block flag: its payloads were rewritten by the store's configured payload transform
+/// (`Config::with_transform`, idempotent: applying it again changes nothing).
+pub const BLOCK_TRANSFORMED: u8 = 2;
+/// Block flag: the header ends with the block's annotation (u32 length, then the annotator's
+/// opaque bytes: docs/format.md, "Annotations").
+pub const BLOCK_HAS_ANNOTATION: u8 = 4;
 /// Block flag: each chunk-table entry ends with the chunk's arrival time (format 2).
 pub const BLOCK_ARRIVAL: u8 = 8;
 pub const BLOCK_FIXED_LEN: usize = 64;
@@ -73,21 +79,11 @@ pub struct ArrivalRange {
     pub last_ms: i64,
 }
 
-/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
-/// correction applied to its timestamps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stamp {
-    pub arrival_ms: i64,
-    /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
-    /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
-    pub clock_offset_ms: i64,
-}
-
 /// A decoded block header: everything needed to index the block without its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
     pub codec: Codec,
-    /// `BLOCK_REGROUPED`, `BLOCK_NORMALIZED`.
+    /// `BLOCK_REGROUPED`, `BLOCK_TRANSFORMED`, `BLOCK_HAS_ANNOTATION`, `BLOCK_ARRIVAL`.
     pub flags: u8,
     pub dict_id: u32,
     pub team: u64,
@@ -104,8 +100,8 @@ pub struct BlockHeader {
     /// The block's checksum: with `seq`, what identifies a block rewritten after a failed
     /// flush (the same bytes may then sit in two files).
     pub crc: u32,
-    /// What happened in the block's chunks (`BLOCK_HAS_SUMMARY`).
-    pub summary: Option<crate::summary::Summary>,
+    /// The annotator's bytes for the block's chunks (`BLOCK_HAS_ANNOTATION`), opaque here.
+    pub annotation: Option<Vec<u8>>,
 }
 
 impl BlockHeader {
@@ -229,18 +225,18 @@ fn parse_chunk_entries(
     Ok((chunks, sum))
 }
 
-/// The block's summary, when its flags say it has one.
-fn parse_summary(b: &mut Bytes, flags: u8) -> DecodeResult<Option<crate::summary::Summary>> {
-    if flags & BLOCK_HAS_SUMMARY == 0 {
+/// The block's annotation, when its flags say it has one.
+fn parse_annotation(b: &mut Bytes, flags: u8) -> DecodeResult<Option<Vec<u8>>> {
+    if flags & BLOCK_HAS_ANNOTATION == 0 {
         return Ok(None);
     }
     let n = b.u32()? as usize;
-    if n > crate::summary::MAX_ENCODED {
+    if !(1..=MAX_ANNOTATION_BYTES).contains(&n) {
         return Err(DecodeError::new(format!(
-            "summary of {n} bytes out of bounds"
+            "annotation of {n} bytes out of bounds"
         )));
     }
-    Ok(Some(crate::summary::Summary::decode(b.take(n)?)?))
+    Ok(Some(b.take(n)?.to_vec()))
 }
 
 fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
@@ -285,7 +281,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let person = b.str(person_len, "person")?.to_string();
     let windows = parse_windows(&mut b, window_count)?;
     let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, has_arrival)?;
-    let summary = parse_summary(&mut b, flags)?;
+    let annotation = parse_annotation(&mut b, flags)?;
     if b.pos() != header_len as usize {
         return Err(DecodeError::new(
             "header_len does not match header contents",
@@ -310,7 +306,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         chunks,
         header_len,
         crc: 0,
-        summary,
+        annotation,
     })
 }
 
@@ -392,12 +388,13 @@ impl BlockWriter {
         self.encode_full(seq, 0, None, chunks, stamps, out)
     }
 
-    /// `encode` with block flags and the block's session summary.
+    /// `encode` with block flags and the block's annotation (1 to `MAX_ANNOTATION_BYTES`
+    /// bytes; the engine drops others before they get here).
     pub fn encode_full(
         &mut self,
         seq: u64,
-        mut flags: u8,
-        summary: Option<&crate::summary::Summary>,
+        flags: u8,
+        annotation: Option<&[u8]>,
         chunks: &[Chunk],
         stamps: &[Stamp],
         out: &mut Vec<u8>,
@@ -409,12 +406,7 @@ impl BlockWriter {
                 stamps.len()
             )));
         }
-        flags |= BLOCK_ARRIVAL;
-        let mut summary_bytes = Vec::new();
-        if let Some(s) = summary {
-            s.encode(&mut summary_bytes);
-            flags |= BLOCK_HAS_SUMMARY;
-        }
+        let (flags, annotation) = written_flags(flags, annotation)?;
         let first = &chunks[0];
         self.raw.clear();
         let ChunkTable {
@@ -433,10 +425,10 @@ impl BlockWriter {
             + first.person.len()
             + windows.iter().map(|w| 1 + w.len()).sum::<usize>()
             + table.len()
-            + if summary_bytes.is_empty() {
+            + if annotation.is_empty() {
                 0
             } else {
-                4 + summary_bytes.len()
+                4 + annotation.len()
             };
         let header_len = BLOCK_FIXED_LEN + var_len;
         let start = out.len();
@@ -464,14 +456,27 @@ impl BlockWriter {
             out.extend_from_slice(w.as_bytes());
         }
         out.extend_from_slice(&table);
-        if !summary_bytes.is_empty() {
-            put_u32(out, summary_bytes.len() as u32);
-            out.extend_from_slice(&summary_bytes);
+        if !annotation.is_empty() {
+            put_u32(out, annotation.len() as u32);
+            out.extend_from_slice(annotation);
         }
         out.extend_from_slice(stored);
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);
         Ok(())
+    }
+}
+
+/// The flags a block is written with (arrival times always; an annotation when there is one)
+/// and its annotation bytes (empty for none), checked against the format's bounds.
+fn written_flags(flags: u8, annotation: Option<&[u8]>) -> std::io::Result<(u8, &[u8])> {
+    let flags = (flags | BLOCK_ARRIVAL) & !BLOCK_HAS_ANNOTATION;
+    match annotation {
+        None => Ok((flags, &[])),
+        Some(a) if (1..=MAX_ANNOTATION_BYTES).contains(&a.len()) => {
+            Ok((flags | BLOCK_HAS_ANNOTATION, a))
+        }
+        Some(_) => Err(std::io::Error::other("annotation out of bounds")),
     }
 }
 
@@ -549,8 +554,21 @@ mod tests {
                 clock_offset_ms: 0,
             })
             .collect();
-        BlockWriter::new(3)?.encode(42, &chunks, &stamps, &mut out)?;
+        let note: &[u8] = b"\x01opaque";
+        BlockWriter::new(3)?.encode_full(
+            42,
+            BLOCK_TRANSFORMED,
+            Some(note),
+            &chunks,
+            &stamps,
+            &mut out,
+        )?;
         let h = parse_block(&out)?;
+        assert_eq!(h.annotation.as_deref(), Some(note));
+        assert_eq!(
+            h.flags,
+            BLOCK_TRANSFORMED | BLOCK_HAS_ANNOTATION | BLOCK_ARRIVAL
+        );
         assert_eq!(
             h.arrival(0),
             ArrivalRange {

@@ -15,11 +15,22 @@ pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
 pub const MAX_BLOCK_RAW: usize = 1 << 30;
+/// Hard cap on an annotation (a block's, or a session record's in a footer): checked when one
+/// is written and when one is read.
+pub const MAX_ANNOTATION_BYTES: usize = 64 << 10;
 /// Format version written in segment headers and trailers. Version 2 added arrival times
 /// (chunk tables, block refs, footer totals); version 1 files still open (docs/format.md).
 pub const FORMAT_VERSION: u16 = 2;
 /// The oldest format version this code reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
+
+/// An annotation as the engine holds it (`crate::annotation`: the bytes are an annotator's,
+/// opaque here), with the time its part of the session starts at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    pub first_ts_ms: i64,
+    pub bytes: Vec<u8>,
+}
 
 /// Stable 64-bit hash of a (team, identifier) pair, stored on disk: xxh3-64 of the team's 8
 /// little-endian bytes followed by the identifier. Must never change within a format version.

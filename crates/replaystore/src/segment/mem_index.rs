@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 
+use crate::annotation::{merge_parts, Annotation, Annotator};
 use crate::format::footer::FooterTotals;
 use crate::format::{BlockHeader, BlockRef, SessionEntry};
 
 /// The in-memory session index of an active (or footer-less) segment.
 #[derive(Debug, Default)]
 pub(crate) struct MemIndex {
-    /// One entry per (session, person): a session whose distinct id changes mid-way (posthog-js
-    /// `identify`) has one entry per person, so deletion by person finds every block.
+    /// One entry per (session, person): a session whose person changes mid-way (an SDK that
+    /// identifies its user late) has one entry per person, so deletion by person finds every
+    /// block.
     pub sessions: HashMap<(u64, Box<str>), Vec<SessionEntry>>,
     pub totals: FooterTotals,
 }
@@ -57,14 +59,17 @@ impl MemIndex {
                     raw_bytes: 0,
                     stored_bytes: 0,
                     blocks: Vec::new(),
-                    summary: Default::default(),
+                    annotations: Vec::new(),
                 });
                 entries.len() - 1
             }
         };
         let e = &mut entries[at];
-        if let Some(s) = &h.summary {
-            e.summary.merge(s);
+        if let Some(bytes) = &h.annotation {
+            e.annotations.push(Annotation {
+                first_ts_ms: h.first_ts,
+                bytes: bytes.clone(),
+            });
         }
         e.first_ts = e.first_ts.min(h.first_ts);
         e.last_ts = e.last_ts.max(h.last_ts);
@@ -72,5 +77,16 @@ impl MemIndex {
         e.raw_bytes += h.raw_len as u64;
         e.stored_bytes += r.len as u64;
         e.blocks.push(r);
+    }
+
+    /// The session records a footer gets: each with its blocks' annotations merged into one
+    /// (none when they cannot be merged without an annotator: `merge_parts`).
+    pub fn footer_entries(&self, annotator: Option<&dyn Annotator>) -> Vec<SessionEntry> {
+        let mut entries: Vec<SessionEntry> = self.sessions.values().flatten().cloned().collect();
+        for e in &mut entries {
+            let parts = std::mem::take(&mut e.annotations);
+            e.annotations.extend(merge_parts(annotator, parts));
+        }
+        entries
     }
 }

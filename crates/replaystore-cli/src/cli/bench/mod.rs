@@ -48,7 +48,7 @@ pub struct Args {
     /// zstd level of regrouped blocks.
     #[arg(long, default_value_t = Config::default().regroup_level)]
     pub regroup_level: i32,
-    /// No session summaries on the flush path (measures what the analyzer costs).
+    /// No session summaries on the flush path (measures what the rrweb annotator costs).
     #[arg(long)]
     pub no_analyzer: bool,
 }
@@ -304,10 +304,10 @@ pub fn run(args: Args) -> Result<i32> {
             .with_default_retention_days(3650)
             .with_regroup(regroup)
             .with_regroup_idle(std::time::Duration::ZERO)
-            .with_analyzer(if args.no_analyzer {
+            .with_annotator(if args.no_analyzer {
                 None
             } else {
-                crate::cli::posthog_config().parts.analyzer
+                crate::cli::posthog_config().parts.annotator
             })
             .with_regroup_level(args.regroup_level);
         let normalize = std::sync::Arc::new(replaystore_posthog::posthog::Normalize);

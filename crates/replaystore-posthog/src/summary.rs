@@ -1,12 +1,12 @@
-//! Per-session metadata computed at ingest (by an `Analyzer`), stored with each block, kept per
-//! session in the footers and merged across blocks and segments, so sessions can be found by
-//! what happened in them without reading payloads. Field names follow PostHog's
-//! `session_replay_events`.
+//! What happened in (part of) a recording: PostHog's session summary (field names follow its
+//! `session_replay_events`), computed per block by `RrwebAnnotator`, stored by the engine as the
+//! block's annotation, merged per session, and decoded here for listings and filters. The
+//! encoding is the one the engine wrote itself before annotations were opaque: stores written
+//! then list the same summaries.
 
 use serde::Serialize;
 
-use crate::chunk::Chunk;
-use crate::format::{put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult};
+use replaystore::Chunk;
 
 /// URLs kept per session.
 pub const MAX_URLS: usize = 25;
@@ -16,15 +16,14 @@ const MAX_WINDOWS: usize = 16;
 pub const ACTIVITY_GAP_MS: i64 = 5000;
 /// Version 2 added `clock_offset_ms`; version 1 summaries still decode (offset 0).
 const VERSION: u8 = 2;
-/// Upper bound of an encoded summary (URLs are capped too).
-pub const MAX_ENCODED: usize = 64 << 10;
+/// Bytes kept of each URL and window id (cut at a character boundary). With the caps on
+/// their numbers, an encoded summary stays under 64 KiB, the engine's `MAX_ANNOTATION_BYTES`.
+const MAX_STRING: usize = 2048;
 
-/// Computes the summary of the chunks of one block (one session, in append order). The
-/// engine calls it on the flush path, off every lock; `replaystore_posthog::rrweb::RrwebAnalyzer` is
-/// the one for rrweb events.
-pub trait Analyzer: Send + Sync + std::fmt::Debug {
-    fn analyze(&self, chunks: &[Chunk]) -> Summary;
-}
+/// Why bytes are not a summary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a session summary: {0}")]
+pub struct DecodeError(&'static str);
 
 /// What happened in (part of) a session.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -124,10 +123,75 @@ impl Summary {
         }
     }
 
+    /// The summary's bytes (the annotation `RrwebAnnotator` gives the engine). Version 2:
+    /// version u8 | event_count u64 | 7 counts u32 | active_milliseconds u64 |
+    /// first_activity_ts i64 | last_activity_ts i64 | viewport width u16, height u16 |
+    /// urls, then windows: count u8, each len u16 + UTF-8 bytes | clock_offset_ms i64.
+    /// Little-endian; docs/format.md keeps the layout.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(VERSION);
-        put_u64(out, self.event_count);
-        for n in [
+        out.extend_from_slice(&self.event_count.to_le_bytes());
+        for n in self.counts() {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.active_milliseconds.to_le_bytes());
+        out.extend_from_slice(&self.first_activity_ts.to_le_bytes());
+        out.extend_from_slice(&self.last_activity_ts.to_le_bytes());
+        out.extend_from_slice(&self.viewport_width.to_le_bytes());
+        out.extend_from_slice(&self.viewport_height.to_le_bytes());
+        for list in [&self.urls, &self.windows] {
+            out.push(list.len().min(u8::MAX as usize) as u8);
+            for s in list.iter().take(u8::MAX as usize) {
+                let s = cut(s, MAX_STRING);
+                out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+        out.extend_from_slice(&self.clock_offset_ms.to_le_bytes());
+    }
+
+    /// `encode` into a new vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Summary, DecodeError> {
+        let mut b = Reader(buf);
+        let version = b.u8()?;
+        if !(1..=VERSION).contains(&version) {
+            return Err(DecodeError("unknown summary version"));
+        }
+        let mut s = Summary {
+            event_count: u64::from_le_bytes(b.array()?),
+            ..Summary::default()
+        };
+        for n in s.counts_mut() {
+            *n = u32::from_le_bytes(b.array()?);
+        }
+        s.active_milliseconds = u64::from_le_bytes(b.array()?);
+        s.first_activity_ts = i64::from_le_bytes(b.array()?);
+        s.last_activity_ts = i64::from_le_bytes(b.array()?);
+        s.viewport_width = u16::from_le_bytes(b.array()?);
+        s.viewport_height = u16::from_le_bytes(b.array()?);
+        for list in [&mut s.urls, &mut s.windows] {
+            let n = b.u8()?;
+            for _ in 0..n {
+                let len = u16::from_le_bytes(b.array()?) as usize;
+                let bytes = b.take(len)?;
+                let text = std::str::from_utf8(bytes).map_err(|_| DecodeError("not UTF-8"))?;
+                list.push(text.to_string());
+            }
+        }
+        if version >= 2 {
+            s.clock_offset_ms = i64::from_le_bytes(b.array()?);
+        }
+        Ok(s)
+    }
+
+    fn counts(&self) -> [u32; 7] {
+        [
             self.click_count,
             self.keypress_count,
             self.mouse_activity_count,
@@ -135,62 +199,50 @@ impl Summary {
             self.console_warn_count,
             self.console_error_count,
             self.rage_click_count,
-        ] {
-            put_u32(out, n);
-        }
-        put_u64(out, self.active_milliseconds);
-        put_i64(out, self.first_activity_ts);
-        put_i64(out, self.last_activity_ts);
-        put_u16(out, self.viewport_width);
-        put_u16(out, self.viewport_height);
-        for list in [&self.urls, &self.windows] {
-            out.push(list.len() as u8);
-            for s in list.iter() {
-                let s = &s.as_bytes()[..s.len().min(2048)];
-                put_u16(out, s.len() as u16);
-                out.extend_from_slice(s);
-            }
-        }
-        put_i64(out, self.clock_offset_ms);
+        ]
     }
 
-    pub fn decode(buf: &[u8]) -> DecodeResult<Summary> {
-        let mut b = Bytes::new(buf);
-        let version = b.u8()?;
-        if !(1..=VERSION).contains(&version) {
-            return Err(DecodeError::new("unknown summary version"));
+    fn counts_mut(&mut self) -> [&mut u32; 7] {
+        [
+            &mut self.click_count,
+            &mut self.keypress_count,
+            &mut self.mouse_activity_count,
+            &mut self.console_log_count,
+            &mut self.console_warn_count,
+            &mut self.console_error_count,
+            &mut self.rage_click_count,
+        ]
+    }
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Bounds-checked reads from the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.0.len() {
+            return Err(DecodeError("truncated"));
         }
-        let mut s = Summary {
-            event_count: b.u64()?,
-            ..Summary::default()
-        };
-        for n in [
-            &mut s.click_count,
-            &mut s.keypress_count,
-            &mut s.mouse_activity_count,
-            &mut s.console_log_count,
-            &mut s.console_warn_count,
-            &mut s.console_error_count,
-            &mut s.rage_click_count,
-        ] {
-            *n = b.u32()?;
-        }
-        s.active_milliseconds = b.u64()?;
-        s.first_activity_ts = b.i64()?;
-        s.last_activity_ts = b.i64()?;
-        s.viewport_width = b.u16()?;
-        s.viewport_height = b.u16()?;
-        for list in [&mut s.urls, &mut s.windows] {
-            let n = b.u8()? as usize;
-            for _ in 0..n {
-                let len = b.u16()? as usize;
-                list.push(b.str(len, "summary string")?.to_string());
-            }
-        }
-        if version >= 2 {
-            s.clock_offset_ms = b.i64()?;
-        }
-        Ok(s)
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
     }
 }
 
@@ -221,8 +273,7 @@ mod tests {
             clock_offset_ms: -5000,
             ..Summary::default()
         };
-        let mut buf = Vec::new();
-        b.encode(&mut buf);
+        let buf = b.to_bytes();
         assert_eq!(Summary::decode(&buf)?, b);
         assert!(Summary::decode(&buf[..buf.len() - 1]).is_err());
         let m = Summary::merge_in_order(vec![(13_000, b), (10_000, a)]);

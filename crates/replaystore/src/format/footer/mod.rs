@@ -5,7 +5,7 @@
 //!   0 session_count u32 | 4 block_ref_count u32 | 8 bloom_words u32 | 12 bloom_k u32
 //!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
 //!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
-//!   80 flags u32 (bit 0: every session in it was regrouped) | 84 summaries_len u32
+//!   80 flags u32 (bit 0: every session in it was regrouped) | 84 annotations_len u32
 //!   88 min_arrival_ms i64 | 96 max_arrival_ms i64 | 104..112 reserved (zero)
 //! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
 //! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
@@ -17,16 +17,17 @@
 //! block_refs: block_ref_count x 32 B (16 B in format 1, without the arrival times):
 //!   offset u64 | len u32 | chunk_count u32 | arrival_first_ms i64 | arrival_last_ms i64
 //! heap: session id and person bytes, back to back
-//! summaries (summaries_len bytes): session_count x u32 offsets into the records, then per
-//!   session entry a record: len u32 | crc32 u32 of the bytes | encoded `Summary`
+//! annotations (annotations_len bytes): session_count x u32 offsets into the records, then
+//!   per session entry a record: len u32 | crc32 u32 of the bytes | the annotator's bytes
+//!   (len 0: no annotation)
 //! ```
 //! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
 //! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
 
-use super::bloom::{Bloom, BLOOM_K};
+use super::bloom::Bloom;
 use super::{
-    key_hash, put_i64, put_u32, put_u64, ArrivalRange, Bytes, DecodeError, DecodeResult,
-    FORMAT_VERSION,
+    key_hash, Annotation, ArrivalRange, Bytes, DecodeError, DecodeResult, FORMAT_VERSION,
+    MAX_ANNOTATION_BYTES,
 };
 
 pub const FOOTER_FIXED_LEN: usize = 112;
@@ -95,8 +96,10 @@ pub struct SessionEntry {
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     pub blocks: Vec<BlockRef>,
-    /// What happened in these blocks (merged in block order).
-    pub summary: crate::summary::Summary,
+    /// The annotations of these blocks, opaque: read from a footer, at most one (their merge);
+    /// in an active segment's index, one per annotated block (merged when the segment is
+    /// sealed, see `annotation::merge_parts`).
+    pub annotations: Vec<Annotation>,
 }
 
 impl SessionEntry {
@@ -133,129 +136,10 @@ pub struct FooterTotals {
 /// Footer flag: the segment was written by regrouping, its sessions are cold copies.
 pub const SEGMENT_REGROUPED: u32 = 1;
 
-/// Encodes a footer. Returns the bytes and the crc the trailer must carry.
-pub fn encode_footer(
-    sessions: &mut [SessionEntry],
-    totals: FooterTotals,
-    replaces: &[u64],
-) -> (Vec<u8>, u32) {
-    sessions.sort_by(|a, b| {
-        let key = |e: &SessionEntry| {
-            let hash = key_hash(e.team, &e.session);
-            (e.team, hash, e.session.clone(), e.person.clone())
-        };
-        key(a).cmp(&key(b))
-    });
-    let ref_count: usize = sessions.iter().map(|s| s.blocks.len()).sum();
-    let heap_len: usize = sessions
-        .iter()
-        .map(|s| s.session.len() + s.person.len())
-        .sum();
-    let bloom = Bloom::build(
-        sessions.iter().map(|s| key_hash(s.team, &s.session)),
-        sessions.len(),
-    );
+mod encode;
+pub use encode::encode_footer;
 
-    let (offsets, records) = encode_summaries(sessions);
-    let summaries_len = (offsets.len() + records.len()) as u32;
-    let mut out = Vec::new();
-    put_u32(&mut out, sessions.len() as u32);
-    put_u32(&mut out, ref_count as u32);
-    put_u32(&mut out, bloom.words.len() as u32);
-    put_u32(&mut out, BLOOM_K);
-    put_u32(&mut out, replaces.len() as u32);
-    put_u32(&mut out, heap_len as u32);
-    put_i64(&mut out, totals.min_ts);
-    put_i64(&mut out, totals.max_ts);
-    put_u64(&mut out, totals.chunk_count);
-    put_u64(&mut out, totals.raw_bytes);
-    put_u64(&mut out, totals.stored_bytes);
-    put_u64(&mut out, totals.block_count);
-    put_u64(&mut out, totals.max_seq);
-    put_u32(&mut out, totals.flags);
-    put_u32(&mut out, summaries_len);
-    put_i64(&mut out, totals.min_arrival_ms);
-    put_i64(&mut out, totals.max_arrival_ms);
-    out.resize(FOOTER_FIXED_LEN, 0);
-    for w in &bloom.words {
-        put_u64(&mut out, *w);
-    }
-    for id in replaces {
-        put_u64(&mut out, *id);
-    }
-    let meta_crc = crc32fast::hash(&out);
-
-    let (refs, heap) = encode_entries(sessions, ref_count, heap_len, &mut out);
-    out.extend_from_slice(&refs);
-    out.extend_from_slice(&heap);
-    out.extend_from_slice(&offsets);
-    out.extend_from_slice(&records);
-    (out, meta_crc)
-}
-
-/// Appends the session records to `out`; returns the block references and the string heap
-/// they point into.
-fn encode_entries(
-    sessions: &[SessionEntry],
-    ref_count: usize,
-    heap_len: usize,
-    out: &mut Vec<u8>,
-) -> (Vec<u8>, Vec<u8>) {
-    let mut refs = Vec::with_capacity(ref_count * BLOCK_REF_LEN);
-    let mut heap = Vec::with_capacity(heap_len);
-    for s in sessions.iter() {
-        let first_ref = refs.len() / BLOCK_REF_LEN;
-        let ref_start = refs.len();
-        for b in &s.blocks {
-            put_u64(&mut refs, b.offset);
-            put_u32(&mut refs, b.len);
-            put_u32(&mut refs, b.chunks);
-            put_i64(&mut refs, b.arrival.first_ms);
-            put_i64(&mut refs, b.arrival.last_ms);
-        }
-        let heap_offset = heap.len();
-        heap.extend_from_slice(s.session.as_bytes());
-        heap.extend_from_slice(s.person.as_bytes());
-        let e_start = out.len();
-        put_u64(out, s.team);
-        put_u64(out, key_hash(s.team, &s.session));
-        put_u64(out, key_hash(s.team, &s.person));
-        put_i64(out, s.first_ts);
-        put_i64(out, s.last_ts);
-        put_u64(out, s.raw_bytes);
-        put_u64(out, s.stored_bytes);
-        put_u32(out, s.chunk_count);
-        put_u32(out, first_ref as u32);
-        put_u32(out, s.blocks.len() as u32);
-        put_u32(out, heap_offset as u32);
-        out.push(s.session.len() as u8);
-        out.push(0);
-        out.extend_from_slice(&(s.person.len() as u16).to_le_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(&out[e_start..]);
-        h.update(&refs[ref_start..]);
-        h.update(&heap[heap_offset..]);
-        put_u32(out, h.finalize());
-    }
-    (refs, heap)
-}
-
-/// The summaries section: one offset per session, then the records (length, crc, bytes).
-fn encode_summaries(sessions: &[SessionEntry]) -> (Vec<u8>, Vec<u8>) {
-    let mut records = Vec::new();
-    let mut offsets = Vec::with_capacity(sessions.len() * 4);
-    for s in sessions {
-        put_u32(&mut offsets, records.len() as u32);
-        let mut enc = Vec::new();
-        s.summary.encode(&mut enc);
-        put_u32(&mut records, enc.len() as u32);
-        put_u32(&mut records, crc32fast::hash(&enc));
-        records.extend_from_slice(&enc);
-    }
-    (offsets, records)
-}
-
-/// The totals in a footer's fixed part, and the length of its summaries section (which sits
+/// The totals in a footer's fixed part, and the length of its annotations section (which sits
 /// between them in the layout).
 fn parse_totals(b: &mut Bytes, format: FooterFormat) -> DecodeResult<(FooterTotals, usize)> {
     let mut totals = FooterTotals {
@@ -270,12 +154,12 @@ fn parse_totals(b: &mut Bytes, format: FooterFormat) -> DecodeResult<(FooterTota
         min_arrival_ms: format.legacy_arrival_ms,
         max_arrival_ms: format.legacy_arrival_ms,
     };
-    let summaries_len = b.u32()? as usize;
+    let annotations_len = b.u32()? as usize;
     if !format.v1() {
         totals.min_arrival_ms = b.i64()?;
         totals.max_arrival_ms = b.i64()?;
     }
-    Ok((totals, summaries_len))
+    Ok((totals, annotations_len))
 }
 
 fn read_u64s(b: &mut Bytes, n: usize) -> DecodeResult<Vec<u64>> {
@@ -301,8 +185,8 @@ pub struct FooterView {
     ref_count: u32,
     heap_at: usize,
     heap_len: usize,
-    summaries_at: usize,
-    summaries_len: usize,
+    annotations_at: usize,
+    annotations_len: usize,
     format: FooterFormat,
 }
 
@@ -342,7 +226,7 @@ impl FooterView {
         let k = b.u32()?;
         let replaces_count = b.u32()? as usize;
         let heap_len = b.u32()? as usize;
-        let (totals, summaries_len) = parse_totals(&mut b, format)?;
+        let (totals, annotations_len) = parse_totals(&mut b, format)?;
         let sizes = [
             format.fixed_len() as u64,
             bloom_words as u64 * 8,
@@ -350,14 +234,14 @@ impl FooterView {
             session_count as u64 * SESSION_ENTRY_LEN as u64,
             ref_count as u64 * format.ref_len() as u64,
             heap_len as u64,
-            summaries_len as u64,
+            annotations_len as u64,
         ];
         let offsets_len = session_count as u64 * 4;
         if sizes.iter().sum::<u64>() != len as u64
             || bloom_words == 0
             || k == 0
             || k > 32
-            || (summaries_len as u64) < offsets_len
+            || (annotations_len as u64) < offsets_len
         {
             return Err(DecodeError::new("footer section sizes do not add up"));
         }
@@ -385,8 +269,8 @@ impl FooterView {
             ref_count,
             heap_at,
             heap_len,
-            summaries_at: heap_at + heap_len,
-            summaries_len,
+            annotations_at: heap_at + heap_len,
+            annotations_len,
             format,
         })
     }
@@ -456,9 +340,16 @@ impl FooterView {
         let session = s.str(session_len, "session id")?.to_string();
         let person = s.str(person_len, "person")?.to_string();
         let blocks = self.block_refs(refs, nrefs as usize)?;
-        let summary = self.summary(file, i)?;
+        let annotations = self
+            .annotation(file, i)?
+            .map(|bytes| Annotation {
+                first_ts_ms: first_ts,
+                bytes,
+            })
+            .into_iter()
+            .collect();
         Ok(SessionEntry {
-            summary,
+            annotations,
             team,
             session,
             person,
@@ -498,9 +389,9 @@ impl FooterView {
         Ok(blocks)
     }
 
-    /// Decodes and verifies the summary record of entry `i`.
-    pub fn summary(&self, file: &[u8], i: u32) -> DecodeResult<crate::summary::Summary> {
-        let section = &file[self.summaries_at..self.summaries_at + self.summaries_len];
+    /// Verifies the annotation record of entry `i`; `None` when it is empty.
+    pub fn annotation(&self, file: &[u8], i: u32) -> DecodeResult<Option<Vec<u8>>> {
+        let section = &file[self.annotations_at..self.annotations_at + self.annotations_len];
         let n = self.session_count as usize;
         let (offsets, records) = section.split_at(n * 4);
         let at = i as usize * 4;
@@ -508,14 +399,14 @@ impl FooterView {
         let mut b = Bytes::new(records.get(off..).unwrap_or(&[]));
         let len = b.u32()? as usize;
         let crc = b.u32()?;
-        if len > crate::summary::MAX_ENCODED {
-            return Err(DecodeError::new("summary record out of bounds"));
+        if len > MAX_ANNOTATION_BYTES {
+            return Err(DecodeError::new("annotation record out of bounds"));
         }
         let bytes = b.take(len)?;
         if crc32fast::hash(bytes) != crc {
-            return Err(DecodeError::new("summary record checksum mismatch"));
+            return Err(DecodeError::new("annotation record checksum mismatch"));
         }
-        crate::summary::Summary::decode(bytes)
+        Ok((!bytes.is_empty()).then(|| bytes.to_vec()))
     }
 
     /// Index of the first entry whose (team, hash) is >= the given key.
@@ -585,7 +476,15 @@ mod tests {
                     last_ms: off as i64 * 2 + 1,
                 },
             }],
-            summary: Default::default(),
+            // Every other entry annotated: empty records in between.
+            annotations: off
+                .is_multiple_of(2)
+                .then(|| Annotation {
+                    first_ts_ms: off as i64,
+                    bytes: vec![1, off as u8],
+                })
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -605,6 +504,7 @@ mod tests {
             assert_eq!(e.blocks[0].offset, i);
             assert_eq!(e.arrival().first_ms, i as i64 * 2);
             assert_eq!(e.person, format!("p{}", i % 7));
+            assert_eq!(e.annotations, entry(0, "", "", i).annotations);
             assert!(f.find(&file, (i % 3) + 1, &format!("s{i}"))?.is_empty());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);

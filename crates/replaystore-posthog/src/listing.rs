@@ -1,0 +1,108 @@
+//! Recordings as PostHog lists them: an engine `SessionSummary` with its annotation decoded
+//! (the JSON row of `replaystore ls --json` and the server's `/api/sessions`), and the filters
+//! on what happened in a session (`ActivityFilter`, an engine `AnnotationFilter`).
+
+use std::sync::Arc;
+
+use replaystore::{AnnotationFilter, SessionFilter, SessionSummary};
+use serde::Serialize;
+
+use crate::rrweb::decode_or_empty;
+use crate::summary::Summary;
+
+/// What happened in a listed or read session: its annotation decoded, an empty summary when it
+/// has none.
+pub fn activity(s: &SessionSummary) -> Summary {
+    s.annotation
+        .as_deref()
+        .map(decode_or_empty)
+        .unwrap_or_default()
+}
+
+/// One listed session as JSON: the engine's figures, PostHog's `size` and `first_url`, and the
+/// summary's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRow {
+    pub team: u64,
+    pub session_id: String,
+    pub person: String,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+    pub chunk_count: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_ms: i64,
+    /// PostHog's `size`: the recording's bytes as sent (raw_bytes).
+    pub size: u64,
+    pub first_url: Option<String>,
+    /// What happened in it (clicks, console errors, active time, URLs...).
+    #[serde(flatten)]
+    pub activity: Summary,
+}
+
+impl SessionRow {
+    pub fn new(s: &SessionSummary) -> SessionRow {
+        let activity = activity(s);
+        SessionRow {
+            team: s.team,
+            session_id: s.session_id.clone(),
+            person: s.person.clone(),
+            first_ts_ms: s.first_ts_ms,
+            last_ts_ms: s.last_ts_ms,
+            chunk_count: s.chunk_count,
+            raw_bytes: s.raw_bytes,
+            stored_bytes: s.stored_bytes,
+            duration_ms: s.duration_ms,
+            size: s.raw_bytes,
+            first_url: activity.first_url().map(String::from),
+            activity,
+        }
+    }
+
+    /// The rows of a listing, in its order.
+    pub fn all(sessions: &[SessionSummary]) -> Vec<SessionRow> {
+        sessions.iter().map(SessionRow::new).collect()
+    }
+}
+
+/// Sessions by what happened in them. Every set field must match; a session without a summary
+/// counts as one with nothing in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityFilter {
+    pub min_active_ms: Option<u64>,
+    pub has_console_errors: bool,
+    pub has_rage_clicks: bool,
+    pub min_clicks: Option<u32>,
+    /// A visited URL contains this.
+    pub url_contains: Option<String>,
+}
+
+impl ActivityFilter {
+    pub fn matches_summary(&self, a: &Summary) -> bool {
+        self.min_active_ms
+            .is_none_or(|m| a.active_milliseconds >= m)
+            && (!self.has_console_errors || a.console_error_count > 0)
+            && (!self.has_rage_clicks || a.rage_click_count > 0)
+            && self.min_clicks.is_none_or(|m| a.click_count >= m)
+            && self
+                .url_contains
+                .as_deref()
+                .is_none_or(|u| a.urls.iter().any(|x| x.contains(u)))
+    }
+
+    /// `filter` that also keeps only the sessions this matches (unchanged when this filter
+    /// is empty: no annotation is decoded then).
+    pub fn apply(self, mut filter: SessionFilter) -> SessionFilter {
+        if self != ActivityFilter::default() {
+            filter.annotation = Some(Arc::new(self));
+        }
+        filter
+    }
+}
+
+impl AnnotationFilter for ActivityFilter {
+    fn matches(&self, annotation: Option<&[u8]>) -> bool {
+        let summary = annotation.map(decode_or_empty).unwrap_or_default();
+        self.matches_summary(&summary)
+    }
+}
