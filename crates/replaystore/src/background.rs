@@ -63,6 +63,7 @@ fn flush_loop(pipeline: &FlushPipeline) {
 /// `local_retention`, delete doomed objects, upload the tombstone log) whenever a segment is
 /// sealed and at least every `maintenance_interval`. A failed step is retried the next time.
 fn upload_loop(maintenance: &Maintenance, sealed: &Signal, every: Duration) {
+    lower_priority(maintenance.config().background_nice);
     while !sealed.is_closed() {
         sealed.wait(every);
         if sealed.is_closed() {
@@ -83,6 +84,7 @@ fn upload_loop(maintenance: &Maintenance, sealed: &Signal, every: Duration) {
 /// passed half of `purge_within`, so that requests batch but finish in time) or if compaction
 /// has other worthwhile work (small segments to merge, mostly expired segments).
 fn maintenance_loop(maintenance: &Maintenance, every: Duration) {
+    lower_priority(maintenance.config().background_nice);
     let signal = maintenance.signal();
     while !signal.is_closed() {
         let kicked = signal.wait(every);
@@ -101,6 +103,30 @@ fn maintenance_loop(maintenance: &Maintenance, every: Duration) {
                 Ok(_) => {}
                 Err(e) => log::error!("compaction failed: {e}"),
             }
+        }
+    }
+}
+
+/// Lowers the calling thread's priority by `nice` (Linux: nice is per thread and inherited by
+/// the threads it starts, so a regroup's compression workers run at it too). A failure only
+/// logs: priority is a preference, not a correctness matter.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes
+        // this thread's nice value.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if rc != 0 {
+            log::warn!(
+                "could not lower the background threads' priority: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }

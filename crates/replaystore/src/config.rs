@@ -117,6 +117,11 @@ pub struct Config {
     pub regroup_idle: Duration,
     /// zstd level of regrouped blocks. Default 9.
     pub regroup_level: i32,
+    /// Nice value (Linux; ignored elsewhere) of the maintenance and upload threads and of the
+    /// workers they start: retention, compaction and regrouping take the CPU that appends and
+    /// flushes leave, so background work never starves ingestion. 0 keeps the opener's
+    /// priority. Default 10.
+    pub background_nice: i32,
     /// Input bytes one regroup job takes at most (sessions within a job become one block).
     /// Default 512 MiB.
     pub regroup_job_bytes: u64,
@@ -194,6 +199,7 @@ impl Default for Config {
             regroup: true,
             regroup_idle: Duration::from_secs(30 * 60),
             regroup_level: 9,
+            background_nice: 10,
             regroup_job_bytes: 512 << 20,
             transform_at_ingest: false,
         }
@@ -255,6 +261,10 @@ impl Config {
     }
     pub fn with_regroup_idle(mut self, d: Duration) -> Self {
         self.regroup_idle = d;
+        self
+    }
+    pub fn with_background_nice(mut self, nice: i32) -> Self {
+        self.background_nice = nice;
         self
     }
     pub fn with_regroup_level(mut self, level: i32) -> Self {
@@ -360,6 +370,9 @@ impl Config {
         }
         if self.compression_threads == 0 || self.compression_threads > 256 {
             return bad("compression_threads", "must be in 1..=256");
+        }
+        if !(0..=19).contains(&self.background_nice) {
+            return bad("background_nice", "must be in 0..=19 (lower priority only)");
         }
         if self.buffer_shards == 0 || self.buffer_shards > 4096 {
             return bad("buffer_shards", "must be in 1..=4096");
