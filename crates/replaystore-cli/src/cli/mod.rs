@@ -9,6 +9,7 @@ mod load;
 mod measure;
 mod query;
 mod remote;
+mod soak;
 
 mod torture;
 
@@ -243,6 +244,8 @@ enum Command {
     Remote(remote::Command),
     /// Measure this store beside the zstd-only limit and peer systems on the same data.
     Bench(bench::Args),
+    /// Ingest at fixed rates with maintenance on; report the regroup backlog over time.
+    Soak(soak::Args),
     /// What replay storage costs: bytes per session measured on a store (or on generated
     /// sessions), projected for a traffic and a retention.
     Cost(cost::Args),
@@ -360,6 +363,7 @@ pub fn run() -> Result<i32> {
         Command::Expire { store } => admin::expire(&store.open()?),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
         Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Remote(cmd) => remote::run(cmd),
         Command::Cost(args) => cost::run(args),
         Command::Serve {

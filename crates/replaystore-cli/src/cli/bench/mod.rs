@@ -3,6 +3,8 @@
 //! with the same durability points, reads every session back, and prints a table (or JSON).
 
 mod cost;
+
+pub use cost::process_cpu_s;
 mod kv;
 mod systems;
 
@@ -122,14 +124,7 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
             interleaved(&w),
         ));
     };
-    let text = std::fs::read(path).map_err(|e| Error::Io {
-        context: format!("read {}", path.display()),
-        source: e,
-    })?;
-    let one: Vec<Chunk> = replaystore_posthog::posthog::parse_body(1, &text)
-        .into_iter()
-        .filter_map(|(_, r)| r.ok().flatten())
-        .collect();
+    let one = fixture_chunks(path)?;
     let raw: usize = one.iter().map(|c| c.payload.len()).sum::<usize>().max(1);
     let copies = (args.target_mb * 1_000_000 / raw).max(1);
     // Re-timed so that the last copy ends a minute ago: a store on the system clock accepts
@@ -154,6 +149,25 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
     }
     all.sort_by_key(|c| c.last_ts_ms);
     Ok((format!("{} x{copies}", path.display()), all))
+}
+
+/// The chunks of a posthog-js capture (snapshot-batches.jsonl), as team 1's.
+pub fn fixture_chunks(path: &std::path::Path) -> Result<Vec<Chunk>> {
+    let text = std::fs::read(path).map_err(|e| Error::Io {
+        context: format!("read {}", path.display()),
+        source: e,
+    })?;
+    let chunks: Vec<Chunk> = replaystore_posthog::posthog::parse_body(1, &text)
+        .into_iter()
+        .filter_map(|(_, r)| r.ok().flatten())
+        .collect();
+    if chunks.is_empty() {
+        return Err(Error::Io {
+            context: format!("{}: no $snapshot event", path.display()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
+    }
+    Ok(chunks)
 }
 
 /// Ingests with `threads` threads, each flushing every `flush_every` bytes; returns the time.
