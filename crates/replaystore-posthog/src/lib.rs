@@ -3,7 +3,9 @@
 //! what rrweb events mean (`rrweb::RrwebAnalyzer`: the session summaries PostHog lists
 //! recordings by). The engine stores opaque payloads; this crate gives them meaning.
 
-mod jsonscan;
+/// The non-validating scanner the analyzer (and the CLI's ingest, to split JSON lines into
+/// events before each is parsed) step over values with.
+pub mod jsonscan;
 pub mod posthog;
 pub mod rrweb;
 
