@@ -4,7 +4,9 @@
 //! recordings by, kept by the engine as opaque annotations; `listing`: those summaries decoded
 //! for listings and filters). The engine stores opaque payloads; this crate gives them meaning.
 
-mod jsonscan;
+/// The non-validating scanner the analyzer (and the CLI's ingest, to split JSON lines into
+/// events before each is parsed) step over values with.
+pub mod jsonscan;
 pub mod listing;
 pub mod posthog;
 pub mod rrweb;

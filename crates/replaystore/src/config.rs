@@ -317,6 +317,13 @@ impl Config {
             .unwrap_or(self.default_retention_days)
     }
 
+    /// Data whose newest chunk arrived at or before this time is due for regrouping at `now`
+    /// (store clock): `regroup_idle` before it. `None` when regrouping is off.
+    pub fn regroup_due_before(&self, now: i64) -> Option<i64> {
+        let idle = self.regroup_idle.as_millis() as i64;
+        self.regroup.then(|| now.saturating_sub(idle))
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         fn bad(field: &'static str, reason: &str) -> Result<()> {
             Err(Error::InvalidConfig {

@@ -189,9 +189,17 @@ impl FlushPipeline {
         Ok(())
     }
 
-    /// Seals the active segments created `segment_max_age` or more before `now`.
-    pub fn seal_aged_at(&self, now: i64) -> Result<()> {
-        self.seal_aged(&mut self.writers.lock(), now)
+    /// Seals the active segments due at `now` (store clock): old (see `seal_aged`), or idle
+    /// for regrouping (their newest chunk arrived before `Config::regroup_due_before`), so that
+    /// a compaction pass at `now` finds every due byte sealed. Flush rounds seal only old
+    /// segments: sealing idle ones is for the pass that regroups them right after.
+    pub fn seal_due_at(&self, now: i64) -> Result<()> {
+        let idle_before = self.config.regroup_due_before(now);
+        let idle = |w: &ActiveWriter| {
+            idle_before.is_some_and(|t| !w.is_empty() && w.segment.totals().max_arrival_ms <= t)
+        };
+        let mut writers = self.writers.lock();
+        self.seal_matching(&mut writers, |w| self.is_aged(w, now) || idle(w))
     }
 
     /// Group commit: returns once a round that started after the call has finished (see the
@@ -319,14 +327,29 @@ impl FlushPipeline {
     /// clock), so that retention can drop whole files; the first error is returned after
     /// trying them all.
     fn seal_aged(&self, writers: &mut BTreeMap<u16, ActiveWriter>, now: i64) -> Result<()> {
+        self.seal_matching(writers, |w| self.is_aged(w, now))
+    }
+
+    /// Whether the active segment was created `segment_max_age` or more before `now`.
+    fn is_aged(&self, w: &ActiveWriter, now: i64) -> bool {
         let max_age = self.config.segment_max_age.as_millis() as i64;
-        let old: Vec<u16> = writers
+        now.saturating_sub(w.segment.created_ms) >= max_age
+    }
+
+    /// Seals the active segments `pred` picks; the first error is returned after trying them
+    /// all.
+    fn seal_matching(
+        &self,
+        writers: &mut BTreeMap<u16, ActiveWriter>,
+        pred: impl Fn(&ActiveWriter) -> bool,
+    ) -> Result<()> {
+        let picked: Vec<u16> = writers
             .iter()
-            .filter(|(_, w)| now.saturating_sub(w.segment.created_ms) >= max_age)
+            .filter(|(_, w)| pred(w))
             .map(|(lane, _)| *lane)
             .collect();
         let mut first_err = None;
-        for lane in old {
+        for lane in picked {
             if let Err(e) = self.seal_lane(writers, lane) {
                 first_err.get_or_insert(e);
             }

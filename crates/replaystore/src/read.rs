@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::Xxh3Builder;
 use crate::annotation::{merge_parts, Annotation, Annotator};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::format::footer::{FooterTotals, SEGMENT_REGROUPED};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
 use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
@@ -152,6 +153,16 @@ pub struct Stats {
     /// Segments held only in object storage, and their bytes there.
     pub remote_segments: u64,
     pub bytes_remote: u64,
+    /// Bytes (local and remote) of segments not written by regrouping: the hot copy, as
+    /// flushed (or rewritten by compaction).
+    pub bytes_hot: u64,
+    /// Bytes of segments written by regrouping: the cold copy.
+    pub bytes_regrouped: u64,
+    /// The regroup backlog: hot bytes that regrouping will take (local segments, regrouping
+    /// on), due now or once idle. Bounded over time only if regrouping keeps up with ingest.
+    pub regroup_backlog_bytes: u64,
+    /// Of the backlog, the bytes due now (`Config::regroup_due_before`).
+    pub regroup_due_bytes: u64,
     pub buffered_bytes: u64,
     /// Heap bytes the index keeps in RAM (bloom filters of sealed segments, maps of active ones).
     pub index_heap_bytes: u64,
@@ -277,6 +288,9 @@ impl Reader<'_> {
     /// The segment figures of `Store::stats`, added to `st` (which holds the counters).
     pub(crate) fn stats(&self, mut st: Stats) -> Result<Stats> {
         let segs = self.snapshot();
+        let due_before = self
+            .config
+            .regroup_due_before(self.config.parts.clock.now_ms());
         st.segments = segs.len() as u64;
         for s in &segs {
             let t = s.totals();
@@ -285,16 +299,20 @@ impl Reader<'_> {
             st.stored_bytes += t.stored_bytes;
             st.sealed_segments += s.is_sealed() as u64;
             st.index_heap_bytes += s.index_heap_bytes() as u64;
-            if s.is_remote() {
+            let bytes = if s.is_remote() {
                 st.remote_segments += 1;
                 st.bytes_remote += s.size();
-                continue;
-            }
-            st.bytes_on_disk += match self.fs.size(&s.path) {
-                Ok(len) => len,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-                Err(e) => return Err(Error::io(format!("stat {}", s.path.display()), e)),
+                s.size()
+            } else {
+                let len = match self.fs.size(&s.path) {
+                    Ok(len) => len,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(Error::io(format!("stat {}", s.path.display()), e)),
+                };
+                st.bytes_on_disk += len;
+                len
             };
+            regroup_figures(&mut st, s, t, bytes, due_before);
         }
         st.sessions = count_distinct(&segs);
         if st.stored_bytes > 0 {
@@ -304,6 +322,22 @@ impl Reader<'_> {
             st.bytes_per_session = (st.bytes_on_disk + st.bytes_remote) as f64 / st.sessions as f64;
         }
         Ok(st)
+    }
+}
+
+/// Adds one segment of `bytes` bytes to the hot / regrouped split and the regroup backlog
+/// (what `Compactor::regroup_jobs` takes: local segments not regrouped, once idle).
+fn regroup_figures(st: &mut Stats, s: &Segment, t: FooterTotals, bytes: u64, due: Option<i64>) {
+    if t.flags & SEGMENT_REGROUPED != 0 {
+        st.bytes_regrouped += bytes;
+        return;
+    }
+    st.bytes_hot += bytes;
+    if let (Some(due), false) = (due, s.is_remote()) {
+        st.regroup_backlog_bytes += bytes;
+        if t.max_arrival_ms <= due {
+            st.regroup_due_bytes += bytes;
+        }
     }
 }
 

@@ -126,6 +126,12 @@ enum Command {
         /// Oldest recording accepted, in days before the store's clock (1..=3650).
         #[arg(long, default_value_t = 3650)]
         max_age_days: u16,
+        /// Decoder threads (default: the machine's available parallelism).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Longest input line kept; a longer one is reported, skipped, and counted as an error.
+        #[arg(long, hide = true, default_value_t = replaystore_posthog::posthog::MAX_DECODED_BODY)]
+        max_line_bytes: usize,
         /// Input files; `-` or none reads stdin.
         files: Vec<PathBuf>,
     },
@@ -325,13 +331,21 @@ pub fn run() -> Result<i32> {
             store,
             team,
             max_age_days,
+            threads,
+            max_line_bytes,
             files,
         } => {
             let behind = std::time::Duration::from_secs(u64::from(max_age_days) * 86_400);
             let config = store.config();
             let ahead = config.max_ts_ahead;
+            let config = config.with_max_buffer_bytes(ingest::BUFFER_BYTES);
             let store = Store::open(&store.dir, config.with_timestamp_window(behind, ahead))?;
-            ingest::run(&store, team, &files)
+            let defaults = ingest::Options::default();
+            let opts = ingest::Options {
+                threads: threads.unwrap_or(defaults.threads),
+                max_line_bytes,
+            };
+            ingest::run(&store, team, &files, opts)
         }
         Command::Export {
             store,

@@ -171,6 +171,14 @@ pub fn stats(store: &Store, json: bool) -> Result<i32> {
             st.segments, st.sealed_segments
         );
         println!("bytes on disk      {}", st.bytes_on_disk);
+        println!(
+            "hot / regrouped    {} / {} bytes",
+            st.bytes_hot, st.bytes_regrouped
+        );
+        println!(
+            "regroup backlog    {} bytes ({} due now)",
+            st.regroup_backlog_bytes, st.regroup_due_bytes
+        );
         if st.remote_segments > 0 {
             println!(
                 "remote             {} segments, {} bytes",

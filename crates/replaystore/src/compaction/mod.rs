@@ -311,9 +311,9 @@ impl Compactor<'_> {
         // rewrite them like any sealed segment.
         self.pipeline
             .seal_where(|seg| Ok(!doomed.hits(seg)?.is_empty()))?;
-        // Active segments past their age (by the store's clock, which a CLI `--now` sets) are
-        // sealed, so that retention and regrouping see them as a flush round would.
-        self.pipeline.seal_aged_at(now)?;
+        // Active segments past their age or idle (by the store's clock, which a CLI `--now`
+        // sets) are sealed, so that retention and regrouping see every due byte.
+        self.pipeline.seal_due_at(now)?;
         let regroups = self.regroup_jobs(now).into_iter().map(|sources| Job {
             kind: JobKind::Regroup,
             sources,

@@ -39,10 +39,9 @@ impl Compactor<'_> {
     /// Jobs: per lane, in id order, sealed segments not yet regrouped whose newest chunk
     /// arrived more than `regroup_idle` ago (store clock), packed up to `regroup_job_bytes`.
     pub(super) fn regroup_jobs(&self, now: i64) -> Vec<Vec<Arc<Segment>>> {
-        if !self.config.regroup {
+        let Some(idle_since) = self.config.regroup_due_before(now) else {
             return Vec::new();
-        }
-        let idle_since = now.saturating_sub(self.config.regroup_idle.as_millis() as i64);
+        };
         let mut segs: Vec<Arc<Segment>> = self
             .segments
             .current()
