@@ -6,12 +6,14 @@
 
 /// The non-validating scanner the analyzer (and the CLI's ingest, to split JSON lines into
 /// events before each is parsed) step over values with.
+pub mod defaults;
 pub mod jsonscan;
 pub mod listing;
 pub mod posthog;
 pub mod rrweb;
 pub mod summary;
 
+pub use defaults::configure;
 pub use listing::{ActivityFilter, SessionRow};
 pub use posthog::Normalize;
 pub use rrweb::RrwebAnnotator;

@@ -64,6 +64,8 @@ pub fn run(args: Args) -> Result<i32> {
     let mut config = args.config.clone();
     if args.normalize {
         config = config.with_transform(Arc::new(replaystore_posthog::posthog::Normalize), false);
+    } else {
+        config.parts.transform = None;
     }
     let store = Store::open(&args.dir, config)?;
     let app = Arc::new(App {

@@ -107,20 +107,28 @@ fn maintenance_loop(maintenance: &Maintenance, every: Duration) {
     }
 }
 
-/// Lowers the calling thread's priority by `nice` (Linux: nice is per thread and inherited by
-/// the threads it starts, so a regroup's compression workers run at it too). A failure only
-/// logs: priority is a preference, not a correctness matter.
+/// Lowers the calling thread's priority by `nice` steps from where it is (Linux: nice is per
+/// thread and inherited by the threads it starts, so a regroup's compression workers run at it
+/// too; relative, because the opener may itself run niced). A failure only logs: priority is a
+/// preference, not a correctness matter.
 fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes
-        // this thread's nice value.
+        // SAFETY: gettid has no preconditions; getpriority/setpriority on our own thread id
+        // only read and change this thread's nice value. getpriority returns -1 both as a value
+        // and as an error, so errno is cleared first and checked after.
         let rc = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+            *libc::__errno_location() = 0;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if current == -1 && *libc::__errno_location() != 0 {
+                -1
+            } else {
+                libc::setpriority(libc::PRIO_PROCESS, tid, (current + nice).min(19))
+            }
         };
         if rc != 0 {
             log::warn!(

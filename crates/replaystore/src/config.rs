@@ -115,7 +115,9 @@ pub struct Config {
     pub regroup: bool,
     /// A sealed segment is regrouped once its newest data is this old. Default 30 min.
     pub regroup_idle: Duration,
-    /// zstd level of regrouped blocks. Default 9.
+    /// zstd level of regrouped blocks. Default 3: on recordings, levels 2-4 keep within 1% of
+    /// each other, and level 9 saves ~10-20% more bytes for 2-3x the regroup CPU
+    /// (docs/benchmarks.md, the Pareto table).
     pub regroup_level: i32,
     /// Nice value (Linux; ignored elsewhere) of the maintenance and upload threads and of the
     /// workers they start: retention, compaction and regrouping take the CPU that appends and
@@ -198,7 +200,7 @@ impl Default for Config {
             parts: Parts::default(),
             regroup: true,
             regroup_idle: Duration::from_secs(30 * 60),
-            regroup_level: 9,
+            regroup_level: 3,
             background_nice: 10,
             regroup_job_bytes: 512 << 20,
             transform_at_ingest: false,

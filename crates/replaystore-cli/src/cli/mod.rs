@@ -66,12 +66,10 @@ fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
     ))
 }
 
-/// The engine's defaults plus the PostHog crate's rrweb annotator: the command line stores
-/// posthog-js recordings, whose sessions `ls` filters by their summaries.
+/// The engine's defaults as the PostHog crate sets them for posthog-js recordings (summaries
+/// `ls` filters by, normalization at regroup, the regroup level): `replaystore_posthog::configure`.
 pub fn posthog_config() -> Config {
-    Config::default().with_annotator(Some(std::sync::Arc::new(
-        replaystore_posthog::RrwebAnnotator,
-    )))
+    replaystore_posthog::configure(Config::default())
 }
 
 impl StoreArgs {
@@ -236,9 +234,10 @@ enum Command {
         /// Requests processed at once; beyond, 503 with Retry-After.
         #[arg(long, default_value_t = 256)]
         max_inflight: usize,
-        /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
+        /// Keep payloads byte-exact at rest: regroup without the posthog-js normalization
+        /// (which inflates the SDK's in-event gzip, ~2.2x fewer bytes at rest).
         #[arg(long)]
-        normalize: bool,
+        no_normalize: bool,
         /// Turn on the read API and replay pages, requiring this token.
         #[arg(long)]
         read_token: Option<String>,
@@ -386,7 +385,7 @@ pub fn run() -> Result<i32> {
             token,
             max_body_bytes,
             max_inflight,
-            normalize,
+            no_normalize,
             read_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
@@ -395,7 +394,7 @@ pub fn run() -> Result<i32> {
             tokens: token.into_iter().collect(),
             max_body_bytes,
             max_inflight,
-            normalize,
+            normalize: !no_normalize,
             read_token,
             limits,
             config: store

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -71,7 +70,7 @@ struct RunReport {
 
 pub fn run(args: Args) -> Result<i32> {
     let template = crate::cli::bench::fixture_chunks(&args.fixture)?;
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+    let tmp = tempfile::tempdir().map_err(|e| io_error("temp dir", e))?;
     let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let mut reports = Vec::new();
     for (i, &rate) in args.rate_mb_s.iter().enumerate() {
@@ -93,6 +92,13 @@ pub fn run(args: Args) -> Result<i32> {
         .fold(0.0, f64::max);
     eprintln!("sustainable: {best:.1} MB/s (highest rate whose regroup backlog stayed bounded)");
     Ok(0)
+}
+
+fn io_error(context: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        context: context.into(),
+        source,
+    }
 }
 
 /// The product's configuration, with maintenance every second and a short regroup idle.
@@ -147,7 +153,7 @@ fn run_rate(args: &Args, template: &[Chunk], dir: &Path, rate_mb_s: f64) -> Resu
         shared.stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.join()
-                .map_err(|_| Error::io("soak", std::io::Error::other("append thread panicked")))??;
+                .map_err(|_| io_error("soak", std::io::Error::other("append thread panicked")))??;
         }
         Ok(())
     })?;
@@ -264,7 +270,10 @@ fn print_run(r: &RunReport) {
         r.flush_p99_ms,
         r.cpu_s_per_gb
     );
-    println!("  {:>6} {:>10} {:>10} {:>12} {:>12}", "t s", "ingested MB", "backlog MB", "regrouped MB", "ack p99 ms");
+    println!(
+        "  {:>6} {:>10} {:>10} {:>12} {:>12}",
+        "t s", "ingested MB", "backlog MB", "regrouped MB", "ack p99 ms"
+    );
     for s in &r.samples {
         println!(
             "  {:>6.0} {:>10.0} {:>10.1} {:>12.1} {:>12.1}",
