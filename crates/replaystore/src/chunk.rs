@@ -146,6 +146,7 @@ impl Stamped {
             stamp: Stamp {
                 arrival_ms,
                 clock_offset_ms: offset,
+                source_offset: None,
             },
         })
     }
@@ -156,14 +157,18 @@ impl Stamped {
     }
 }
 
-/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
-/// correction applied to its timestamps.
+/// What the store knows of one chunk beyond its payload: when it arrived, the clock skew
+/// correction applied to its timestamps, and where it came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamp {
     pub arrival_ms: i64,
     /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
     /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
     pub clock_offset_ms: i64,
+    /// The position of the chunk in its source (a Kafka partition's offset), when the embedder
+    /// appended it with one (`Store::append_from_source`): kept with the chunk in its block, so
+    /// that a consumer resumes from what the store holds (`Store::source_offsets`).
+    pub source_offset: Option<u64>,
 }
 
 /// Chunks of one session (one team, one session id) in append order, each with its stamp: the

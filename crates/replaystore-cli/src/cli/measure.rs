@@ -216,6 +216,7 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
             .map(|c| replaystore::format::Stamp {
                 arrival_ms: c.last_ts_ms,
                 clock_offset_ms: 0,
+                source_offset: None,
             })
             .collect();
         writer

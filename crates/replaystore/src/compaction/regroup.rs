@@ -199,6 +199,7 @@ impl Compactor<'_> {
                 let stamp = Stamp {
                     arrival_ms: c.arrival_ms.unwrap_or(created_ms),
                     clock_offset_ms: 0, // recorded by the annotation, if at all
+                    source_offset: c.source_offset,
                 };
                 chunks.push(SortedChunk {
                     key: (c.first_ts, h.seq, k),

@@ -9,7 +9,8 @@
 //! 61 reserved u8             62 person_len u16
 //! 64 session bytes | person bytes | window_count x (len u8, bytes)
 //!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64
-//!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL])
+//!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL]
+//!                     [, source_offset u64 (u64::MAX = none) when flags has BLOCK_SOURCE])
 //!    [| annotation_len u32, annotation bytes when flags has BLOCK_HAS_ANNOTATION]
 //! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
 //! ```
@@ -43,6 +44,11 @@ pub const MAX_HEADER_LEN: usize = 16 << 20;
 const CHUNK_ENTRY_LEN: usize = 24;
 /// A chunk-table entry with its arrival time (`BLOCK_ARRIVAL`).
 const CHUNK_ENTRY_ARRIVAL_LEN: usize = 32;
+/// Block flag: each chunk-table entry ends with the chunk's position in its source (a Kafka
+/// offset; `Stamp::source_offset`), after its arrival time.
+pub const BLOCK_SOURCE: u8 = 16;
+/// A chunk's source offset in the table when it has none (other chunks of its block have).
+const NO_SOURCE: u64 = u64::MAX;
 const NO_WINDOW: u16 = u16::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,8 @@ pub struct ChunkEntry {
     pub last_ts: i64,
     /// The store's clock when the chunk was accepted; `None` in blocks of format 1.
     pub arrival_ms: Option<i64>,
+    /// Its position in its source (`BLOCK_SOURCE`), when it was appended with one.
+    pub source_offset: Option<u64>,
 }
 
 /// When the chunks of a block arrived, by the store's clock.
@@ -194,8 +202,9 @@ fn parse_chunk_entries(
     b: &mut Bytes,
     chunk_count: usize,
     window_count: usize,
-    has_arrival: bool,
+    flags: u8,
 ) -> DecodeResult<(Vec<ChunkEntry>, u64)> {
+    let has_arrival = flags & BLOCK_ARRIVAL != 0;
     let mut chunks = Vec::with_capacity(chunk_count);
     let mut sum: u64 = 0;
     for _ in 0..chunk_count {
@@ -205,6 +214,10 @@ fn parse_chunk_entries(
         let c_first = b.i64()?;
         let c_last = b.i64()?;
         let arrival_ms = if has_arrival { Some(b.i64()?) } else { None };
+        let source_offset = match flags & BLOCK_SOURCE {
+            0 => None,
+            _ => Some(b.u64()?).filter(|&o| o != NO_SOURCE),
+        };
         let window = if w == NO_WINDOW { None } else { Some(w) };
         if let Some(w) = window {
             if w as usize >= window_count {
@@ -220,6 +233,7 @@ fn parse_chunk_entries(
             first_ts: c_first,
             last_ts: c_last,
             arrival_ms,
+            source_offset,
         });
     }
     Ok((chunks, sum))
@@ -260,12 +274,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     if raw_len as usize > MAX_BLOCK_RAW {
         return Err(DecodeError::new(format!("raw_len {raw_len} out of bounds")));
     }
-    let has_arrival = flags & BLOCK_ARRIVAL != 0;
-    let entry_len = if has_arrival {
-        CHUNK_ENTRY_ARRIVAL_LEN
-    } else {
-        CHUNK_ENTRY_LEN
-    };
+    let entry_len = CHUNK_ENTRY_LEN
+        + usize::from(flags & BLOCK_ARRIVAL != 0) * (CHUNK_ENTRY_ARRIVAL_LEN - CHUNK_ENTRY_LEN)
+        + usize::from(flags & BLOCK_SOURCE != 0) * 8;
     if chunk_count == 0 || chunk_count * entry_len > header_len as usize {
         return Err(DecodeError::new(format!(
             "chunk_count {chunk_count} out of bounds"
@@ -280,7 +291,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let session = b.str(session_len, "session id")?.to_string();
     let person = b.str(person_len, "person")?.to_string();
     let windows = parse_windows(&mut b, window_count)?;
-    let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, has_arrival)?;
+    let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, flags)?;
     let annotation = parse_annotation(&mut b, flags)?;
     if b.pos() != header_len as usize {
         return Err(DecodeError::new(
@@ -406,7 +417,10 @@ impl BlockWriter {
                 stamps.len()
             )));
         }
-        let (flags, annotation) = written_flags(flags, annotation)?;
+        let (mut flags, annotation) = written_flags(flags, annotation)?;
+        if stamps.iter().any(|s| s.source_offset.is_some()) {
+            flags |= BLOCK_SOURCE;
+        }
         let first = &chunks[0];
         self.raw.clear();
         let ChunkTable {
@@ -414,7 +428,7 @@ impl BlockWriter {
             table,
             lo,
             hi,
-        } = chunk_table(chunks, stamps, &mut self.raw);
+        } = chunk_table(chunks, stamps, flags & BLOCK_SOURCE != 0, &mut self.raw);
         let compressed = self.compressor.compress(&self.raw)?;
         let (codec, stored): (Codec, &[u8]) = if compressed.len() < self.raw.len() {
             (Codec::Zstd, &compressed)
@@ -488,8 +502,14 @@ struct ChunkTable<'a> {
     hi: i64,
 }
 
-/// Builds the chunk table and appends the chunks' payloads to `raw`.
-fn chunk_table<'a>(chunks: &'a [Chunk], stamps: &[Stamp], raw: &mut Vec<u8>) -> ChunkTable<'a> {
+/// Builds the chunk table (with source offsets when `sourced`) and appends the chunks'
+/// payloads to `raw`.
+fn chunk_table<'a>(
+    chunks: &'a [Chunk],
+    stamps: &[Stamp],
+    sourced: bool,
+    raw: &mut Vec<u8>,
+) -> ChunkTable<'a> {
     let mut windows: Vec<&str> = Vec::new();
     let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
@@ -511,6 +531,9 @@ fn chunk_table<'a>(chunks: &'a [Chunk], stamps: &[Stamp], raw: &mut Vec<u8>) -> 
         put_i64(&mut table, c.first_ts_ms);
         put_i64(&mut table, c.last_ts_ms);
         put_i64(&mut table, stamp.arrival_ms);
+        if sourced {
+            put_u64(&mut table, stamp.source_offset.unwrap_or(NO_SOURCE));
+        }
         lo = lo.min(c.first_ts_ms);
         hi = hi.max(c.last_ts_ms);
     }
@@ -552,6 +575,7 @@ mod tests {
             .map(|i| Stamp {
                 arrival_ms: 1000 + i,
                 clock_offset_ms: 0,
+                source_offset: None,
             })
             .collect();
         let note: &[u8] = b"\x01opaque";
@@ -593,6 +617,34 @@ mod tests {
         for n in 0..out.len() {
             assert!(parse_block(&out[..n]).is_err());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn source_offsets_round_trip_only_when_given() -> Result<(), Box<dyn std::error::Error>> {
+        let chunks = vec![
+            chunk(b"a", None, 1),
+            chunk(b"b", None, 2),
+            chunk(b"c", None, 3),
+        ];
+        let stamp = |o: Option<u64>| Stamp {
+            arrival_ms: 9,
+            clock_offset_ms: 0,
+            source_offset: o,
+        };
+        let stamps = [stamp(Some(7)), stamp(None), stamp(Some(u64::MAX - 1))];
+        let mut out = Vec::new();
+        BlockWriter::new(1)?.encode(1, &chunks, &stamps, &mut out)?;
+        let h = parse_block(&out)?;
+        assert_eq!(h.flags & BLOCK_SOURCE, BLOCK_SOURCE);
+        let got: Vec<_> = h.chunks.iter().map(|c| c.source_offset).collect();
+        assert_eq!(got, vec![Some(7), None, Some(u64::MAX - 1)]);
+        // Without any, the block is written as before.
+        let mut plain = Vec::new();
+        BlockWriter::new(1)?.encode(1, &chunks, &[stamp(None); 3], &mut plain)?;
+        let h = parse_block(&plain)?;
+        assert_eq!(h.flags & BLOCK_SOURCE, 0);
+        assert_eq!(plain.len() + 3 * 8, out.len());
         Ok(())
     }
 }
