@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod consume;
 mod cost;
 mod demo;
 mod ingest;
@@ -244,6 +245,9 @@ enum Command {
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
+    /// Consume PostHog's recordings topic from Kafka as a member of a consumer group, one store
+    /// per assigned partition (`<dir>/p<N>`, bucket prefix `<remote>/p<N>`).
+    Consume(consume::Args),
     /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
     #[command(subcommand)]
     Remote(remote::Command),
@@ -378,6 +382,7 @@ pub fn run() -> Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Remote(cmd) => remote::run(cmd),
+        Command::Consume(args) => consume::run(args),
         Command::Cost(args) => cost::run(args),
         Command::Serve {
             store,

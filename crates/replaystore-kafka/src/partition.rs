@@ -1,0 +1,189 @@
+//! The stores of the partitions this consumer owns, and what it knows of each: offsets, counts,
+//! whether its fetches are paused. The run loop and the rebalance callback (which librdkafka
+//! calls from inside `poll`, on the same thread) share it behind one mutex; the metrics thread
+//! only reads it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use replaystore::{Config, Error as StoreError, RemoteConfig, Store};
+
+/// How a partition's store is opened.
+#[derive(Clone)]
+pub struct StoreFactory {
+    pub dir: PathBuf,
+    /// The bucket (`s3://bucket/prefix`...): partition N's store uses `<prefix>/p<N>`.
+    pub remote: Option<RemoteConfig>,
+    pub config: Config,
+}
+
+impl StoreFactory {
+    fn open(&self, partition: i32) -> Result<Store, StoreError> {
+        let name = format!("p{partition}");
+        let config = match &self.remote {
+            Some(remote) => {
+                let mut remote = remote.clone();
+                remote.url = format!("{}/{name}", remote.url.trim_end_matches('/'));
+                self.config.clone().with_remote(remote)
+            }
+            None => self.config.clone(),
+        };
+        Store::open(self.dir.join(name), config)
+    }
+}
+
+/// One owned partition.
+pub struct Partition {
+    pub store: Store,
+    /// Offset of the next message to read: one past the last one appended or skipped.
+    pub next: Option<i64>,
+    /// `next` as of the last flush that returned: what the group's offset is committed at.
+    pub durable: Option<i64>,
+    /// The offset of a message the store refused for a full buffer: fetches are paused, and
+    /// resume from it once the store accepts again; later messages are dropped until then.
+    pub refused_at: Option<i64>,
+    /// Bytes appended since the last flush.
+    pub unflushed: usize,
+    /// Offsets at or after the resume position that the store already holds (ascending): a
+    /// message at one of them is passed over, not stored twice.
+    pub held: Vec<u64>,
+    pub counts: Counts,
+}
+
+/// Per-partition counters, for `/metrics` and the final report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub messages: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Messages that are not recordings (other events).
+    pub skipped: u64,
+    /// Messages that could not be decoded or that the store refused for good (bad timestamps,
+    /// unknown token, a deleted person): logged and passed over.
+    pub refused: u64,
+    /// Times fetches were paused because the store refused appends.
+    pub pauses: u64,
+    /// Messages passed over because the store already held their offset (read again after a
+    /// crash between a flush and its commit, or after a hand-over).
+    pub duplicates: u64,
+    /// The partition's high watermark when last asked (for the lag).
+    pub high_watermark: Option<i64>,
+}
+
+/// The owned partitions, by number.
+pub struct Partitions {
+    factory: StoreFactory,
+    owned: BTreeMap<i32, Partition>,
+    /// Totals of partitions that were revoked, so that counters never go down.
+    pub retired: Counts,
+    /// The first failure of the rebalance callback, which cannot return it: the run loop stops
+    /// with it.
+    pub failed: Option<crate::Error>,
+}
+
+impl Partitions {
+    pub fn new(factory: StoreFactory) -> Partitions {
+        Partitions {
+            factory,
+            owned: BTreeMap::new(),
+            retired: Counts::default(),
+            failed: None,
+        }
+    }
+
+    /// Opens partition `p`'s store (from the bucket, when the directory is new and a remote
+    /// is set) and returns where to resume: the group's committed offset, or the offset after
+    /// the last one the store holds when that is lower (a store that lost its newest data
+    /// reads it again); `None` when neither knows (the topic's start). The offsets the store
+    /// holds from there on are kept to be passed over.
+    pub fn assign(&mut self, p: i32, committed: Option<i64>) -> crate::Result<Option<i64>> {
+        let wrap = |source| crate::Error::Store {
+            partition: p,
+            source,
+        };
+        if let Some(part) = self.owned.get(&p) {
+            return Ok(part.next);
+        }
+        let store = self.factory.open(p).map_err(wrap)?;
+        let from = committed.map_or(0, |c| c.max(0) as u64);
+        let offsets = store.source_offsets(from).map_err(wrap)?;
+        let after_store = offsets.max.map(|m| m as i64 + 1);
+        let resume = match (committed, after_store) {
+            (Some(c), Some(s)) => Some(c.min(s)),
+            (c, s) => c.or(s),
+        };
+        self.owned.insert(
+            p,
+            Partition {
+                store,
+                next: resume,
+                durable: resume,
+                refused_at: None,
+                unflushed: 0,
+                held: offsets.held,
+                counts: Counts::default(),
+            },
+        );
+        Ok(resume)
+    }
+
+    /// Gives partition `p` up: flush, and with a bucket seal and sync so that the next owner
+    /// finds everything there; then close (releasing the directory's lock). Returns the offset
+    /// everything before which is durable.
+    pub fn revoke(&mut self, p: i32) -> crate::Result<Option<i64>> {
+        let Some(part) = self.owned.remove(&p) else {
+            return Ok(None);
+        };
+        add(&mut self.retired, &part.counts);
+        let wrap = |source| crate::Error::Store {
+            partition: p,
+            source,
+        };
+        part.store.flush().map_err(wrap)?;
+        if self.factory.remote.is_some() {
+            part.store.seal_active().map_err(wrap)?;
+            let report = part.store.sync_remote().map_err(wrap)?;
+            if !report.errors.is_empty() {
+                log::warn!("partition {p}: sync before hand-over: {:?}", report.errors);
+            }
+        }
+        let next = part.next;
+        part.store.close().map_err(wrap)?;
+        Ok(next)
+    }
+
+    pub fn get_mut(&mut self, p: i32) -> Option<&mut Partition> {
+        self.owned.get_mut(&p)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i32, &Partition)> {
+        self.owned.iter().map(|(p, part)| (*p, part))
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut Partition)> {
+        self.owned.iter_mut().map(|(p, part)| (*p, part))
+    }
+
+    pub fn numbers(&self) -> Vec<i32> {
+        self.owned.keys().copied().collect()
+    }
+
+    /// Totals over owned and revoked partitions.
+    pub fn totals(&self) -> Counts {
+        let mut t = self.retired;
+        for part in self.owned.values() {
+            add(&mut t, &part.counts);
+        }
+        t
+    }
+}
+
+fn add(into: &mut Counts, c: &Counts) {
+    into.messages += c.messages;
+    into.bytes += c.bytes;
+    into.chunks += c.chunks;
+    into.skipped += c.skipped;
+    into.refused += c.refused;
+    into.pauses += c.pauses;
+    into.duplicates += c.duplicates;
+}

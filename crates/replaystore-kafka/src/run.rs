@@ -1,0 +1,454 @@
+//! The consumer: a group member whose run loop polls, decodes and appends, flushes on a timer,
+//! commits after each flush, and pauses a partition whose store refuses appends. Rebalances
+//! arrive through librdkafka's callback, inside `poll`, on the same thread (`Ctx`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::{ClientContext, NativeClient};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, DefaultConsumerContext,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::partition::{Counts, StoreFactory};
+use crate::partition::{Partition, Partitions};
+
+/// What `Consumer::run` needs.
+pub struct Options {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub stores: StoreFactory,
+    /// Project token -> team (a message whose token is not here is refused).
+    pub tokens: HashMap<String, u64>,
+    /// Flush (and then commit) at least this often. Default 1 s.
+    pub flush_interval: Duration,
+    /// ... and whenever this many bytes were appended since the last flush. Default 8 MiB.
+    pub flush_bytes: usize,
+    /// Serve Prometheus text on this address.
+    pub metrics: Option<SocketAddr>,
+    /// The group's session timeout: how long a dead member keeps its partitions. Default 10 s.
+    pub session_timeout: Duration,
+    /// Stop once the group has committed every partition of the topic up to its end and
+    /// nothing arrived for a second (tests and measurements: a bounded backlog).
+    pub exit_when_drained: bool,
+}
+
+impl Options {
+    pub fn new(brokers: &str, topic: &str, group: &str, stores: StoreFactory) -> Options {
+        Options {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group: group.into(),
+            stores,
+            tokens: HashMap::new(),
+            flush_interval: Duration::from_secs(1),
+            flush_bytes: 8 << 20,
+            metrics: None,
+            session_timeout: Duration::from_secs(10),
+            exit_when_drained: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub totals: Counts,
+    /// The whole run, group join and final flush included.
+    pub elapsed: Duration,
+    /// From the first message read to the last (what a throughput is measured over).
+    pub reading: Duration,
+}
+
+/// A consumer-group member storing each owned partition in its own store.
+pub struct Consumer {
+    opts: Options,
+    parts: Arc<Mutex<Partitions>>,
+    /// When the first and the last message of the run were read.
+    reading: Mutex<Option<(Instant, Instant)>>,
+}
+
+/// The partitions, whoever holds the lock: a panic elsewhere cannot leave them half-updated in
+/// a way that matters more than stopping would.
+fn lock(parts: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
+    parts.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Ctx {
+    parts: Arc<Mutex<Partitions>>,
+    topic: String,
+    /// A second client of the same group that never joins it: it reads the group's committed
+    /// offsets from inside the rebalance callback, where the member itself cannot be called.
+    offsets: BaseConsumer,
+}
+
+impl Ctx {
+    /// The group's committed offset of each partition in `tpl` (absent when it has none).
+    fn committed(&self, tpl: &TopicPartitionList) -> crate::Result<HashMap<i32, i64>> {
+        let got = self
+            .offsets
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Opens the stores of newly assigned partitions and sets where each resumes (`tpl`'s
+    /// offsets, which librdkafka then fetches from).
+    fn assign(&self, parts: &mut Partitions, tpl: &mut TopicPartitionList) -> crate::Result<()> {
+        let committed = self.committed(tpl)?;
+        let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in numbers {
+            if let Some(at) = parts.assign(p, committed.get(&p).copied())? {
+                tpl.set_partition_offset(&self.topic, p, Offset::Offset(at))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    /// Opens the stores of assigned partitions before librdkafka starts fetching them, and
+    /// flushes and closes (with a bucket: seals and syncs) revoked ones before it gives them up,
+    /// so that the next owner opens a store that holds everything read so far.
+    fn rebalance(&self, native: &NativeClient, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        {
+            let mut parts = lock(&self.parts);
+            let done = match err {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                    self.assign(&mut parts, tpl)
+                }
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                    let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                    numbers
+                        .into_iter()
+                        .try_for_each(|p| parts.revoke(p).map(|_| ()))
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = done {
+                log::error!("rebalance: {e}");
+                parts.failed.get_or_insert(e);
+            }
+        }
+        // librdkafka's own (un)assignment, as rdkafka does it for every context.
+        DefaultConsumerContext.rebalance(native, err, tpl);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            log::warn!("offset commit: {e}");
+        }
+    }
+}
+
+impl Consumer {
+    pub fn new(opts: Options) -> Consumer {
+        let parts = Arc::new(Mutex::new(Partitions::new(opts.stores.clone())));
+        Consumer {
+            opts,
+            parts,
+            reading: Mutex::new(None),
+        }
+    }
+
+    fn client(&self) -> crate::Result<BaseConsumer<Ctx>> {
+        let offsets: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.opts.brokers)
+            .set("group.id", &self.opts.group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let consumer: BaseConsumer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", &self.opts.brokers)
+            .set("group.id", &self.opts.group)
+            // Offsets are committed by hand, after the flush that made them durable.
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                self.opts.session_timeout.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", "1000")
+            // Bounds what librdkafka prefetches (per partition): memory stays bounded however
+            // far behind the consumer is.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(Ctx {
+                parts: self.parts.clone(),
+                topic: self.opts.topic.clone(),
+                offsets,
+            })?;
+        consumer.subscribe(&[&self.opts.topic])?;
+        Ok(consumer)
+    }
+
+    /// Runs until `stop` is set (or, with `exit_when_drained`, the backlog is consumed), then
+    /// flushes, commits, leaves the group and closes every store.
+    pub fn run(&self, stop: &AtomicBool) -> crate::Result<Report> {
+        let start = Instant::now();
+        let consumer = self.client()?;
+        let metrics = match self.opts.metrics {
+            Some(addr) => Some(crate::metrics::serve(addr, self.parts.clone())?),
+            None => None,
+        };
+        let result = self.run_loop(&consumer, stop);
+        let last = self.flush_and_commit(&consumer, CommitMode::Sync);
+        // Leaving the group runs the revoke callback: every store is flushed and closed.
+        drop(consumer);
+        if let Some(m) = metrics {
+            m.stop();
+        }
+        let mut parts = lock(&self.parts);
+        for p in parts.numbers() {
+            parts.revoke(p)?;
+        }
+        result.and(last)?;
+        if let Some(e) = parts.failed.take() {
+            return Err(e);
+        }
+        let reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Report {
+            totals: parts.totals(),
+            elapsed: start.elapsed(),
+            reading: reading.map_or(Duration::ZERO, |(first, last)| last - first),
+        })
+    }
+
+    fn run_loop(&self, consumer: &BaseConsumer<Ctx>, stop: &AtomicBool) -> crate::Result<()> {
+        let mut last_flush = Instant::now();
+        let mut last_message = Instant::now();
+        let mut last_check = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let polled = consumer.poll(Duration::from_millis(100));
+            if let Some(e) = lock(&self.parts).failed.take() {
+                return Err(e);
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    last_message = Instant::now();
+                    let mut r = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = r.map_or(last_message, |(f, _)| f);
+                    *r = Some((first, last_message));
+                    drop(r);
+                    if self.handle(consumer, &m) >= self.opts.flush_bytes {
+                        last_flush = Instant::now();
+                        self.flush_and_commit(consumer, CommitMode::Async)?;
+                    }
+                }
+                Some(Err(e)) => log::warn!("consume: {e}"),
+                None => {}
+            }
+            if last_flush.elapsed() >= self.opts.flush_interval {
+                last_flush = Instant::now();
+                self.flush_and_commit(consumer, CommitMode::Async)?;
+            }
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                self.retry_refused(consumer);
+                if self.opts.metrics.is_some() {
+                    self.update_watermarks(consumer);
+                }
+                let idle = last_message.elapsed() >= Duration::from_secs(1);
+                if self.opts.exit_when_drained && idle && self.drained(consumer) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and appends one message; returns the bytes its partition holds unflushed.
+    fn handle(&self, consumer: &BaseConsumer<Ctx>, m: &BorrowedMessage<'_>) -> usize {
+        let mut parts = lock(&self.parts);
+        let Some(part) = parts.get_mut(m.partition()) else {
+            return 0; // revoked while it was in flight
+        };
+        let offset = m.offset();
+        // Dropped while paused: fetching resumes from the refused message.
+        let paused = part.refused_at.is_some_and(|r| offset >= r);
+        if paused || part.next.is_some_and(|n| offset < n) {
+            return part.unflushed;
+        }
+        let source = offset.max(0) as u64;
+        if part.held.binary_search(&source).is_ok() {
+            part.counts.duplicates += 1;
+            part.next = Some(offset + 1);
+            return part.unflushed;
+        }
+        let payload = m.payload().unwrap_or_default();
+        part.counts.messages += 1;
+        part.counts.bytes += payload.len() as u64;
+        let received = m.timestamp().to_millis();
+        match self.append(part, payload, received, source) {
+            Appended::Refused => {
+                part.refused_at = Some(offset);
+                part.counts.pauses += 1;
+                part.counts.messages -= 1;
+                part.counts.bytes -= payload.len() as u64;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&self.opts.topic, m.partition());
+                if let Err(e) = consumer.pause(&tpl) {
+                    log::warn!("pause partition {}: {e}", m.partition());
+                }
+                return part.unflushed;
+            }
+            Appended::Chunk(n) => {
+                part.counts.chunks += 1;
+                part.unflushed += n;
+            }
+            Appended::Skipped => part.counts.skipped += 1,
+            Appended::Bad(why) => {
+                part.counts.refused += 1;
+                log::warn!("partition {} offset {offset}: {why}", m.partition());
+            }
+        }
+        part.next = Some(offset + 1);
+        part.unflushed
+    }
+
+    fn append(
+        &self,
+        part: &mut Partition,
+        payload: &[u8],
+        received: Option<i64>,
+        source: u64,
+    ) -> Appended {
+        let decoded = match crate::envelope::decode(payload) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Appended::Skipped,
+            Err(e) => return Appended::Bad(e.to_string()),
+        };
+        let team = decoded.token.as_ref().and_then(|t| self.opts.tokens.get(t));
+        let Some(&team) = team else {
+            return Appended::Bad(format!("unknown project token {:?}", decoded.token));
+        };
+        let arrival = part.store.config().parts.clock.now_ms();
+        let mut chunk = decoded.into_chunk(arrival, received);
+        chunk.team = team;
+        let n = chunk.payload.len();
+        match part.store.append_from_source(chunk, source) {
+            Ok(()) => Appended::Chunk(n),
+            // A full buffer whose flushes fail: wait, and read the message again later.
+            Err(replaystore::Error::FlushFailed(_)) => Appended::Refused,
+            Err(e) => Appended::Bad(e.to_string()),
+        }
+    }
+
+    /// Flushes every partition that read something since its last flush, then commits the
+    /// group's offsets for those whose flush returned.
+    fn flush_and_commit(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        mode: CommitMode,
+    ) -> crate::Result<()> {
+        let mut parts = lock(&self.parts);
+        let mut tpl = TopicPartitionList::new();
+        for (p, part) in parts.iter_mut() {
+            let Some(next) = part.next else { continue };
+            if part.durable == Some(next) {
+                continue;
+            }
+            if let Err(e) = part.store.flush() {
+                log::warn!("partition {p}: flush: {e}");
+                continue;
+            }
+            part.unflushed = 0;
+            part.durable = Some(next);
+            tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(next))?;
+        }
+        drop(parts);
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, mode) {
+                log::warn!("commit: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes the paused partitions whose store accepts again (a flush succeeds), from the
+    /// message it refused.
+    fn retry_refused(&self, consumer: &BaseConsumer<Ctx>) {
+        let mut parts = lock(&self.parts);
+        for (p, part) in parts.iter_mut() {
+            let Some(at) = part.refused_at else { continue };
+            if part.store.flush().is_err() {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.opts.topic, p);
+            let seek = consumer.seek(
+                &self.opts.topic,
+                p,
+                Offset::Offset(at),
+                Duration::from_secs(5),
+            );
+            match seek.and_then(|()| consumer.resume(&tpl)) {
+                Ok(()) => part.refused_at = None,
+                Err(e) => log::warn!("resume partition {p}: {e}"),
+            }
+        }
+    }
+
+    fn update_watermarks(&self, consumer: &BaseConsumer<Ctx>) {
+        let numbers = lock(&self.parts).numbers();
+        for p in numbers {
+            let w = consumer.fetch_watermarks(&self.opts.topic, p, Duration::from_millis(500));
+            if let (Ok((_, high)), Some(part)) = (w, lock(&self.parts).get_mut(p)) {
+                part.counts.high_watermark = Some(high);
+            }
+        }
+    }
+
+    /// Whether the group has committed every partition of the topic up to its end.
+    fn drained(&self, consumer: &BaseConsumer<Ctx>) -> bool {
+        let timeout = Duration::from_secs(2);
+        let Ok(meta) = consumer.fetch_metadata(Some(&self.opts.topic), timeout) else {
+            return false;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for t in meta.topics() {
+            for p in t.partitions() {
+                match consumer.fetch_watermarks(&self.opts.topic, p.id(), timeout) {
+                    // An empty partition (low == high) has nothing to wait for.
+                    Ok((low, high)) => ends.insert(p.id(), (low < high).then_some(high)),
+                    Err(_) => return false,
+                };
+                tpl.add_partition(&self.opts.topic, p.id());
+            }
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
+            return false;
+        };
+        !ends.is_empty()
+            && committed.elements().iter().all(|e| {
+                match ends.get(&e.partition()).copied().flatten() {
+                    Some(end) => matches!(e.offset(), Offset::Offset(o) if o >= end),
+                    None => true,
+                }
+            })
+    }
+}
+
+enum Appended {
+    Chunk(usize),
+    Skipped,
+    Bad(String),
+    Refused,
+}
