@@ -38,6 +38,17 @@ pub trait Annotator: Send + Sync + std::fmt::Debug {
     /// One annotation for several parts, given in time order (by `first_ts_ms`, then in the
     /// order they were written).
     fn merge(&self, parts: &[AnnotationPart<'_>]) -> Vec<u8>;
+    /// Whether `chunk` holds a *keyframe*, a point from which the session can be played
+    /// without what came before (for rrweb: a meta event followed by a full snapshot), and the
+    /// SDK time of its first one, in the chunk's own clock (the store adds the skew correction
+    /// it applied to the chunk's timestamps). Called on the flush path with `analyze`; the
+    /// store records the answer per chunk (block header, footer) so that
+    /// `Store::read_session_from` can start from it. Default: no keyframes (a ranged read is a
+    /// whole read).
+    fn keyframe(&self, chunk: &Chunk) -> Option<i64> {
+        let _ = chunk;
+        None
+    }
 }
 
 /// Which annotations a listing keeps (`SessionFilter::annotation`). A session with no

@@ -146,6 +146,7 @@ impl Stamped {
             stamp: Stamp {
                 arrival_ms,
                 clock_offset_ms: offset,
+                keyframe_ms: None,
             },
         })
     }
@@ -164,6 +165,10 @@ pub struct Stamp {
     /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
     /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
     pub clock_offset_ms: i64,
+    /// When the chunk holds a keyframe (a point playback can start from without what came
+    /// before; `Annotator::keyframe`), the time of its first one, on the same (corrected) clock
+    /// as `first_ts_ms`. Set by the compression workers, or carried over by regrouping.
+    pub keyframe_ms: Option<i64>,
 }
 
 /// Chunks of one session (one team, one session id) in append order, each with its stamp: the

@@ -215,7 +215,7 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
             .iter()
             .map(|c| replaystore::format::Stamp {
                 arrival_ms: c.last_ts_ms,
-                clock_offset_ms: 0,
+                ..Default::default()
             })
             .collect();
         writer

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use crate::annotation::{merge_parts, Annotation};
 use crate::chunk::{Chunk, Group, Stamped};
-use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
+use crate::compress::{
+    cut_at_keyframes, encode, parallel_map, split_groups, transform_chunks, Encoded,
+};
 use crate::error::Result;
 use crate::format::block::{BLOCK_REGROUPED, BLOCK_TRANSFORMED};
 use crate::format::footer::SEGMENT_REGROUPED;
@@ -199,6 +201,9 @@ impl Compactor<'_> {
                 let stamp = Stamp {
                     arrival_ms: c.arrival_ms.unwrap_or(created_ms),
                     clock_offset_ms: 0, // recorded by the annotation, if at all
+                    // Kept, not computed again: the annotator saw the chunks as sent, and
+                    // payloads may have been transformed since.
+                    keyframe_ms: h.keyframe_of(k),
                 };
                 chunks.push(SortedChunk {
                     key: (c.first_ts, h.seq, k),
@@ -230,10 +235,11 @@ impl Compactor<'_> {
         let flags = BLOCK_REGROUPED | if transformed { BLOCK_TRANSFORMED } else { 0 };
         // The regrouped block's annotation is its parts' merged in time order.
         let note = merge_parts(self.config.parts.annotator.as_deref(), notes);
-        split_groups(vec![Group { chunks, stamps }])
+        let cut = cut_at_keyframes(Group { chunks, stamps }, self.config.keyframe_block_bytes);
+        split_groups(cut)
             .iter()
             .enumerate()
-            // A session too big for one block: the first carries the annotation of all.
+            // A session in several blocks: the first carries the annotation of all.
             .map(|(k, g)| {
                 let note = note.as_ref().filter(|_| k == 0).map(|n| n.bytes.as_slice());
                 encode(w, max_seq, flags, note, &g.chunks, &g.stamps)

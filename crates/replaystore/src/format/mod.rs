@@ -3,13 +3,16 @@
 //! allocate or slice.
 
 pub mod block;
+mod block_encode;
 pub mod bloom;
 pub mod footer;
 pub mod records;
 pub mod segment;
 pub mod tombstone_log;
 
-pub use block::{ArrivalRange, BlockHeader, BlockWriter, ChunkEntry, Codec, Stamp};
+pub use block::{
+    ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp,
+};
 pub use footer::{BlockRef, FooterFormat, FooterView, SessionEntry};
 pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 
