@@ -20,7 +20,7 @@ use crate::filter::{Page, SessionFilter};
 use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
 use crate::maintenance::{Maintenance, MaintenanceParts};
-use crate::read::{Reader, SessionData, SessionSummary, Stats};
+use crate::read::{Reader, SeekRead, SessionData, SessionSummary, Stats};
 use crate::recovery::{recover, Recovered, RecoveryReport};
 use crate::remote::{RemoteStatus, RemoteTier, SyncReport};
 use crate::retention::RetentionReport;
@@ -282,6 +282,17 @@ impl Store {
         session_id: &str,
     ) -> Result<(Option<SessionData>, RemoteRead)> {
         self.reader().read_session_traced(team, session_id)
+    }
+
+    /// Reads a session from a point in time: the chunks from the one holding the last keyframe
+    /// at or before `from_ms` (as the configured `Annotator::keyframe` found them when they were
+    /// written; ms on the chunks' corrected clock) to the end, in playback order: exactly the
+    /// suffix of `read_session` from that chunk. Only the blocks from there on are read and
+    /// decompressed (the trace says how many bytes). Without such a keyframe (none recorded,
+    /// segments written before format 3, or `from_ms` before the first), the whole session.
+    pub fn read_session_from(&self, team: u64, session_id: &str, from_ms: i64) -> Result<SeekRead> {
+        self.reader()
+            .read_session_from(team, session_id, Some(from_ms))
     }
 
     /// Lists the sessions of a team that match `filter` (see `list_page`).

@@ -424,6 +424,7 @@ fn decompress(stored: &[u8], raw_len: usize) -> DecodeResult<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::Chunk;
 
     fn chunk(payload: &[u8], w: Option<&str>, ts: i64) -> Chunk {
         Chunk {

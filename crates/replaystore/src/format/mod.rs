@@ -13,7 +13,7 @@ pub mod tombstone_log;
 pub use block::{
     ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp,
 };
-pub use footer::{BlockRef, FooterFormat, FooterView, SessionEntry};
+pub use footer::{BlockRef, FooterFormat, FooterView, Keyframe, SeekTable, SessionEntry};
 pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
@@ -22,8 +22,9 @@ pub const MAX_BLOCK_RAW: usize = 1 << 30;
 /// is written and when one is read.
 pub const MAX_ANNOTATION_BYTES: usize = 64 << 10;
 /// Format version written in segment headers and trailers. Version 2 added arrival times
-/// (chunk tables, block refs, footer totals); version 1 files still open (docs/format.md).
-pub const FORMAT_VERSION: u16 = 2;
+/// (chunk tables, block refs, footer totals), version 3 the footers' seek section (keyframes);
+/// files of versions 1 and 2 still open (docs/format.md).
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this code reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 
