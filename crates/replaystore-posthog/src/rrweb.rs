@@ -6,7 +6,9 @@
 
 use crate::jsonscan::{each_element, members, number, string};
 use crate::summary::{Summary, ACTIVITY_GAP_MS, MAX_URLS};
-use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk};
+use replaystore::{
+    AnnotationPart, Annotator, BlockContext, Chunk, SeekRead, SessionData, Store,
+};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
 const RAGE_CLICKS: u32 = 3;
@@ -193,6 +195,93 @@ impl RrwebAnnotator {
     }
 }
 
+/// Where a chunk's first keyframe starts: a meta event (type 4) directly followed by a full
+/// snapshot (type 2), the pair rrweb records at each page load and each checkout
+/// (`checkoutEveryNms`), from which a player can start without any earlier event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyframeAt {
+    /// Byte offset of the meta event in the payload (a JSON array of events).
+    pub offset: usize,
+    /// The meta event's timestamp (the SDK's clock).
+    pub ts_ms: i64,
+}
+
+/// The first keyframe of a chunk payload (a JSON array of rrweb events), found with the
+/// scanner: the full snapshot is stepped over, never parsed.
+pub fn first_keyframe(payload: &[u8]) -> Option<KeyframeAt> {
+    // The meta event seen last, if it was the event just before.
+    let mut meta: Option<KeyframeAt> = None;
+    let mut found = None;
+    each_element(payload, 0, &mut |at| {
+        let (mut kind, mut ts) = (None, 0.0);
+        let end = members(payload, at, &mut |k, v| match k {
+            b"type" => kind = number(v).map(|n| n as i64),
+            b"timestamp" => ts = number(v).unwrap_or(0.0),
+            _ => {}
+        })?;
+        match (kind, meta) {
+            (Some(2), Some(m)) => {
+                found = Some(m);
+                return None; // stop: the first one is all we need
+            }
+            (Some(4), _) => {
+                meta = Some(KeyframeAt {
+                    offset: at,
+                    ts_ms: ts as i64,
+                })
+            }
+            _ => meta = None,
+        }
+        Some(end)
+    });
+    found
+}
+
+/// The payload's events from its first keyframe on (a JSON array again), or `None` when it
+/// has no keyframe: what a read from a keyframe plays first (`Store::read_session_from`
+/// returns the whole chunk that holds it).
+pub fn from_first_keyframe(payload: &[u8]) -> Option<Vec<u8>> {
+    let k = first_keyframe(payload)?;
+    let mut out = Vec::with_capacity(payload.len() - k.offset + 1);
+    out.push(b'[');
+    out.extend_from_slice(&payload[k.offset..]);
+    Some(out)
+}
+
+/// Makes a read from a keyframe start at it: the first chunk (the one holding the keyframe)
+/// loses the events before its meta + full snapshot, so a player gets that pair, then every
+/// later event. A whole read (no keyframe) is left as it is.
+pub fn trim_to_keyframe(read: &mut SeekRead) {
+    let Some(first) = read
+        .data
+        .as_mut()
+        .filter(|_| read.keyframe_ms.is_some())
+        .and_then(|d| d.chunks.first_mut())
+    else {
+        return;
+    };
+    if let Some(trimmed) = from_first_keyframe(&first.payload) {
+        first.payload = trimmed;
+    }
+}
+
+/// A session as a player wants it: whole, or from `from_ms` on (`Store::read_session_from`:
+/// the meta + full snapshot at or before it, then every later event). What `export
+/// --from-ms` and the server's `events?from_ms=` return.
+pub fn read_for_playback(
+    store: &Store,
+    team: u64,
+    session: &str,
+    from_ms: Option<i64>,
+) -> replaystore::Result<Option<SessionData>> {
+    let Some(from_ms) = from_ms else {
+        return store.read_session(team, session);
+    };
+    let mut read = store.read_session_from(team, session, from_ms)?;
+    trim_to_keyframe(&mut read);
+    Ok(read.data)
+}
+
 impl Annotator for RrwebAnnotator {
     fn name(&self) -> &'static str {
         "rrweb"
@@ -214,6 +303,11 @@ impl Annotator for RrwebAnnotator {
             .collect();
         Summary::merge_in_order(parts).to_bytes()
     }
+
+    /// The chunk's first meta + full snapshot pair, by the meta event's timestamp.
+    fn keyframe(&self, chunk: &Chunk) -> Option<i64> {
+        first_keyframe(&chunk.payload).map(|k| k.ts_ms)
+    }
 }
 
 /// The summary in `bytes`, or an empty one (with a warning) when they are not one.
@@ -222,4 +316,36 @@ pub(crate) fn decode_or_empty(bytes: &[u8]) -> Summary {
         log::warn!("annotation of {} bytes: {e}", bytes.len());
         Summary::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframes_are_a_meta_followed_by_a_full_snapshot() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let payload = br#"[{"type":3,"data":{"source":1},"timestamp":5},{"type":4,"data":{"href":"x"},"timestamp":7},{"type":3,"data":{},"timestamp":8},{"type":4,"data":{},"timestamp":10},{"type":2,"data":{"node":{"type":0,"childNodes":[]}},"timestamp":11},{"type":3,"data":{},"timestamp":12}]"#;
+        let k = first_keyframe(payload).ok_or("no keyframe found")?;
+        assert_eq!(k.ts_ms, 10, "a meta not followed by a full snapshot is no keyframe");
+        let trimmed = from_first_keyframe(payload).ok_or("no keyframe")?;
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&trimmed)?;
+        let kinds: Vec<i64> = events.iter().filter_map(|e| e["type"].as_i64()).collect();
+        assert_eq!(kinds, vec![4, 2, 3]);
+        let no_full = br#"[{"type":4,"data":{},"timestamp":1},{"type":3,"data":{},"timestamp":2}]"#;
+        assert_eq!(first_keyframe(no_full), None);
+        assert_eq!(first_keyframe(b"not json"), None);
+        let chunk = Chunk {
+            team: 1,
+            session_id: "s".into(),
+            person: "p".into(),
+            window_id: None,
+            first_ts_ms: 5,
+            last_ts_ms: 12,
+            sent_at_ms: None,
+            payload: payload.to_vec(),
+        };
+        assert_eq!(RrwebAnnotator.keyframe(&chunk), Some(10));
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use replaystore::PayloadTransform;
 use replaystore::SessionFilter;
 use replaystore_posthog::posthog::{payload_events, Normalize};
+use replaystore_posthog::rrweb::read_for_playback;
 use replaystore_posthog::SessionRow;
 
 use super::Shared;
@@ -74,7 +75,9 @@ pub async fn api_sessions(
     }
 }
 
-/// The session's rrweb events as JSON lines, in order, as plain rrweb JSON.
+/// The session's rrweb events as JSON lines, in order, as plain rrweb JSON. With
+/// `from_ms=MS`, a ranged read: the meta + full snapshot at or before MS, then every later
+/// event (only the blocks from that keyframe on are decompressed).
 pub async fn api_events(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -84,8 +87,18 @@ pub async fn api_events(
     if let Err(r) = authorize(&app, &headers, &q) {
         return r.into_response();
     }
+    let from_ms = match q.get("from_ms").map(|v| v.parse::<i64>()) {
+        None => None,
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "from_ms=<ms since epoch>").into_response();
+        }
+    };
     let app2 = app.clone();
-    let read = tokio::task::spawn_blocking(move || app2.store.read_session(team, &session)).await;
+    let read = tokio::task::spawn_blocking(move || {
+        read_for_playback(&app2.store, team, &session, from_ms)
+    })
+    .await;
     let data = match read {
         Ok(Ok(Some(d))) => d,
         Ok(Ok(None)) => return (StatusCode::NOT_FOUND, "no such session").into_response(),

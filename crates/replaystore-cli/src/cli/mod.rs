@@ -141,6 +141,10 @@ enum Command {
         team: u64,
         #[arg(long)]
         session: String,
+        /// Start at this time (ms since epoch, the listing's clock): the meta + full snapshot
+        /// at or before it, then every later event (the whole session without a keyframe).
+        #[arg(long)]
+        from_ms: Option<i64>,
     },
     /// List sessions of a team.
     Ls {
@@ -350,7 +354,8 @@ pub fn run() -> Result<i32> {
             store,
             team,
             session,
-        } => query::export(&store.open()?, team, &session),
+            from_ms,
+        } => query::export(&store.open()?, team, &session, from_ms),
         Command::Ls {
             store,
             team,

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use replaystore::{Error, Result, SessionFilter, SortBy, Store};
 use replaystore_posthog::posthog::payload_events;
+use replaystore_posthog::rrweb::read_for_playback;
 use replaystore_posthog::{ActivityFilter, SessionRow};
 
 use super::mb;
@@ -15,8 +16,10 @@ fn stdout_err(e: std::io::Error) -> Error {
     }
 }
 
-pub fn export(store: &Store, team: u64, session: &str) -> Result<i32> {
-    let Some(data) = store.read_session(team, session)? else {
+/// Prints a session's events, one JSON line each; with `from_ms`, from the meta + full
+/// snapshot at or before it on (a ranged read: only the blocks from there are decompressed).
+pub fn export(store: &Store, team: u64, session: &str, from_ms: Option<i64>) -> Result<i32> {
+    let Some(data) = read_for_playback(store, team, session, from_ms)? else {
         eprintln!("no session {session:?} in team {team}");
         return Ok(2);
     };
