@@ -6,6 +6,7 @@ mod cost;
 
 pub use cost::process_cpu_s;
 mod kv;
+mod seek;
 mod systems;
 
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ pub struct Args {
     /// No session summaries on the flush path (measures what the rrweb annotator costs).
     #[arg(long)]
     pub no_analyzer: bool,
+    /// Only seekable playback: a generated 3-hour session read from 90% of the way in, hot,
+    /// regrouped cut at keyframes and regrouped whole (time to first event, bytes
+    /// decompressed, bytes stored).
+    #[arg(long)]
+    pub seek: bool,
 }
 
 /// One system's figures.
@@ -276,6 +282,9 @@ fn evict(dir: &std::path::Path) {
 // Long on purpose: a benchmark script: its steps and printed results, in order.
 #[allow(clippy::too_many_lines)]
 pub fn run(args: Args) -> Result<i32> {
+    if args.seek {
+        return seek::run(&args);
+    }
     let tmp;
     let root = match &args.dir {
         Some(d) => d.clone(),
