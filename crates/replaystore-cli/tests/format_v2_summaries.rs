@@ -159,3 +159,27 @@ fn without_an_annotator_parts_are_never_merged_nor_lost() {
         assert_eq!(row, want, "{id}");
     }
 }
+
+#[test]
+fn segments_written_before_keyframes_are_read_whole_from_any_time() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let ids: Vec<String> = expected_rows().into_keys().collect();
+    let late = (LISTED_AT_MS + 60_000).to_string();
+    for id in &ids {
+        let whole = cli(dir.path(), LISTED_AT_MS, &["export", "--team", "1", "--session", id]);
+        let from = ["export", "--team", "1", "--session", id, "--from-ms", &late];
+        assert_eq!(cli(dir.path(), LISTED_AT_MS, &from), whole, "{id}");
+    }
+    // Regrouped, the blocks still have no keyframes: none is invented, reads stay whole.
+    let store = replaystore::Store::open(dir.path(), library_config(true, REGROUP_AT_MS)).unwrap();
+    store.seal_active().unwrap();
+    store.compact().unwrap();
+    for id in &ids {
+        let whole = store.read_session(1, id).unwrap().unwrap();
+        let read = store.read_session_from(1, id, REGROUP_AT_MS).unwrap();
+        assert_eq!(read.keyframe_ms, None, "{id}");
+        assert_eq!(read.data.unwrap().chunks, whole.chunks, "{id}");
+        assert!(whole.chunks.iter().all(|c| c.keyframe_ms.is_none()));
+    }
+}
