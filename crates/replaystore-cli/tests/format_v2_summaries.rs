@@ -167,7 +167,11 @@ fn segments_written_before_keyframes_are_read_whole_from_any_time() {
     let ids: Vec<String> = expected_rows().into_keys().collect();
     let late = (LISTED_AT_MS + 60_000).to_string();
     for id in &ids {
-        let whole = cli(dir.path(), LISTED_AT_MS, &["export", "--team", "1", "--session", id]);
+        let whole = cli(
+            dir.path(),
+            LISTED_AT_MS,
+            &["export", "--team", "1", "--session", id],
+        );
         let from = ["export", "--team", "1", "--session", id, "--from-ms", &late];
         assert_eq!(cli(dir.path(), LISTED_AT_MS, &from), whole, "{id}");
     }

@@ -80,7 +80,10 @@ fn check_every_point(store: &Store, froms: &[i64]) -> Result<(), TestCaseError> 
         prop_assert_eq!(&got.chunks[..], want, "from {}", f);
         prop_assert_eq!(read.keyframe_ms, key);
         prop_assert_eq!(got.summary.chunk_count as usize, want.len());
-        let whole_trace = store.read_session_from(1, "seek-me", i64::MIN).unwrap().trace;
+        let whole_trace = store
+            .read_session_from(1, "seek-me", i64::MIN)
+            .unwrap()
+            .trace;
         prop_assert!(read.trace.bytes_decompressed <= whole_trace.bytes_decompressed);
     }
     Ok(())
@@ -125,7 +128,9 @@ proptest! {
 fn regrouping_keeps_keyframes_and_cuts_blocks_at_them() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), config(Some(2_000))).unwrap();
-    let specs: Vec<Spec> = (0..60).map(|i| (i * 1000, 400, i % 10 == 0, true)).collect();
+    let specs: Vec<Spec> = (0..60)
+        .map(|i| (i * 1000, 400, i % 10 == 0, true))
+        .collect();
     for c in session_chunks(&specs) {
         store.append(c).unwrap();
         store.flush().unwrap();
@@ -136,12 +141,18 @@ fn regrouping_keeps_keyframes_and_cuts_blocks_at_them() {
     assert!(report.segments_written >= 1, "{report:?}");
     let after = store.read_session(1, "seek-me").unwrap().unwrap();
     assert_eq!(after.chunks, before.chunks, "keyframes and chunks kept");
-    let keyframes = after.chunks.iter().filter(|c| c.keyframe_ms.is_some()).count();
+    let keyframes = after
+        .chunks
+        .iter()
+        .filter(|c| c.keyframe_ms.is_some())
+        .count();
     assert_eq!(keyframes, 6);
     // A new block at every keyframe past 2,000 bytes: 6 blocks of 10 chunks (~4,000 bytes).
     let whole = store.read_session_from(1, "seek-me", i64::MIN).unwrap();
     assert_eq!(whole.trace.blocks_read, 6, "{:?}", whole.trace);
-    let late = store.read_session_from(1, "seek-me", BASE_MS + 55_500).unwrap();
+    let late = store
+        .read_session_from(1, "seek-me", BASE_MS + 55_500)
+        .unwrap();
     assert_eq!(late.keyframe_ms, Some(BASE_MS + 50_000));
     assert_eq!(late.trace.blocks_read, 1, "{:?}", late.trace);
     assert_eq!(late.trace.blocks_skipped, 5);
@@ -159,7 +170,11 @@ fn export(dir: &std::path::Path, extra: &[&str]) -> Vec<serde_json::Value> {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -195,9 +210,15 @@ fn export_from_ms_starts_at_the_meta_and_full_snapshot_at_or_before_it() {
             .max()
             .unwrap();
         assert_eq!(seek[..], whole[at..], "from minute {minute}");
-        assert_eq!((seek[0]["type"].as_i64(), seek[1]["type"].as_i64()), (Some(4), Some(2)));
+        assert_eq!(
+            (seek[0]["type"].as_i64(), seek[1]["type"].as_i64()),
+            (Some(4), Some(2))
+        );
     }
     // Before the first keyframe: the whole session.
-    let early = export(dir.path(), &[id, "--from-ms", &(w.start_ms - 1).to_string()]);
+    let early = export(
+        dir.path(),
+        &[id, "--from-ms", &(w.start_ms - 1).to_string()],
+    );
     assert_eq!(early, whole);
 }

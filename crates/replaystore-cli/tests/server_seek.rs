@@ -9,7 +9,13 @@ use replaystore_testkit::generator::{long_session, recent_start_ms, Workload};
 use serde_json::Value;
 
 fn events(addr: &str, path: &str) -> (u16, Vec<Value>) {
-    let (status, _, body) = http(addr, "GET", path, &[("Authorization", "Bearer sekrit")], b"");
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        path,
+        &[("Authorization", "Bearer sekrit")],
+        b"",
+    );
     let lines = match status {
         200 => String::from_utf8(body)
             .unwrap()
@@ -52,7 +58,11 @@ fn events_from_ms_start_at_the_keyframe_at_or_before_it() {
             .filter(|&i| ts(&whole[i]) <= from_ms)
             .max()
             .unwrap();
-        assert_eq!(at > 0, minute > 2.0, "minute {minute}: a checkout every 2 minutes");
+        assert_eq!(
+            at > 0,
+            minute > 2.0,
+            "minute {minute}: a checkout every 2 minutes"
+        );
         assert_eq!(seek[..], whole[at..], "from minute {minute}");
     }
     let (status, _) = events(a, &format!("{base}?from_ms=soon"));

@@ -6,9 +6,7 @@
 
 use crate::jsonscan::{each_element, members, number, string};
 use crate::summary::{Summary, ACTIVITY_GAP_MS, MAX_URLS};
-use replaystore::{
-    AnnotationPart, Annotator, BlockContext, Chunk, SeekRead, SessionData, Store,
-};
+use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk, SeekRead, SessionData, Store};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
 const RAGE_CLICKS: u32 = 3;
@@ -327,7 +325,10 @@ mod tests {
     {
         let payload = br#"[{"type":3,"data":{"source":1},"timestamp":5},{"type":4,"data":{"href":"x"},"timestamp":7},{"type":3,"data":{},"timestamp":8},{"type":4,"data":{},"timestamp":10},{"type":2,"data":{"node":{"type":0,"childNodes":[]}},"timestamp":11},{"type":3,"data":{},"timestamp":12}]"#;
         let k = first_keyframe(payload).ok_or("no keyframe found")?;
-        assert_eq!(k.ts_ms, 10, "a meta not followed by a full snapshot is no keyframe");
+        assert_eq!(
+            k.ts_ms, 10,
+            "a meta not followed by a full snapshot is no keyframe"
+        );
         let trimmed = from_first_keyframe(payload).ok_or("no keyframe")?;
         let events: Vec<serde_json::Value> = serde_json::from_slice(&trimmed)?;
         let kinds: Vec<i64> = events.iter().filter_map(|e| e["type"].as_i64()).collect();

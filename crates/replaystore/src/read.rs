@@ -260,7 +260,10 @@ impl Reader<'_> {
             drop(tombstones);
             return self.read_session_from(team, session_id, None);
         }
-        let keyframe_ms = plan.start.filter(|_| session.from.is_some()).map(|s| s.ts_ms);
+        let keyframe_ms = plan
+            .start
+            .filter(|_| session.from.is_some())
+            .map(|s| s.ts_ms);
         let annotator = self.config.parts.annotator.as_deref();
         let data = session.finish(annotator);
         Ok(SeekRead {

@@ -153,22 +153,21 @@ fn later(a: &StartAt, b: &StartAt) -> bool {
 
 /// Drops the refs whose chunks all start before the keyframe chunk (never the keyframe's own);
 /// returns how many.
-fn skip_before(wanted: &mut Vec<Wanted>, start: StartAt) -> u64 {
+fn skip_before(wanted: &mut [Wanted], start: StartAt) -> u64 {
     let mut skipped = 0;
     for (wi, w) in wanted.iter_mut().enumerate() {
-        let keep: Vec<bool> = (0..w.refs.len())
-            .map(|i| {
-                let own = (wi, w.refs[i].offset) == (start.wanted, start.offset);
-                own || w.starts[i] >= start.chunk_first_ts
+        let before = w.refs.len();
+        let kept: Vec<(BlockRef, Option<i64>, i64)> = (0..before)
+            .map(|i| (w.refs[i], w.deleted_at[i], w.starts[i]))
+            .filter(|(r, _, starts)| {
+                let own = (wi, r.offset) == (start.wanted, start.offset);
+                own || *starts >= start.chunk_first_ts
             })
             .collect();
-        let mut it = keep.iter();
-        w.refs.retain(|_| *it.next().unwrap_or(&true));
-        let mut it = keep.iter();
-        w.deleted_at.retain(|_| *it.next().unwrap_or(&true));
-        let mut it = keep.iter();
-        w.starts.retain(|_| *it.next().unwrap_or(&true));
-        skipped += keep.iter().filter(|k| !**k).count() as u64;
+        skipped += (before - kept.len()) as u64;
+        w.refs = kept.iter().map(|k| k.0).collect();
+        w.deleted_at = kept.iter().map(|k| k.1).collect();
+        w.starts = kept.iter().map(|k| k.2).collect();
     }
     skipped
 }

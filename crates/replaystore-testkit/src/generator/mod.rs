@@ -183,7 +183,12 @@ fn page_snapshot(w: &Workload, team: u64, page: u64) -> PageSnapshot {
 /// A keyframe at `ts`: a Meta event, then the FullSnapshot a few ms later (what rrweb records
 /// at a page load and at each checkout). Returns the time of the snapshot.
 fn keyframe(events: &mut EventSink, rng: &mut Rng, ts: i64, href: &str, snapshot: &str) -> i64 {
-    events.push(ts, format!(r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#));
+    events.push(
+        ts,
+        format!(
+            r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#
+        ),
+    );
     let ts = ts + rng.range(5, 40);
     events.push(
         ts,

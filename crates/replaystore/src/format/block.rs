@@ -20,8 +20,8 @@
 //! what retention and erasure decide by. Blocks written before format 2 have no arrival times;
 //! they take their segment's `created_ms` (docs/format.md, "Arrival time").
 
-use super::{Bytes, DecodeError, DecodeResult, MAX_ANNOTATION_BYTES, MAX_BLOCK_RAW};
 pub use super::block_encode::BlockWriter;
+use super::{Bytes, DecodeError, DecodeResult, MAX_ANNOTATION_BYTES, MAX_BLOCK_RAW};
 pub use crate::chunk::Stamp;
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
@@ -260,13 +260,19 @@ fn parse_chunk_entries(
 
 /// The block's keyframe table, when its flags say it has one: chunk indexes strictly growing
 /// and within the chunk table.
-fn parse_keyframes(b: &mut Bytes, flags: u8, chunk_count: usize) -> DecodeResult<Vec<BlockKeyframe>> {
+fn parse_keyframes(
+    b: &mut Bytes,
+    flags: u8,
+    chunk_count: usize,
+) -> DecodeResult<Vec<BlockKeyframe>> {
     if flags & BLOCK_KEYFRAMES == 0 {
         return Ok(Vec::new());
     }
     let n = b.u32()? as usize;
     if n == 0 || n > chunk_count {
-        return Err(DecodeError::new(format!("keyframe count {n} out of bounds")));
+        return Err(DecodeError::new(format!(
+            "keyframe count {n} out of bounds"
+        )));
     }
     let mut out: Vec<BlockKeyframe> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -276,7 +282,10 @@ fn parse_keyframes(b: &mut Bytes, flags: u8, chunk_count: usize) -> DecodeResult
         };
         let after_last = out.last().is_none_or(|p| p.chunk < k.chunk);
         if k.chunk as usize >= chunk_count || !after_last {
-            return Err(DecodeError::new(format!("keyframe chunk {} out of order", k.chunk)));
+            return Err(DecodeError::new(format!(
+                "keyframe chunk {} out of order",
+                k.chunk
+            )));
         }
         out.push(k);
     }

@@ -10,9 +10,7 @@ pub mod records;
 pub mod segment;
 pub mod tombstone_log;
 
-pub use block::{
-    ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp,
-};
+pub use block::{ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp};
 pub use footer::{BlockRef, FooterFormat, FooterView, Keyframe, SeekTable, SessionEntry};
 pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 

@@ -84,7 +84,10 @@ fn measure(store: &Store, s: &GeneratedSession, layout: &str, start: i64) -> Res
     Ok(SeekRow {
         layout: layout.to_string(),
         stored_mb: mb(st.stored_bytes),
-        blocks: store.read_session_from(s.team, &s.session_id, i64::MIN)?.trace.blocks_read,
+        blocks: store
+            .read_session_from(s.team, &s.session_id, i64::MIN)?
+            .trace
+            .blocks_read,
         whole_first_event_p50_ms: percentile(&mut whole_ms, 0.5),
         whole_first_event_p99_ms: percentile(&mut whole_ms, 0.99),
         whole_decompressed_mb: mb(whole_bytes),
@@ -155,7 +158,14 @@ pub fn run(args: &Args) -> Result<i32> {
     }
     println!(
         "{:<42} {:>9} {:>6} | {:>21} {:>8} | {:>21} {:>8} {:>6}",
-        "layout", "stored MB", "blocks", "whole: first event ms", "MB dec", "90%: first event ms", "MB dec", "ratio"
+        "layout",
+        "stored MB",
+        "blocks",
+        "whole: first event ms",
+        "MB dec",
+        "90%: first event ms",
+        "MB dec",
+        "ratio"
     );
     for r in &rows {
         println!(

@@ -240,7 +240,11 @@ impl FooterView {
         let replaces_count = b.u32()? as usize;
         let heap_len = b.u32()? as usize;
         let (totals, annotations_len) = parse_totals(&mut b, format)?;
-        let seek_len = if format.has_seek() { b.u32()? as usize } else { 0 };
+        let seek_len = if format.has_seek() {
+            b.u32()? as usize
+        } else {
+            0
+        };
         let sizes = [
             format.fixed_len() as u64,
             bloom_words as u64 * 8,
@@ -435,7 +439,12 @@ impl FooterView {
             return Ok(SeekTable::default());
         }
         let section = &file[self.seek_at..self.seek_at + self.seek_len];
-        seek::parse_seek(section, self.session_count as usize, i as usize, block_count)
+        seek::parse_seek(
+            section,
+            self.session_count as usize,
+            i as usize,
+            block_count,
+        )
     }
 
     /// Index of the first entry whose (team, hash) is >= the given key.

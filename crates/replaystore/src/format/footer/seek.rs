@@ -48,7 +48,10 @@ impl SeekTable {
         let block = self.block_starts.len() as u32;
         self.block_starts.push(h.last_chunk_start());
         for k in &h.keyframes {
-            let chunk_first_ts = h.chunks.get(k.chunk as usize).map_or(h.first_ts, |c| c.first_ts);
+            let chunk_first_ts = h
+                .chunks
+                .get(k.chunk as usize)
+                .map_or(h.first_ts, |c| c.first_ts);
             self.keyframes.push(Keyframe {
                 ts_ms: k.ts_ms,
                 block,
@@ -75,7 +78,8 @@ pub(super) fn encode_seek(sessions: &[SessionEntry]) -> Vec<u8> {
             put_u32(&mut records, crc32fast::hash(&[]));
             continue;
         };
-        let mut body = Vec::with_capacity(8 * t.block_starts.len() + KEYFRAME_LEN * t.keyframes.len());
+        let mut body =
+            Vec::with_capacity(8 * t.block_starts.len() + KEYFRAME_LEN * t.keyframes.len());
         for b in &t.block_starts {
             put_i64(&mut body, *b);
         }
@@ -133,7 +137,9 @@ pub(super) fn parse_seek(
             chunk_first_ts: b.i64()?,
         };
         if k.block as usize >= block_count {
-            return Err(DecodeError::new("keyframe points outside its entry's blocks"));
+            return Err(DecodeError::new(
+                "keyframe points outside its entry's blocks",
+            ));
         }
         t.keyframes.push(k);
     }
