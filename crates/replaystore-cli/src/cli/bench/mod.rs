@@ -51,6 +51,10 @@ pub struct Args {
     /// zstd level of regrouped blocks.
     #[arg(long, default_value_t = Config::default().regroup_level)]
     pub regroup_level: i32,
+    /// Regrouped sessions start a new block at a keyframe past this many KiB
+    /// (`Config::keyframe_block_bytes`); 0: one block per session.
+    #[arg(long, default_value_t = Config::default().keyframe_block_bytes.unwrap_or(0) >> 10)]
+    pub keyframe_kib: usize,
     /// No session summaries on the flush path (measures what the rrweb annotator costs).
     #[arg(long)]
     pub no_analyzer: bool,
@@ -332,7 +336,8 @@ pub fn run(args: Args) -> Result<i32> {
             } else {
                 crate::cli::posthog_config().parts.annotator
             })
-            .with_regroup_level(args.regroup_level);
+            .with_regroup_level(args.regroup_level)
+            .with_keyframe_block_bytes((args.keyframe_kib > 0).then_some(args.keyframe_kib << 10));
         let normalize = std::sync::Arc::new(replaystore_posthog::posthog::Normalize);
         match args.normalize {
             NormalizeAt::None => c,

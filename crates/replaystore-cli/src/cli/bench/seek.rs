@@ -1,8 +1,9 @@
 //! `replaystore bench --seek`: seekable playback on a generated 3-hour session with a keyframe
 //! (Meta + FullSnapshot) every 5 minutes, as rrweb's `checkoutEveryNms` records. For the hot
-//! copy (one block per flush), a regroup cut at keyframes (`Config::keyframe_block_bytes`, the
-//! default) and a regroup into one block: bytes stored, and the time to the first event and the
-//! bytes decompressed of a read from 90% of the way in, against a whole read.
+//! copy (one block per flush), regroups cut at keyframes (`Config::keyframe_block_bytes`: the
+//! default 4 MiB, 1, 2 and 8 MiB) and a regroup into one block: bytes stored, and the time to
+//! the first event and the bytes decompressed of a read from 90% of the way in, against a
+//! whole read.
 
 use std::time::Instant;
 
@@ -32,6 +33,8 @@ struct SeekRow {
     seek_first_event_p50_ms: f64,
     seek_first_event_p99_ms: f64,
     seek_decompressed_mb: f64,
+    /// The most one of those reads decompressed.
+    seek_decompressed_max_mb: f64,
     /// seek_decompressed_mb / whole_decompressed_mb.
     decompressed_ratio: f64,
 }
@@ -65,7 +68,7 @@ fn first_event(store: &Store, s: &GeneratedSession, from_ms: Option<i64>) -> Res
 fn measure(store: &Store, s: &GeneratedSession, layout: &str, start: i64) -> Result<SeekRow> {
     let mut seek_ms = Vec::new();
     let mut whole_ms = Vec::new();
-    let (mut seek_bytes, mut whole_bytes) = (0u64, 0u64);
+    let (mut seek_bytes, mut whole_bytes, mut seek_max) = (0u64, 0u64, 0u64);
     for i in 0..READS {
         // 88% to 92% of the way in, spread over the reads.
         let at = 0.88 + 0.04 * i as f64 / READS as f64;
@@ -73,6 +76,7 @@ fn measure(store: &Store, s: &GeneratedSession, layout: &str, start: i64) -> Res
         let (ms, bytes) = first_event(store, s, Some(from))?;
         seek_ms.push(ms);
         seek_bytes += bytes;
+        seek_max = seek_max.max(bytes);
         if i % 10 == 0 {
             let (ms, bytes) = first_event(store, s, None)?;
             whole_ms.push(ms);
@@ -94,6 +98,7 @@ fn measure(store: &Store, s: &GeneratedSession, layout: &str, start: i64) -> Res
         seek_first_event_p50_ms: percentile(&mut seek_ms, 0.5),
         seek_first_event_p99_ms: percentile(&mut seek_ms, 0.99),
         seek_decompressed_mb: seek_mb,
+        seek_decompressed_max_mb: mb(seek_max),
         decompressed_ratio: seek_mb / mb(whole_bytes).max(1e-9),
     })
 }
@@ -122,7 +127,7 @@ fn run_layout(args: &Args, s: &GeneratedSession, cut: Option<usize>) -> Result<V
     }
     store.seal_active()?;
     let mut rows = Vec::new();
-    if cut.is_some() {
+    if cut == Config::default().keyframe_block_bytes {
         rows.push(measure(&store, s, "hot (a block per flush)", start)?);
     }
     store.compact()?;
@@ -149,15 +154,24 @@ pub fn run(args: &Args) -> Result<i32> {
         mb(raw),
         CHECKOUT_MS / 60_000
     );
-    let mut rows = run_layout(args, &s, Config::default().keyframe_block_bytes)?;
-    rows.extend(run_layout(args, &s, None)?);
+    // The default cut (with the hot figures), smaller and larger ones, and none.
+    let mut rows = Vec::new();
+    for cut in [
+        Some(4 << 20),
+        Some(1 << 20),
+        Some(2 << 20),
+        Some(8 << 20),
+        None,
+    ] {
+        rows.extend(run_layout(args, &s, cut)?);
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&rows).unwrap_or_default();
         println!("{text}");
         return Ok(0);
     }
     println!(
-        "{:<42} {:>9} {:>6} | {:>21} {:>8} | {:>21} {:>8} {:>6}",
+        "{:<42} {:>9} {:>6} | {:>21} {:>8} | {:>21} {:>8} {:>7} {:>6}",
         "layout",
         "stored MB",
         "blocks",
@@ -165,11 +179,12 @@ pub fn run(args: &Args) -> Result<i32> {
         "MB dec",
         "90%: first event ms",
         "MB dec",
+        "max",
         "ratio"
     );
     for r in &rows {
         println!(
-            "{:<42} {:>9.2} {:>6} | {:>9.1} p50 {:>6.1} p99 {:>8.1} | {:>9.1} p50 {:>6.1} p99 {:>8.2} {:>6.3}",
+            "{:<42} {:>9.2} {:>6} | {:>9.1} p50 {:>6.1} p99 {:>8.1} | {:>9.1} p50 {:>6.1} p99 {:>8.2} {:>7.2} {:>6.3}",
             r.layout,
             r.stored_mb,
             r.blocks,
@@ -179,6 +194,7 @@ pub fn run(args: &Args) -> Result<i32> {
             r.seek_first_event_p50_ms,
             r.seek_first_event_p99_ms,
             r.seek_decompressed_mb,
+            r.seek_decompressed_max_mb,
             r.decompressed_ratio
         );
     }
