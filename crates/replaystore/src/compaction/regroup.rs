@@ -1,9 +1,9 @@
 //! Regrouping: the cold copy of idle data. Within a job (sealed segments of one lane whose data
 //! is older than `regroup_idle`), all surviving blocks of a session become one block (more if
 //! past 64 MiB, or cut at a keyframe past `keyframe_block_bytes` so that a read from a point
-//! in the session decompresses from about there) compressed at `regroup_level`, optionally after the configured payload
-//! transform. The hot path stays at a fast level with one block per session per
-//! flush; this is where the bytes per session drop.
+//! in the session decompresses from about there) compressed at `regroup_level`, optionally
+//! after the configured payload transform. The hot path stays at a fast level with one block
+//! per session per flush; this is where the bytes per session drop.
 //!
 //! Chunks keep their boundaries, windows and timestamps, and their order: they are sorted by
 //! (first_ts, seq, position) as reads sort them, and the new block takes the highest seq of the
