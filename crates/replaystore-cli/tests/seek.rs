@@ -222,3 +222,46 @@ fn export_from_ms_starts_at_the_meta_and_full_snapshot_at_or_before_it() {
     );
     assert_eq!(early, whole);
 }
+
+#[test]
+fn a_read_from_a_keyframe_fetches_only_its_blocks_from_object_storage() {
+    use replaystore::{ManualClock, RemoteConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Arc::new(object_store::memory::InMemory::new());
+    let clock = Arc::new(ManualClock::new(BASE_MS + 3_600_000));
+    let remote = RemoteConfig::in_memory(bucket, "seek");
+    let cfg = config(Some(2_000))
+        .with_clock(clock.clone())
+        .with_remote(remote);
+    let store = Store::open(dir.path(), cfg).unwrap();
+    let specs: Vec<Spec> = (0..60)
+        .map(|i| (i * 1000, 400, i % 10 == 0, true))
+        .collect();
+    for c in session_chunks(&specs) {
+        store.append(c).unwrap();
+        store.flush().unwrap();
+    }
+    store.seal_active().unwrap();
+    store.compact().unwrap();
+    let whole = store.read_session(1, "seek-me").unwrap().unwrap();
+    store.sync_remote().unwrap();
+    // Past the tier's local retention: the local copies go, reads fetch ranges.
+    clock.advance(std::time::Duration::from_millis(
+        2 * replaystore::DAY_MS as u64,
+    ));
+    let r = store.sync_remote().unwrap();
+    assert!(r.local_copies_dropped >= 1, "{r:?}");
+    let all = store.read_session_from(1, "seek-me", i64::MIN).unwrap();
+    let late = store
+        .read_session_from(1, "seek-me", BASE_MS + 55_500)
+        .unwrap();
+    assert_eq!(late.data.unwrap().chunks[..], whole.chunks[50..]);
+    assert!(all.trace.remote.bytes > 0, "{:?}", all.trace);
+    assert_eq!((late.trace.blocks_read, late.trace.blocks_skipped), (1, 5));
+    assert!(
+        late.trace.remote.bytes * 4 < all.trace.remote.bytes,
+        "ranged read fetched {:?}, whole {:?}",
+        late.trace,
+        all.trace
+    );
+}
