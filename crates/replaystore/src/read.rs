@@ -254,9 +254,10 @@ impl Reader<'_> {
                 session.add_block(&w.seg, w.refs[i], w.cut, w.deleted(i), h, payloads)?;
             }
         }
-        if session.from.is_some() && !session.starts_at_from() {
-            // The keyframe's own chunk is not visible (past retention chunk by chunk): the
-            // suffix would not start at a keyframe, so read the whole session instead.
+        if plan.start.is_some() && !session.starts_at_from() {
+            // The keyframe's own chunk is not visible (past retention chunk by chunk), or not
+            // in its block: the suffix would not start at a keyframe, so read the whole
+            // session instead.
             drop(tombstones);
             return self.read_session_from(team, session_id, None);
         }
@@ -425,7 +426,7 @@ impl<'a> SessionRead<'a> {
 
     /// Whether the first chunk in playback order is the keyframe chunk the read started at.
     fn starts_at_from(&self) -> bool {
-        self.chunks.iter().map(|c| c.key).min() == self.from
+        self.from.is_some() && self.chunks.iter().map(|c| c.key).min() == self.from
     }
 
     /// Adds the chunks of one block, unless a deletion covers it or it was seen already, that
