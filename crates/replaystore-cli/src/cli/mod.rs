@@ -5,13 +5,11 @@ mod bench;
 mod cost;
 mod demo;
 mod ingest;
-mod load;
 mod measure;
 mod query;
 mod remote;
 mod soak;
 
-mod torture;
 
 use std::path::PathBuf;
 
@@ -408,13 +406,13 @@ pub fn run() -> Result<i32> {
             start_ms,
             log,
             remote,
-        } => torture::run(&dir, seed, start_ms, &log, remote),
+        } => replaystore_testkit::crash_writer::run(&dir, seed, start_ms, &log, remote),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
         Command::Load {
             bodies,
             connections,
             rounds,
-        } => load::run(&bodies, connections, rounds),
+        } => replaystore_testkit::load::run(&bodies, connections, rounds),
         Command::DictGain { sessions } => measure::dict_gain(sessions),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }

@@ -47,7 +47,7 @@ pub mod fjall_peer {
     };
     use replaystore::Chunk;
 
-    use super::super::systems::{dir_bytes, io_err, Res, System};
+    use crate::peers::{dir_bytes, io_err, Res, System};
     use super::keys::{kv_key, kv_prefix, Seqs};
 
     /// fjall (an LSM in Rust), LZ4, key-value separation for the large values.
@@ -105,7 +105,7 @@ pub mod rocksdb_peer {
     use replaystore::Chunk;
     use rocksdb::{DBCompressionType, Options, WriteOptions, DB};
 
-    use super::super::systems::{dir_bytes, io_err, Res, System};
+    use crate::peers::{dir_bytes, io_err, Res, System};
     use super::keys::{kv_key, kv_prefix, Seqs};
 
     /// RocksDB with zstd compression; a synced WAL flush per durability point.
