@@ -22,6 +22,7 @@ use crate::fs::Fs;
 use crate::remote::{RemoteTier, SyncReport};
 use crate::retention::{Retention, RetentionReport};
 use crate::segment_set::SegmentSet;
+use crate::session_index::SessionIndex;
 use crate::signal::Signal;
 use crate::tombstone::Tombstones;
 
@@ -34,6 +35,7 @@ pub(crate) struct MaintenanceParts {
     pub pipeline: Arc<FlushPipeline>,
     pub tombstones: Arc<RwLock<Tombstones>>,
     pub remote: Option<Arc<RemoteTier>>,
+    pub index: Arc<SessionIndex>,
 }
 
 pub(crate) struct Maintenance {
@@ -108,6 +110,11 @@ impl Maintenance {
             Some(remote) => remote.sync(&p.segments, p.config.parts.clock.now_ms()),
             None => Ok(SyncReport::default()),
         }
+    }
+
+    /// Writes the session index file if the segments changed since it was last written.
+    pub fn checkpoint_index(&self) -> Result<bool> {
+        self.parts.index.checkpoint()
     }
 
     fn compactor(&self) -> Compactor<'_> {
