@@ -77,7 +77,10 @@ fn config(clock: &Arc<ManualClock>) -> Config {
 /// An rrweb payload: a page view of URL `kind`, clicks, a console error, or a rage burst.
 fn payload(kind: usize, ts: i64) -> Vec<u8> {
     let click = |dt: i64| {
-        format!(r#"{{"type":3,"data":{{"source":2,"type":2,"x":10,"y":10}},"timestamp":{}}}"#, ts + dt)
+        format!(
+            r#"{{"type":3,"data":{{"source":2,"type":2,"x":10,"y":10}},"timestamp":{}}}"#,
+            ts + dt
+        )
     };
     let events = match kind {
         0 => format!(
@@ -142,7 +145,10 @@ fn check(store: &Store) {
                 let by_index = store.list_page(team, &f).expect("list_page");
                 let by_scan = store.list_page_scan(team, &f).expect("list_page_scan");
                 assert_eq!(by_index.sessions, by_scan.sessions, "team {team}, {f:?}");
-                assert_eq!(by_index.next_cursor, by_scan.next_cursor, "team {team}, {f:?}");
+                assert_eq!(
+                    by_index.next_cursor, by_scan.next_cursor,
+                    "team {team}, {f:?}"
+                );
                 match by_index.next_cursor {
                     Some(c) => f.cursor = Some(c),
                     None => break,
@@ -215,7 +221,9 @@ impl Run {
             }
             Op::Advance { hours } => {
                 self.clock.set(self.clock.now_ms() + hours * HOUR);
-                self.store().enforce_retention(self.clock.now_ms()).expect("retention");
+                self.store()
+                    .enforce_retention(self.clock.now_ms())
+                    .expect("retention");
             }
             Op::Compact => {
                 self.store().compact().expect("compact");

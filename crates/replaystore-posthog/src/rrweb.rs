@@ -6,7 +6,7 @@
 
 use crate::jsonscan::{each_element, members, number, string};
 use crate::summary::{Summary, ACTIVITY_GAP_MS, MAX_URLS};
-use replaystore::{Facets, AnnotationPart, Annotator, BlockContext, Chunk};
+use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk, Facets};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
 const RAGE_CLICKS: u32 = 3;

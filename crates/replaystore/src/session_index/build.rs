@@ -84,7 +84,11 @@ pub(super) fn refresh(st: &mut State, v: &Version, annotator: Option<&dyn Annota
         gather(v, team, &id, &kept, &mut recs);
         st.set(team, id, entry_of(recs, v, annotator));
     }
-    st.covered = v.segments().iter().map(|s| (s.id, Covered::of(s))).collect();
+    st.covered = v
+        .segments()
+        .iter()
+        .map(|s| (s.id, Covered::of(s)))
+        .collect();
     st.generation += 1;
     done
 }

@@ -243,4 +243,3 @@ impl SetObserver for SessionIndex {
         }
     }
 }
-

@@ -115,12 +115,7 @@ impl SessionIndex {
     }
 
     /// The session if it matches the filter, from its entry when that is exact now.
-    fn found<'a>(
-        &self,
-        q: &PageQuery,
-        id: &str,
-        e: &'a IndexEntry,
-    ) -> Result<Option<Found<'a>>> {
+    fn found<'a>(&self, q: &PageQuery, id: &str, e: &'a IndexEntry) -> Result<Option<Found<'a>>> {
         let (f, ts) = (q.filter, q.tombstones);
         if q.now_ms >= e.all_hidden_from || ts.session_deleted(q.team, id) {
             return Ok(None);
