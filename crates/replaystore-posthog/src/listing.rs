@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use replaystore::{AnnotationFilter, SessionFilter, SessionSummary};
+use replaystore::{AnnotationFilter, Facets, SessionFilter, SessionSummary};
 use serde::Serialize;
 
-use crate::rrweb::decode_or_empty;
+use replaystore::Annotator;
+
+use crate::rrweb::{decode_or_empty, RrwebAnnotator};
 use crate::summary::Summary;
 
 /// What happened in a listed or read session: its annotation decoded, an empty summary when it
@@ -104,5 +106,47 @@ impl AnnotationFilter for ActivityFilter {
     fn matches(&self, annotation: Option<&[u8]>) -> bool {
         let summary = annotation.map(decode_or_empty).unwrap_or_default();
         self.matches_summary(&summary)
+    }
+
+    /// The same test on the facets `RrwebAnnotator` made (`facets_of`); another annotator's
+    /// facets mean something else, so those go back to `matches`.
+    fn matches_facets(&self, annotator: &str, facets: &Facets) -> Option<bool> {
+        if annotator != RrwebAnnotator.name() {
+            return None;
+        }
+        let n = |i: usize| facets.numbers.get(i).copied().unwrap_or(0);
+        Some(
+            self.min_active_ms.is_none_or(|m| n(facet::ACTIVE_MS) >= m)
+                && (!self.has_console_errors || n(facet::CONSOLE_ERRORS) > 0)
+                && (!self.has_rage_clicks || n(facet::RAGE_CLICKS) > 0)
+                && self
+                    .min_clicks
+                    .is_none_or(|m| n(facet::CLICKS) >= u64::from(m))
+                && self
+                    .url_contains
+                    .as_deref()
+                    .is_none_or(|u| facets.texts.iter().any(|x| x.contains(u))),
+        )
+    }
+}
+
+/// Positions of `RrwebAnnotator`'s facet numbers (what `ActivityFilter` filters on).
+pub mod facet {
+    pub const ACTIVE_MS: usize = 0;
+    pub const CONSOLE_ERRORS: usize = 1;
+    pub const RAGE_CLICKS: usize = 2;
+    pub const CLICKS: usize = 3;
+}
+
+/// The facets of a summary: the numbers at the `facet` positions, the URLs as texts.
+pub fn facets_of(s: &Summary) -> Facets {
+    Facets {
+        numbers: vec![
+            s.active_milliseconds,
+            u64::from(s.console_error_count),
+            u64::from(s.rage_click_count),
+            u64::from(s.click_count),
+        ],
+        texts: s.urls.clone(),
     }
 }

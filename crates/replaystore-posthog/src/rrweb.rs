@@ -6,7 +6,7 @@
 
 use crate::jsonscan::{each_element, members, number, string};
 use crate::summary::{Summary, ACTIVITY_GAP_MS, MAX_URLS};
-use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk};
+use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk, Facets};
 
 /// Rage clicks (posthog-js's rule): 3 or more clicks, each within 1 s and 30 px of the last.
 const RAGE_CLICKS: u32 = 3;
@@ -213,6 +213,11 @@ impl Annotator for RrwebAnnotator {
             .map(|p| (p.first_ts_ms, decode_or_empty(p.bytes)))
             .collect();
         Summary::merge_in_order(parts).to_bytes()
+    }
+
+    /// What `ActivityFilter` compares, in `crate::listing::facet` order, and the URLs.
+    fn facets(&self, annotation: &[u8]) -> Facets {
+        crate::listing::facets_of(&decode_or_empty(annotation))
     }
 }
 

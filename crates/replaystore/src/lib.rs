@@ -48,6 +48,7 @@ pub mod remote;
 mod retention;
 mod segment;
 mod segment_set;
+mod session_index;
 mod signal;
 pub mod storage;
 mod store;
@@ -62,7 +63,7 @@ mod writer;
 #[doc(hidden)]
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
-pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext};
+pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext, Facets};
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;
 pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
@@ -73,6 +74,7 @@ pub use recovery::RecoveryReport;
 pub use remote::{RemoteConfig, RemoteStatus, SyncReport, TierStats};
 pub use retention::{RetentionReport, DAY_MS};
 pub use segment::RemoteRead;
+pub use session_index::SessionIndexReport;
 pub use store::Store;
 pub use tombstone::{DeletionStatus, Purged, Target, Tombstone};
 pub use verify::VerifyReport;
