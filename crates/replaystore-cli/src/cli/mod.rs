@@ -232,9 +232,12 @@ enum Command {
         /// Regroup with the posthog-js normalization (inflate the SDK's in-event gzip).
         #[arg(long)]
         normalize: bool,
-        /// Turn on the read API and replay pages, requiring this token.
+        /// Turn on the recordings console (pages and JSON API), requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        /// Allow deleting persons and sessions from the console with this token.
+        #[arg(long, requires = "read_token")]
+        admin_token: Option<String>,
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
@@ -370,6 +373,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
             dir: store.dir.clone(),
@@ -379,6 +383,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize,
             read_token,
+            admin_token,
             limits,
             config: store
                 .config()
