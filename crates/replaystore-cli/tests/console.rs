@@ -294,9 +294,10 @@ fn the_list_filters_and_pages_and_a_replay_seeks_by_its_markers() {
     assert_eq!(
         pages,
         [
-            (t0, "https://shop/home"),
-            (t0 + 60_000, "https://shop/checkout")
-        ]
+            (t0 + 1, "https://shop/home"),
+            (t0 + 60_001, "https://shop/checkout")
+        ],
+        "each page at its full snapshot"
     );
     assert_eq!(m["session"]["person"], "alice");
     assert_eq!(m["timeline"]["windows"][0]["window_id"], "w-bad");

@@ -14,6 +14,9 @@ use crate::posthog::Normalize;
 pub const MAX_MARKERS: usize = 2000;
 /// Bytes kept of a marker's label.
 const MAX_LABEL: usize = 200;
+/// Page views of the same URL this close are one (posthog-js's `$pageview` and rrweb's meta
+/// event and full snapshot for the same load).
+const SAME_VIEW_MS: i64 = 5000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,9 +45,31 @@ pub(crate) struct Marks {
     pub(crate) list: Vec<Marker>,
     /// The window of the chunk being walked.
     pub(crate) window: Option<String>,
+    /// A page load (meta event) waiting for its full snapshot.
+    pending_page: Option<(i64, String)>,
 }
 
 impl Marks {
+    /// A page loaded (rrweb's meta event). Its marker goes at the full snapshot that follows:
+    /// a player seeking there shows the page, where at the meta event it shows the page before.
+    pub(crate) fn page_loaded(&mut self, ts_ms: i64, href: String) {
+        self.page_without_snapshot();
+        self.pending_page = Some((ts_ms, href));
+    }
+
+    pub(crate) fn full_snapshot(&mut self, ts_ms: i64) {
+        if let Some((_, href)) = self.pending_page.take() {
+            self.push(ts_ms, MarkerKind::PageView, href);
+        }
+    }
+
+    /// A page load no full snapshot followed: marked at its own time.
+    pub(crate) fn page_without_snapshot(&mut self) {
+        if let Some((ts, href)) = self.pending_page.take() {
+            self.push(ts, MarkerKind::PageView, href);
+        }
+    }
+
     pub(crate) fn push(&mut self, ts_ms: i64, kind: MarkerKind, mut label: String) {
         if label.len() > MAX_LABEL {
             let mut end = MAX_LABEL;
@@ -106,6 +131,7 @@ pub fn timeline(chunks: &[StoredChunk]) -> Timeline {
     }));
     let mut markers = marks.list;
     markers.sort_by_key(|m| m.ts_ms);
+    merge_views(&mut markers);
     let pages = pages(&markers);
     let dropped = cap(&mut markers);
     Timeline {
@@ -116,6 +142,30 @@ pub fn timeline(chunks: &[StoredChunk]) -> Timeline {
         pages,
         windows: windows(chunks),
     }
+}
+
+/// One marker per page load: of page views of the same URL with no other page view between
+/// them and under `SAME_VIEW_MS` apart, the last stays (the one a seek shows the page at).
+fn merge_views(markers: &mut Vec<Marker>) {
+    let mut last_view: Option<usize> = None;
+    let mut drop = vec![false; markers.len()];
+    for (i, m) in markers.iter().enumerate() {
+        if m.kind != MarkerKind::PageView {
+            continue;
+        }
+        if let Some(j) = last_view {
+            let prev = &markers[j];
+            if prev.label == m.label && m.ts_ms - prev.ts_ms <= SAME_VIEW_MS {
+                drop[j] = true;
+            }
+        }
+        last_view = Some(i);
+    }
+    let mut i = 0;
+    markers.retain(|_| {
+        i += 1;
+        !drop[i - 1]
+    });
 }
 
 /// The page views, consecutive repeats of a URL (a meta event and posthog-js's `$pageview`
@@ -231,6 +281,18 @@ mod tests {
             ]
         );
         assert_eq!((t.start_ms, t.end_ms, t.windows.len()), (1000, 5100, 2));
+    }
+
+    #[test]
+    fn a_page_load_is_one_marker_at_its_full_snapshot() {
+        let payload = r#"[{"type":5,"data":{"tag":"$pageview","payload":{"href":"https://s/p2"}},"timestamp":90},{"type":4,"data":{"href":"https://s/p2"},"timestamp":100},{"type":2,"data":{},"timestamp":105},{"type":4,"data":{"href":"https://s/p3"},"timestamp":9000}]"#;
+        let t = timeline(&[chunk("w", 90, 9000, payload)]);
+        let views: Vec<(i64, &str)> = t
+            .markers
+            .iter()
+            .map(|m| (m.ts_ms, m.label.as_str()))
+            .collect();
+        assert_eq!(views, [(105, "https://s/p2"), (9000, "https://s/p3")]);
     }
 
     #[test]

@@ -63,8 +63,7 @@ impl Walk {
         };
     }
 
-    fn url(&mut self, ts: f64, href: String) {
-        self.mark(ts, MarkerKind::PageView, || href.clone());
+    fn url(&mut self, href: String) {
         if self.s.urls.len() < MAX_URLS && !self.s.urls.contains(&href) {
             self.s.urls.push(href);
         }
@@ -75,6 +74,11 @@ impl Walk {
         self.s.event_count += 1;
         match kind {
             3 => self.incremental(timestamp, data),
+            2 => {
+                if let Some(m) = &mut self.marks {
+                    m.full_snapshot(timestamp as i64);
+                }
+            }
             4 => self.meta(timestamp, data),
             5 => self.custom(timestamp, data),
             6 => self.plugin(timestamp, data),
@@ -128,7 +132,10 @@ impl Walk {
             (self.s.viewport_width, self.s.viewport_height) = (width as u16, height as u16);
         }
         if let Some(h) = href {
-            self.url(ts, h);
+            if let Some(m) = &mut self.marks {
+                m.page_loaded(ts as i64, h.clone());
+            }
+            self.url(h);
         }
     }
 
@@ -143,8 +150,12 @@ impl Walk {
         });
         let pageview = tag == Some(&b"\"$pageview\""[..]);
         if !pageview {
+            // posthog-js's own (`$session_options`, `$recording_started`...) are its
+            // bookkeeping, not the page's events.
             let name = tag.and_then(string).unwrap_or_default();
-            self.mark(ts, MarkerKind::Custom, || name);
+            if !name.starts_with('$') {
+                self.mark(ts, MarkerKind::Custom, || name);
+            }
         }
         if let (true, Some(p)) = (pageview, payload) {
             let mut href = None;
@@ -154,7 +165,8 @@ impl Walk {
                 }
             });
             if let Some(h) = href {
-                self.url(ts, h);
+                self.mark(ts, MarkerKind::PageView, || h.clone());
+                self.url(h);
             }
         }
     }
@@ -232,7 +244,9 @@ pub(crate) fn marks<'a>(payloads: impl IntoIterator<Item = (&'a [u8], Option<&'a
         }
         walk.payload(payload);
     }
-    walk.marks.unwrap_or_default()
+    let mut marks = walk.marks.unwrap_or_default();
+    marks.page_without_snapshot();
+    marks
 }
 
 impl RrwebAnnotator {

@@ -27,7 +27,7 @@ function el(tag, attrs = {}, ...children) {
 async function api(path, options = {}) {
   const r = await fetch(path, { credentials: 'same-origin', ...options });
   if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
-  return (r.headers.get('content-type') || '').includes('json') ? r.json() : r.text();
+  return (r.headers.get('content-type') || '').startsWith('application/json') ? r.json() : r.text();
 }
 
 const fmt = {
@@ -156,7 +156,11 @@ async function playFrom(team, session, ms) {
   const width = Math.max(480, Math.min(target.clientWidth || 960, 1100));
   player = new Player({ target, props: { events, autoPlay: ms == null, width, height: Math.round(width * 0.56) } });
   const base = events[0].timestamp;
-  if (ms != null) player.goto(Math.max(0, ms - base), false);
+  // A page view's marker is its meta event, a moment before the page's full snapshot: show
+  // at least up to the snapshot, or the player would still be blank.
+  const snapshot = events.find((e) => e.type === 2);
+  const at = Math.max(ms ?? 0, snapshot ? snapshot.timestamp : base);
+  if (ms != null) player.goto(at - base, false);
   $('#status').textContent = ms == null
     ? `playing ${events.length} events`
     : `at ${fmt.date(ms)}: ${events.length} events from the full snapshot of ${fmt.date(base)}`;
