@@ -43,23 +43,23 @@ pub(crate) fn bad_request(why: String) -> Response {
 pub(crate) async fn blocking<T: Send + 'static>(
     app: &Shared,
     f: impl FnOnce(&Store) -> replaystore::Result<T> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     let app = app.clone();
     match tokio::task::spawn_blocking(move || f(&app.store)).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(internal(e)),
-        Err(e) => Err(internal(e)),
+        Ok(Err(e)) => Err(Box::new(internal(e))),
+        Err(e) => Err(Box::new(internal(e))),
     }
 }
 
 /// Query parameter `name` parsed, `None` when absent or empty (an empty form field).
-fn param<T: FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T>, Response> {
+fn param<T: FromStr>(q: &HashMap<String, String>, name: &str) -> Result<Option<T>, Box<Response>> {
     match q.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
             .parse()
             .map(Some)
-            .map_err(|_| bad_request(format!("{name}={v:?} is not valid"))),
+            .map_err(|_| Box::new(bad_request(format!("{name}={v:?} is not valid")))),
     }
 }
 
@@ -70,15 +70,19 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
 }
 
 /// `/api/sessions`'s parameters, named like the `ls` flags.
-fn list_query(q: &HashMap<String, String>) -> Result<ListQuery, Response> {
+fn list_query(q: &HashMap<String, String>) -> Result<ListQuery, Box<Response>> {
     let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
     let limit = param::<usize>(q, "limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(bad_request(format!("limit must be 1..={MAX_LIMIT}")));
+        return Err(Box::new(bad_request(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        ))));
     }
     let sort = text("sort").unwrap_or_else(|| "start".into());
     if sort != "start" && sort != "duration" {
-        return Err(bad_request("sort must be start or duration".into()));
+        return Err(Box::new(bad_request(
+            "sort must be start or duration".into(),
+        )));
     }
     Ok(ListQuery {
         person: text("person"),
@@ -103,7 +107,7 @@ pub(crate) async fn page(
     app: &Shared,
     team: u64,
     q: &HashMap<String, String>,
-) -> Result<serde_json::Value, Response> {
+) -> Result<serde_json::Value, Box<Response>> {
     let filter = list_query(q)?.into_filter();
     let page = blocking(app, move |s| s.list_page(team, &filter)).await?;
     Ok(serde_json::json!({
@@ -115,14 +119,14 @@ pub(crate) async fn page(
 /// `/api/sessions?team=T&...`: a page of the team's sessions.
 pub async fn sessions(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     let Some(team) = q.get("team").and_then(|t| t.parse::<u64>().ok()) else {
         return bad_request("team=<number> is required".into());
     };
     match page(&app, team, &q).await {
         Ok(v) => json(&v),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -154,11 +158,11 @@ pub async fn events(
     Query(q): Q,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     let from_ms = match param::<i64>(&q, "from_ms") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match blocking(&app, move |s| events_from(s, team, &session, from_ms)).await {
         Ok(Some(events)) => {
@@ -170,7 +174,7 @@ pub async fn events(
             ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
         }
         Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -182,7 +186,7 @@ pub async fn markers(
     Query(q): Q,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     match blocking(&app, move |s| s.read_session(team, &session)).await {
         Ok(Some(data)) => json(&serde_json::json!({
@@ -190,7 +194,7 @@ pub async fn markers(
             "timeline": timeline(&data.chunks),
         })),
         Ok(None) => (StatusCode::NOT_FOUND, "no such session").into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -231,6 +235,6 @@ pub async fn teams_api(State(app): State<Shared>, headers: HeaderMap, Query(q): 
             "teams": teams(&app),
             "default_retention_days": app.store.config().default_retention_days,
         })),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

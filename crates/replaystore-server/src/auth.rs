@@ -49,13 +49,15 @@ pub(crate) fn check(
     q: &HashMap<String, String>,
     need: Need,
     page: bool,
-) -> Result<Granted, Response> {
+) -> Result<Granted, Box<Response>> {
     let Some(read) = &app.read_token else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "the console is off (start the server with --read-token)",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                "the console is off (start the server with --read-token)",
+            )
+                .into_response(),
+        ));
     };
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -64,11 +66,13 @@ pub(crate) fn check(
     let is_admin = |t: &str| app.admin_token.as_deref().is_some_and(|a| same(t, a));
     if need == Need::Admin {
         if app.admin_token.is_none() {
-            return Err((
-                StatusCode::FORBIDDEN,
-                "deletions are off (start the server with --admin-token)",
-            )
-                .into_response());
+            return Err(Box::new(
+                (
+                    StatusCode::FORBIDDEN,
+                    "deletions are off (start the server with --admin-token)",
+                )
+                    .into_response(),
+            ));
         }
         return match bearer {
             Some(t) if is_admin(t) => Ok(Granted { set_cookie: None }),
@@ -122,7 +126,7 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn unauthorized(why: &str, page: bool) -> Response {
+fn unauthorized(why: &str, page: bool) -> Box<Response> {
     let mut r = if page {
         (
             StatusCode::UNAUTHORIZED,
@@ -139,5 +143,5 @@ fn unauthorized(why: &str, page: bool) -> Response {
     };
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
+    Box::new(r)
 }

@@ -72,12 +72,12 @@ fn default_team(app: &super::App, q: &HashMap<String, String>) -> u64 {
 pub async fn recordings(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
     let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let team = default_team(&app, &q);
     let first = match super::api::page(&app, team, &q).await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     // `<` escaped: the JSON cannot close the script element it sits in.
     let first = first.to_string().replace('<', "\\u003c");
@@ -98,7 +98,7 @@ pub async fn recordings(State(app): State<Shared>, headers: HeaderMap, Query(q):
 pub async fn privacy(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
     let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let team = default_team(&app, &q).to_string();
     let admin = app.admin_token.is_some().to_string();
@@ -115,7 +115,7 @@ pub async fn privacy(State(app): State<Shared>, headers: HeaderMap, Query(q): Q)
 pub async fn storage(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
     let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     granted.attach(Html(shell(
         "Storage",
@@ -143,7 +143,7 @@ pub async fn replay(
 ) -> Response {
     let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !player_dir().join("index.js").exists() {
         return granted.attach(Html(format!(
@@ -172,7 +172,7 @@ pub async fn console_asset(
     Query(q): Q,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     match file.as_str() {
         "console.css" => ([(header::CONTENT_TYPE, "text/css")], CSS).into_response(),
@@ -189,7 +189,7 @@ pub async fn player_asset(
     Query(q): Q,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     let allowed = ["index.js", "style.css"];
     if !allowed.contains(&file.as_str()) {

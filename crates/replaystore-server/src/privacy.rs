@@ -85,7 +85,7 @@ pub async fn create(
     body: Bytes,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Admin, false) {
-        return r;
+        return *r;
     }
     let ask: Ask = match serde_json::from_slice(&body) {
         Ok(a) => a,
@@ -112,7 +112,7 @@ pub async fn create(
             app.deletions.add(r.clone());
             (StatusCode::CREATED, json(&with_status(&r, status))).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -124,7 +124,7 @@ pub async fn status(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     json(&serde_json::json!({ "id": id, "status": app.store.deletion_status(id) }))
 }
@@ -136,7 +136,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     let made: Vec<_> = app
         .deletions

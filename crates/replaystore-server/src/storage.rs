@@ -137,7 +137,7 @@ fn report(store: &Store, teams: Vec<TeamInfo>) -> replaystore::Result<serde_json
             sizes: Distribution::of(&s),
         })
         .collect();
-    everyone.sort_unstable_by(|a, b| b.stored_bytes.cmp(&a.stored_bytes));
+    everyone.sort_unstable_by_key(|s| std::cmp::Reverse(s.stored_bytes));
     let heaviest: Vec<SessionRow> = everyone
         .iter()
         .take(HEAVIEST)
@@ -161,11 +161,11 @@ pub async fn storage(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return r;
+        return *r;
     }
     let teams = teams(&app);
     match blocking(&app, move |s| report(s, teams)).await {
         Ok(v) => json(&v),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

@@ -93,8 +93,8 @@ fn inflate_event(event: &[u8], out: &mut Vec<u8>) -> bool {
     let mut first = true;
     for m in fields.iter().filter(|m| m.key != b"cv") {
         let inflated = match (m.key, kind) {
-            (b"data", Some(k)) if k == 2.0 => inflate_string(m.value),
-            (b"data", Some(k)) if k == 3.0 => inflate_mutation(m.value),
+            (b"data", Some(2.0)) => inflate_string(m.value),
+            (b"data", Some(3.0)) => inflate_mutation(m.value),
             (b"data", _) => None,
             _ => {
                 write_member(out, first, m.key, m.value);
