@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use replaystore::{AnnotationFilter, Facets, SessionFilter, SessionSummary};
+use replaystore::{AnnotationFilter, Facets, SessionFilter, SessionSummary, SortBy};
 use serde::Serialize;
 
 use replaystore::Annotator;
@@ -148,5 +148,61 @@ pub fn facets_of(s: &Summary) -> Facets {
             u64::from(s.click_count),
         ],
         texts: s.urls.clone(),
+    }
+}
+
+/// The filters, order and paging of a listing as `replaystore ls` flags and the console's
+/// `/api/sessions` query parameters name them (one conversion for both).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub person: Option<String>,
+    /// Active at or after this time (ms since epoch).
+    pub from_ms: Option<i64>,
+    /// Active at or before this time (ms since epoch).
+    pub to_ms: Option<i64>,
+    pub min_duration_s: Option<f64>,
+    pub max_duration_s: Option<f64>,
+    pub min_active_s: Option<f64>,
+    /// Only sessions with console errors.
+    pub errors: bool,
+    /// Only sessions with rage clicks.
+    pub rage: bool,
+    pub min_clicks: Option<u32>,
+    /// A visited URL contains this.
+    pub url: Option<String>,
+    /// `duration` sorts by duration; anything else by start.
+    pub sort: String,
+    pub desc: bool,
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    pub fn into_filter(self) -> SessionFilter {
+        let ms = |s: f64| (s * 1000.0) as i64;
+        let activity = ActivityFilter {
+            min_active_ms: self.min_active_s.map(|s| ms(s) as u64),
+            has_console_errors: self.errors,
+            has_rage_clicks: self.rage,
+            min_clicks: self.min_clicks,
+            url_contains: self.url,
+        };
+        activity.apply(SessionFilter {
+            person: self.person,
+            from_ts_ms: self.from_ms,
+            to_ts_ms: self.to_ms,
+            min_duration_ms: self.min_duration_s.map(ms),
+            max_duration_ms: self.max_duration_s.map(ms),
+            annotation: None,
+            sort: if self.sort == "duration" {
+                SortBy::Duration
+            } else {
+                SortBy::StartTime
+            },
+            descending: self.desc,
+            limit: self.limit,
+            cursor: self.cursor,
+        })
     }
 }

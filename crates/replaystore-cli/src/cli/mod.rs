@@ -236,9 +236,12 @@ enum Command {
         /// (which inflates the SDK's in-event gzip, ~2.2x fewer bytes at rest).
         #[arg(long)]
         no_normalize: bool,
-        /// Turn on the read API and replay pages, requiring this token.
+        /// Turn on the recordings console (pages and JSON API), requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        /// Allow deleting persons and sessions from the console with this token.
+        #[arg(long, requires = "read_token")]
+        admin_token: Option<String>,
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
@@ -385,6 +388,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             no_normalize,
             read_token,
+            admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
             dir: store.dir.clone(),
@@ -394,6 +398,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize: !no_normalize,
             read_token,
+            admin_token,
             limits,
             config: store
                 .config()
