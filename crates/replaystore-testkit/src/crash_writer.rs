@@ -13,8 +13,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use replaystore::{Error, RemoteConfig, Result, Store};
 use crate::generator::{interleaved, Workload};
+use replaystore::{Error, RemoteConfig, Result, Store};
 
 /// Every this many chunks a flush; every `DELETE_EVERY` a deletion; every `COMPACT_EVERY` a
 /// compaction pass.

@@ -10,7 +10,6 @@ mod query;
 mod remote;
 mod soak;
 
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

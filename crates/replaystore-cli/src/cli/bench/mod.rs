@@ -391,12 +391,14 @@ pub fn run(args: Args) -> Result<i32> {
     drop(v2);
     #[cfg(feature = "fjall")]
     {
-        let f = replaystore_testkit::peers::kv::fjall_peer::Fjall::new(&root.join("fjall")).map_err(io)?;
+        let f = replaystore_testkit::peers::kv::fjall_peer::Fjall::new(&root.join("fjall"))
+            .map_err(io)?;
         rows.push(measure(&f, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     #[cfg(feature = "rocksdb")]
     {
-        let r = replaystore_testkit::peers::kv::rocksdb_peer::Rocks::new(&root.join("rocksdb")).map_err(io)?;
+        let r = replaystore_testkit::peers::kv::rocksdb_peer::Rocks::new(&root.join("rocksdb"))
+            .map_err(io)?;
         rows.push(measure(&r, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     if !args.skip_v1 {
