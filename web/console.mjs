@@ -125,6 +125,7 @@ export async function driveConsole({ browser, serverPort, readToken, adminToken,
   await page.click('#confirm-yes');
   const done = await waitFor('the receipt', () => page.$('#requests tr[data-status=done]'), 120);
   out.receipt = await done.textContent();
+  out.statusLine = await waitFor('the status line to say done', async () => { const t = await page.textContent('#delete-status'); return /: done$/.test(t) && t; });
   out.retention = await page.textContent('#retention');
   await shot(page, 'privacy');
   const after = await api('/api/storage');

@@ -222,10 +222,15 @@ function receipt(item) {
     num(done ? st.sessions_removed : ''), num(done ? fmt.bytes(st.bytes_removed) : ''), num(done ? st.segments_rewritten : ''));
 }
 
+// The request this page made last: its status line follows the table until it is done.
+let watchedRequest = null;
+
 async function refreshRequests() {
   const { requests, pending } = await api('/api/deletions');
   const seen = new Set(requests.map((x) => x.request.id));
   const all = requests.concat(pending.filter((x) => !seen.has(x.request.id)));
+  const watched = all.find((x) => x.request.id === watchedRequest);
+  if (watched) $('#delete-status').textContent = `Request ${watched.request.id}: ${watched.status.status}`;
   const body = $('#requests tbody');
   body.replaceChildren(...all.map(receipt));
   if (!all.length) body.append(el('tr', {}, el('td', { colspan: 9, class: 'muted' }, 'No deletion requests.')));
@@ -270,6 +275,7 @@ async function privacy() {
         body: JSON.stringify(ask),
       });
       $('#delete-status').textContent = `Request ${made.request.id}: ${made.status.status}`;
+      watchedRequest = made.request.id;
       form.elements.admin.value = '';
       pollRequests();
     } catch (e) {
