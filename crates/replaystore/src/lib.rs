@@ -49,6 +49,7 @@ mod retention;
 mod seek;
 mod segment;
 mod segment_set;
+mod session_index;
 mod signal;
 pub mod storage;
 mod store;
@@ -63,7 +64,7 @@ mod writer;
 #[doc(hidden)]
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
-pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext};
+pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext, Facets};
 pub use chunk::Chunk;
 pub use compaction::CompactionReport;
 pub use config::{Clock, Config, ManualClock, PayloadTransform, SystemClock};
@@ -75,6 +76,7 @@ pub use remote::{RemoteConfig, RemoteStatus, SyncReport, TierStats};
 pub use retention::{RetentionReport, DAY_MS};
 pub use seek::ReadTrace;
 pub use segment::RemoteRead;
+pub use session_index::SessionIndexReport;
 pub use store::Store;
 pub use tombstone::{DeletionStatus, Purged, Target, Tombstone};
 pub use verify::VerifyReport;

@@ -144,10 +144,45 @@ pub struct SeekRead {
     pub trace: ReadTrace,
 }
 
-/// A session being listed: its summary so far, and its parts' annotations.
-struct Listed {
+/// A session being listed: its summary so far, and its parts' annotations. Listings and the
+/// session index add a session's records in the same order (segment id, then the segment's
+/// order), so both merge the same parts into the same summary.
+pub(crate) struct Listed {
     summary: SessionSummary,
     parts: Vec<Annotation>,
+}
+
+impl Listed {
+    pub fn new(first: SessionEntry) -> Self {
+        let mut l = Listed {
+            summary: SessionSummary::from_entry(&first),
+            parts: Vec::new(),
+        };
+        l.add(first);
+        l
+    }
+
+    /// Adds one more record of the session.
+    pub fn add(&mut self, e: SessionEntry) {
+        self.summary.merge(&e);
+        self.parts.extend(e.annotations);
+    }
+
+    pub fn finish(mut self, annotator: Option<&dyn Annotator>) -> SessionSummary {
+        self.summary.finish(self.parts, annotator);
+        self.summary
+    }
+}
+
+/// Whether a listing leaves out record `e` of a segment whose retention cutoff is `cut`: past
+/// retention (by arrival), or hidden by a pending deletion.
+pub(crate) fn hidden(tombstones: &Tombstones, e: &SessionEntry, cut: i64) -> bool {
+    let arrival = e.arrival();
+    arrival.last_ms < cut
+        || tombstones.session_deleted(e.team, &e.session)
+        || tombstones
+            .person_deleted_at(e.team, &e.person)
+            .is_some_and(|at| arrival.first_ms <= at)
 }
 
 /// Store-wide figures.
@@ -182,6 +217,8 @@ pub struct Stats {
     pub buffered_bytes: u64,
     /// Heap bytes the index keeps in RAM (bloom filters of sealed segments, maps of active ones).
     pub index_heap_bytes: u64,
+    /// Heap bytes of the session index (its entries, their strings, facets and annotations).
+    pub session_index_heap_bytes: u64,
     pub flush_rounds: u64,
     pub fsyncs: u64,
     /// Segments sealed since open (full, old, or before compaction or a copy).
@@ -292,36 +329,19 @@ impl Reader<'_> {
                 continue;
             }
             seg.for_each_session(team, person, &mut |e| {
-                let arrival = e.arrival();
-                let hidden = arrival.last_ms < cut
-                    || tombstones.session_deleted(team, &e.session)
-                    || tombstones
-                        .person_deleted_at(team, &e.person)
-                        .is_some_and(|at| arrival.first_ms <= at);
-                if hidden {
+                if hidden(&tombstones, &e, cut) {
                     return;
                 }
-                if !by_id.contains_key(&e.session) {
-                    let fresh = Listed {
-                        summary: SessionSummary::from_entry(&e),
-                        parts: Vec::new(),
-                    };
-                    by_id.insert(e.session.clone(), fresh);
-                }
-                if let Some(listed) = by_id.get_mut(&e.session) {
-                    listed.summary.merge(&e);
-                    listed.parts.extend(e.annotations);
+                match by_id.get_mut(&e.session) {
+                    Some(listed) => listed.add(e),
+                    None => {
+                        by_id.insert(e.session.clone(), Listed::new(e));
+                    }
                 }
             })?;
         }
         let annotator = self.config.parts.annotator.as_deref();
-        let all = by_id
-            .into_values()
-            .map(|mut l| {
-                l.summary.finish(l.parts, annotator);
-                l.summary
-            })
-            .collect();
+        let all = by_id.into_values().map(|l| l.finish(annotator)).collect();
         Ok(all)
     }
 

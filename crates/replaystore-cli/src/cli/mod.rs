@@ -5,13 +5,10 @@ mod bench;
 mod cost;
 mod demo;
 mod ingest;
-mod load;
 mod measure;
 mod query;
 mod remote;
 mod soak;
-
-mod torture;
 
 use std::path::PathBuf;
 
@@ -242,9 +239,12 @@ enum Command {
         /// (which inflates the SDK's in-event gzip, ~2.2x fewer bytes at rest).
         #[arg(long)]
         no_normalize: bool,
-        /// Turn on the read API and replay pages, requiring this token.
+        /// Turn on the recordings console (pages and JSON API), requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        /// Allow deleting persons and sessions from the console with this token.
+        #[arg(long, requires = "read_token")]
+        admin_token: Option<String>,
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
@@ -392,6 +392,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             no_normalize,
             read_token,
+            admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
             dir: store.dir.clone(),
@@ -401,6 +402,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize: !no_normalize,
             read_token,
+            admin_token,
             limits,
             config: store
                 .config()
@@ -413,13 +415,13 @@ pub fn run() -> Result<i32> {
             start_ms,
             log,
             remote,
-        } => torture::run(&dir, seed, start_ms, &log, remote),
+        } => replaystore_testkit::crash_writer::run(&dir, seed, start_ms, &log, remote),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
         Command::Load {
             bodies,
             connections,
             rounds,
-        } => load::run(&bodies, connections, rounds),
+        } => replaystore_testkit::load::run(&bodies, connections, rounds),
         Command::DictGain { sessions } => measure::dict_gain(sessions),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }

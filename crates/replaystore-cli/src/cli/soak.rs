@@ -39,6 +39,10 @@ pub struct Args {
     /// Where the stores go (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Nice steps of the background threads (`Config::background_nice`; 0: same priority as
+    /// the appends, to see what yielding buys).
+    #[arg(long, default_value_t = replaystore::Config::default().background_nice)]
+    pub background_nice: i32,
     #[arg(long)]
     pub json: bool,
 }
@@ -109,6 +113,7 @@ fn soak_config(args: &Args) -> replaystore::Config {
         .with_regroup_idle(Duration::from_secs(args.regroup_idle_s))
         // Segments seal (and become regroupable) within the run.
         .with_segment_max_age(Duration::from_secs(args.regroup_idle_s.max(5)))
+        .with_background_nice(args.background_nice)
 }
 
 /// What the appending threads share with the sampler.

@@ -8,6 +8,7 @@ pub mod bloom;
 pub mod footer;
 pub mod records;
 pub mod segment;
+pub mod session_index;
 pub mod tombstone_log;
 
 pub use block::{ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp};
@@ -32,6 +33,16 @@ pub const OLDEST_READABLE_VERSION: u16 = 1;
 pub struct Annotation {
     pub first_ts_ms: i64,
     pub bytes: Vec<u8>,
+}
+
+/// The facts of a session's annotation an index compares without decoding it
+/// (`Annotator::facets`): the annotator says what each position of `numbers` means (its
+/// crate's filters know), and what `texts` are (URLs for recordings). Kept per session in the
+/// session index and its file, so small.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facets {
+    pub numbers: Vec<u64>,
+    pub texts: Vec<String>,
 }
 
 /// Stable 64-bit hash of a (team, identifier) pair, stored on disk: xxh3-64 of the team's 8

@@ -5,9 +5,7 @@
 mod cost;
 
 pub use cost::process_cpu_s;
-mod kv;
 mod seek;
-mod systems;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,7 +15,7 @@ use replaystore_testkit::generator::{interleaved, Workload};
 use serde::Serialize;
 
 use cost::{phase, NormalizeAt};
-use systems::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
+use replaystore_testkit::peers::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -407,12 +405,14 @@ pub fn run(args: Args) -> Result<i32> {
     drop(v2);
     #[cfg(feature = "fjall")]
     {
-        let f = kv::fjall_peer::Fjall::new(&root.join("fjall")).map_err(io)?;
+        let f = replaystore_testkit::peers::kv::fjall_peer::Fjall::new(&root.join("fjall"))
+            .map_err(io)?;
         rows.push(measure(&f, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     #[cfg(feature = "rocksdb")]
     {
-        let r = kv::rocksdb_peer::Rocks::new(&root.join("rocksdb")).map_err(io)?;
+        let r = replaystore_testkit::peers::kv::rocksdb_peer::Rocks::new(&root.join("rocksdb"))
+            .map_err(io)?;
         rows.push(measure(&r, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     if !args.skip_v1 {
