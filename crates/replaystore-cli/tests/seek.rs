@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use replaystore::{AnnotationPart, Annotator, BlockContext, Chunk, Config, Store, StoredChunk};
-use replaystore_testkit::generator::{long_session, recent_start_ms, Workload};
 
 /// Says a chunk whose payload starts with `K` holds a keyframe at its first timestamp.
 #[derive(Debug)]
@@ -124,10 +123,8 @@ proptest! {
     }
 }
 
-#[test]
-fn regrouping_keeps_keyframes_and_cuts_blocks_at_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), config(Some(2_000))).unwrap();
+/// Sixty 1-second chunks of "seek-me", a keyframe every ten, each flushed alone, then sealed.
+fn store_sixty_chunks(store: &Store) {
     let specs: Vec<Spec> = (0..60)
         .map(|i| (i * 1000, 400, i % 10 == 0, true))
         .collect();
@@ -136,6 +133,13 @@ fn regrouping_keeps_keyframes_and_cuts_blocks_at_them() {
         store.flush().unwrap();
     }
     store.seal_active().unwrap();
+}
+
+#[test]
+fn regrouping_keeps_keyframes_and_cuts_blocks_at_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), config(Some(2_000))).unwrap();
+    store_sixty_chunks(&store);
     let before = store.read_session(1, "seek-me").unwrap().unwrap();
     let report = store.compact().unwrap();
     assert!(report.segments_written >= 1, "{report:?}");
@@ -185,18 +189,7 @@ fn export(dir: &std::path::Path, extra: &[&str]) -> Vec<serde_json::Value> {
 #[test]
 fn export_from_ms_starts_at_the_meta_and_full_snapshot_at_or_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let w = Workload {
-        teams: 1,
-        start_ms: recent_start_ms(),
-        ..Workload::default()
-    };
-    let s = long_session(&w, 0, 20 * 60_000, 2 * 60_000);
-    let store = Store::open(dir.path(), common::config()).unwrap();
-    for c in &s.chunks {
-        store.append(c.clone()).unwrap();
-        store.flush().unwrap();
-    }
-    store.close().unwrap();
+    let (w, s) = common::stored_long_session(dir.path());
     let id = s.session_id.as_str();
     let whole = export(dir.path(), &[id]);
     let ts = |e: &serde_json::Value| e["timestamp"].as_i64().unwrap();
@@ -234,14 +227,7 @@ fn a_read_from_a_keyframe_fetches_only_its_blocks_from_object_storage() {
         .with_clock(clock.clone())
         .with_remote(remote);
     let store = Store::open(dir.path(), cfg).unwrap();
-    let specs: Vec<Spec> = (0..60)
-        .map(|i| (i * 1000, 400, i % 10 == 0, true))
-        .collect();
-    for c in session_chunks(&specs) {
-        store.append(c).unwrap();
-        store.flush().unwrap();
-    }
-    store.seal_active().unwrap();
+    store_sixty_chunks(&store);
     store.compact().unwrap();
     let whole = store.read_session(1, "seek-me").unwrap().unwrap();
     store.sync_remote().unwrap();

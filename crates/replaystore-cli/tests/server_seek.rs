@@ -4,8 +4,6 @@
 mod common;
 
 use common::server::{http, Server};
-use replaystore::Store;
-use replaystore_testkit::generator::{long_session, recent_start_ms, Workload};
 use serde_json::Value;
 
 fn events(addr: &str, path: &str) -> (u16, Vec<Value>) {
@@ -30,19 +28,7 @@ fn events(addr: &str, path: &str) -> (u16, Vec<Value>) {
 #[test]
 fn events_from_ms_start_at_the_keyframe_at_or_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let w = Workload {
-        teams: 1,
-        start_ms: recent_start_ms(),
-        ..Workload::default()
-    };
-    // 20 minutes, a checkout every 2 minutes, one block per flush.
-    let s = long_session(&w, 0, 20 * 60_000, 2 * 60_000);
-    let store = Store::open(dir.path(), common::config()).unwrap();
-    for c in &s.chunks {
-        store.append(c.clone()).unwrap();
-        store.flush().unwrap();
-    }
-    store.close().unwrap();
+    let (w, s) = common::stored_long_session(dir.path());
     let server = Server::start(dir.path(), &["--read-token", "sekrit"]);
     let a = &server.addr;
     let base = format!("/api/sessions/1/{}/events", s.session_id);

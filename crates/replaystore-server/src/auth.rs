@@ -11,22 +11,24 @@
 
 use std::collections::HashMap;
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::App;
+use super::{App, Shared};
 
 pub(crate) const COOKIE: &str = "replaystore_read";
 
 /// What a request may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Need {
+enum Need {
     Read,
     Admin,
 }
 
 /// A granted request: the cookie to set when the token came in the URL.
-pub(crate) struct Granted {
+struct Granted {
     pub set_cookie: Option<HeaderValue>,
 }
 
@@ -41,9 +43,36 @@ impl Granted {
     }
 }
 
+/// The console's gate, in front of every JSON endpoint and asset (`route_layer`): a `POST`
+/// needs the admin token, anything else the read token; refused requests get a plain 401.
+pub(crate) async fn gate(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    gate_as(&app, req, next, false).await
+}
+
+/// The gate in front of the console's HTML pages: an HTML 401 with a token form, and the
+/// read cookie set on the answer when the token came as `?token=`.
+pub(crate) async fn gate_page(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    gate_as(&app, req, next, true).await
+}
+
+async fn gate_as(app: &App, req: Request, next: Next, page: bool) -> Response {
+    let q: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let need = if req.method() == Method::POST {
+        Need::Admin
+    } else {
+        Need::Read
+    };
+    match check(app, req.headers(), &q, need, page) {
+        Ok(granted) => granted.attach(next.run(req).await),
+        Err(refused) => *refused,
+    }
+}
+
 /// Whether the request may do what it needs; `Err` is the answer otherwise. `page` picks an
 /// HTML 401 with a token form over a plain one.
-pub(crate) fn check(
+fn check(
     app: &App,
     headers: &HeaderMap,
     q: &HashMap<String, String>,

@@ -23,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::Router;
+use axum::{middleware, Router};
 use replaystore::{Config, Error, Result, Store};
 use tokio::sync::Semaphore;
 
@@ -155,6 +155,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// The console's routes, each behind its token gate (`auth`): pages with the HTML one, JSON
+/// endpoints and assets with the plain one.
+fn console(app: &Shared) -> Router<Shared> {
+    let pages = Router::new()
+        .route("/", get(pages::recordings))
+        .route("/privacy", get(pages::privacy))
+        .route("/storage", get(pages::storage))
+        .route("/replay/{team}/{session}", get(pages::replay))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::gate_page));
+    let api = Router::new()
+        .route("/assets/{file}", get(pages::console_asset))
+        .route("/assets/rrweb-player/{file}", get(pages::player_asset))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/sessions/{team}/{session}/events", get(api::events))
+        .route("/api/sessions/{team}/{session}/markers", get(api::markers))
+        .route("/api/teams", get(api::teams_api))
+        .route("/api/storage", get(storage::storage))
+        .route("/api/deletions", get(privacy::list).post(privacy::create))
+        .route("/api/deletions/{id}", get(privacy::status))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::gate));
+    pages.merge(api)
+}
+
 fn router(app: Shared, max_body: usize) -> Router {
     Router::new()
         .route("/s", post(capture::capture))
@@ -172,19 +195,7 @@ fn router(app: Shared, max_body: usize) -> Router {
         .route("/batch", any(drop_events))
         .route("/batch/", any(drop_events))
         .route("/metrics", get(metrics))
-        .route("/", get(pages::recordings))
-        .route("/privacy", get(pages::privacy))
-        .route("/storage", get(pages::storage))
-        .route("/replay/{team}/{session}", get(pages::replay))
-        .route("/assets/{file}", get(pages::console_asset))
-        .route("/assets/rrweb-player/{file}", get(pages::player_asset))
-        .route("/api/sessions", get(api::sessions))
-        .route("/api/sessions/{team}/{session}/events", get(api::events))
-        .route("/api/sessions/{team}/{session}/markers", get(api::markers))
-        .route("/api/teams", get(api::teams_api))
-        .route("/api/storage", get(storage::storage))
-        .route("/api/deletions", get(privacy::list).post(privacy::create))
-        .route("/api/deletions/{id}", get(privacy::status))
+        .merge(console(&app))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(app)

@@ -8,10 +8,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::auth::{self, Need};
 use super::Shared;
 
 const CSS: &str = include_str!("../assets/console.css");
@@ -69,11 +68,7 @@ fn default_team(app: &super::App, q: &HashMap<String, String>) -> u64 {
 
 /// `/`: the recordings of a team, filtered and paged. The first page comes inside the HTML
 /// (the same JSON `/api/sessions` answers), so the list shows without a second round trip.
-pub async fn recordings(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
-    let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
+pub async fn recordings(State(app): State<Shared>, Query(q): Q) -> Response {
     let team = default_team(&app, &q);
     let first = match super::api::page(&app, team, &q).await {
         Ok(v) => v,
@@ -85,7 +80,7 @@ pub async fn recordings(State(app): State<Shared>, headers: HeaderMap, Query(q):
         "{}<script type=\"application/json\" id=\"first-page\">{first}</script>",
         include_str!("../assets/recordings.html")
     );
-    granted.attach(Html(shell(
+    IntoResponse::into_response(Html(shell(
         "Recordings",
         "recordings",
         &[("team", team.to_string())],
@@ -95,14 +90,10 @@ pub async fn recordings(State(app): State<Shared>, headers: HeaderMap, Query(q):
 }
 
 /// `/privacy`: deleting a person or a session, the requests' receipts, each team's retention.
-pub async fn privacy(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
-    let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
+pub async fn privacy(State(app): State<Shared>, Query(q): Q) -> Response {
     let team = default_team(&app, &q).to_string();
     let admin = app.admin_token.is_some().to_string();
-    granted.attach(Html(shell(
+    IntoResponse::into_response(Html(shell(
         "Privacy",
         "privacy",
         &[("team", team), ("admin", admin)],
@@ -112,12 +103,8 @@ pub async fn privacy(State(app): State<Shared>, headers: HeaderMap, Query(q): Q)
 }
 
 /// `/storage`: where the bytes are and what they will cost.
-pub async fn storage(State(app): State<Shared>, headers: HeaderMap, Query(q): Q) -> Response {
-    let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
-    granted.attach(Html(shell(
+pub async fn storage() -> Response {
+    IntoResponse::into_response(Html(shell(
         "Storage",
         "storage",
         &[],
@@ -135,18 +122,9 @@ pub fn player_dir() -> PathBuf {
 }
 
 /// `/replay/<team>/<session>`: rrweb-player, the side panel and the marker bar.
-pub async fn replay(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Path((team, session)): Path<(u64, String)>,
-    Query(q): Q,
-) -> Response {
-    let granted = match auth::check(&app, &headers, &q, Need::Read, true) {
-        Ok(g) => g,
-        Err(r) => return *r,
-    };
+pub async fn replay(Path((team, session)): Path<(u64, String)>) -> Response {
     if !player_dir().join("index.js").exists() {
-        return granted.attach(Html(format!(
+        return IntoResponse::into_response(Html(format!(
             "<!doctype html><html><body><h1>rrweb-player is not installed</h1><p>The replay page needs the \
              player's files in <code>{}</code>. Install them with <code>npm install --prefix web</code> and \
              reload.</p></body></html>",
@@ -155,7 +133,7 @@ pub async fn replay(
     }
     let head = "<link rel=\"stylesheet\" href=\"/assets/rrweb-player/style.css\">\
                 <script src=\"/assets/rrweb-player/index.js\"></script>";
-    granted.attach(Html(shell(
+    IntoResponse::into_response(Html(shell(
         &format!("Session {session}"),
         "replay",
         &[("team", team.to_string()), ("session", session.clone())],
@@ -165,15 +143,7 @@ pub async fn replay(
 }
 
 /// The console's own stylesheet and script (compiled into the binary).
-pub async fn console_asset(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Path(file): Path<String>,
-    Query(q): Q,
-) -> Response {
-    if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return *r;
-    }
+pub async fn console_asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "console.css" => ([(header::CONTENT_TYPE, "text/css")], CSS).into_response(),
         "console.js" => ([(header::CONTENT_TYPE, "application/javascript")], JS).into_response(),
@@ -182,15 +152,7 @@ pub async fn console_asset(
 }
 
 /// rrweb-player's files, from `web/node_modules` (never committed).
-pub async fn player_asset(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Path(file): Path<String>,
-    Query(q): Q,
-) -> Response {
-    if let Err(r) = auth::check(&app, &headers, &q, Need::Read, false) {
-        return *r;
-    }
+pub async fn player_asset(Path(file): Path<String>) -> Response {
     let allowed = ["index.js", "style.css"];
     if !allowed.contains(&file.as_str()) {
         return StatusCode::NOT_FOUND.into_response();

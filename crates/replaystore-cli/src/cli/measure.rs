@@ -5,12 +5,7 @@ use std::time::Instant;
 
 use replaystore::{Chunk, Clock, Error, Result, Store};
 
-fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        context: context.into(),
-        source: e,
-    }
-}
+use crate::cli::io;
 
 /// Resident and anonymous memory of this process, in bytes, from /proc/self/status.
 fn memory() -> (u64, u64) {

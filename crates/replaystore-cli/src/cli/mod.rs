@@ -63,6 +63,14 @@ fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
     ))
 }
 
+/// Maps an I/O error to the engine's typed error, naming what was being done.
+pub(crate) fn io(context: &str) -> impl FnOnce(std::io::Error) -> replaystore::Error + '_ {
+    move |e| replaystore::Error::Io {
+        context: context.into(),
+        source: e,
+    }
+}
+
 /// The engine's defaults as the PostHog crate sets them for posthog-js recordings (summaries
 /// `ls` filters by, normalization at regroup, the regroup level): `replaystore_posthog::configure`.
 pub fn posthog_config() -> Config {

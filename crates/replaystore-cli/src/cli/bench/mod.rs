@@ -4,7 +4,7 @@
 
 mod cost;
 
-pub use cost::process_cpu_s;
+pub use cost::{process_cpu_s, quantile};
 mod seek;
 
 use std::path::PathBuf;
@@ -137,9 +137,7 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
     let copies = (args.target_mb * 1_000_000 / raw).max(1);
     // Re-timed so that the last copy ends a minute ago: a store on the system clock accepts
     // the capture's timestamps whatever its age (an import, so no send-time skew correction).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = replaystore::Clock::now_ms(&replaystore::SystemClock);
     let newest = one.iter().map(|c| c.last_ts_ms).max().unwrap_or(now);
     let shift = now - 60_000 - newest - copies as i64 * 1000;
     // Copies of the real session, each its own session and person, starting 1 s apart.
@@ -234,11 +232,9 @@ fn read_all(
     )))
 }
 
+/// The `q` quantile (0..=1) of `v` (sorted in place); 0 when empty.
 fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
+    cost::quantile(v, q).unwrap_or(0.0)
 }
 
 fn measure(
