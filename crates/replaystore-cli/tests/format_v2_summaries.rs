@@ -159,3 +159,38 @@ fn without_an_annotator_parts_are_never_merged_nor_lost() {
         assert_eq!(row, want, "{id}");
     }
 }
+
+#[test]
+fn segments_written_before_keyframes_are_read_whole_from_any_time() {
+    // Through the library, and one store open throughout: a child process another test of this
+    // file spawns while this store closes could hold its LOCK until it execs.
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let ids: Vec<String> = expected_rows().into_keys().collect();
+    let store = replaystore::Store::open(dir.path(), library_config(true, REGROUP_AT_MS)).unwrap();
+    let late = Some(LISTED_AT_MS + 60_000);
+    let playback = |store: &replaystore::Store, id: &str, from| {
+        replaystore_posthog::rrweb::read_for_playback(store, 1, id, from)
+            .unwrap()
+            .unwrap()
+            .chunks
+    };
+    for id in &ids {
+        assert_eq!(
+            playback(&store, id, late),
+            playback(&store, id, None),
+            "{id}"
+        );
+    }
+    // Regrouped, the blocks still have no keyframes: none is invented, reads stay whole.
+    store.seal_active().unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.segments_written >= 1, "{report:?}");
+    for id in &ids {
+        let whole = store.read_session(1, id).unwrap().unwrap();
+        let read = store.read_session_from(1, id, REGROUP_AT_MS).unwrap();
+        assert_eq!(read.keyframe_ms, None, "{id}");
+        assert_eq!(read.data.unwrap().chunks, whole.chunks, "{id}");
+        assert!(whole.chunks.iter().all(|c| c.keyframe_ms.is_none()));
+    }
+}

@@ -257,7 +257,10 @@ fn the_read_api_is_off_without_a_read_token_and_requires_it_when_on() {
     );
     assert_eq!(status, 200);
     let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
-    let sid = list[0]["session_id"].as_str().unwrap().to_string();
+    let sid = list["sessions"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, _, events) = http(
         a,
         "GET",

@@ -1,12 +1,18 @@
 //! `replaystore serve`: an ingestion server embedding the store, compatible with what the
 //! posthog-js SDK sends for recordings (`/s/`), with durable acknowledgements (a request is
 //! answered 200 only after its chunks' group commit returned), bounded concurrency (503 with
-//! Retry-After beyond it), CORS for browser SDKs, Prometheus metrics and graceful shutdown.
+//! Retry-After beyond it), CORS for browser SDKs, Prometheus metrics and graceful shutdown;
+//! and, with `--read-token`, the recordings console (`pages`, `api`, `privacy`, `storage`,
+//! guarded by `auth`).
 
+mod api;
+mod auth;
 mod budget;
 mod capture;
 mod metrics;
 mod pages;
+mod privacy;
+mod storage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::Router;
+use axum::{middleware, Router};
 use replaystore::{Config, Error, Result, Store};
 use tokio::sync::Semaphore;
 
@@ -34,8 +40,10 @@ pub struct Args {
     /// Requests being processed at once; more get 503.
     pub max_inflight: usize,
     pub normalize: bool,
-    /// Turns the read API and pages on, and is required by them.
+    /// Turns the console (pages and JSON API) on, and is required by them.
     pub read_token: Option<String>,
+    /// Allows deletions from the console (sent as `Authorization: Bearer`).
+    pub admin_token: Option<String>,
     pub limits: Limits,
     pub config: Config,
 }
@@ -44,6 +52,9 @@ struct App {
     store: Store,
     tokens: HashMap<String, u64>,
     read_token: Option<String>,
+    admin_token: Option<String>,
+    /// Deletion requests made through the console.
+    deletions: privacy::Requests,
     inflight: Semaphore,
     /// Bytes requests in flight hold (bodies, decoded text, chunks).
     memory: Arc<MemoryBudget>,
@@ -72,6 +83,8 @@ pub fn run(args: Args) -> Result<i32> {
         store,
         tokens: args.tokens.clone(),
         read_token: args.read_token.clone(),
+        admin_token: args.admin_token.clone(),
+        deletions: privacy::Requests::default(),
         inflight: Semaphore::new(args.max_inflight.max(1)),
         memory: MemoryBudget::new(args.limits.memory_budget_bytes),
         max_body: args.max_body_bytes,
@@ -142,6 +155,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// The console's routes, each behind its token gate (`auth`): pages with the HTML one, JSON
+/// endpoints and assets with the plain one.
+fn console(app: &Shared) -> Router<Shared> {
+    let pages = Router::new()
+        .route("/", get(pages::recordings))
+        .route("/privacy", get(pages::privacy))
+        .route("/storage", get(pages::storage))
+        .route("/replay/{team}/{session}", get(pages::replay))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::gate_page));
+    let api = Router::new()
+        .route("/assets/{file}", get(pages::console_asset))
+        .route("/assets/rrweb-player/{file}", get(pages::player_asset))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/sessions/{team}/{session}/events", get(api::events))
+        .route("/api/sessions/{team}/{session}/markers", get(api::markers))
+        .route("/api/teams", get(api::teams_api))
+        .route("/api/storage", get(storage::storage))
+        .route("/api/deletions", get(privacy::list).post(privacy::create))
+        .route("/api/deletions/{id}", get(privacy::status))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::gate));
+    pages.merge(api)
+}
+
 fn router(app: Shared, max_body: usize) -> Router {
     Router::new()
         .route("/s", post(capture::capture))
@@ -159,14 +195,7 @@ fn router(app: Shared, max_body: usize) -> Router {
         .route("/batch", any(drop_events))
         .route("/batch/", any(drop_events))
         .route("/metrics", get(metrics))
-        .route("/", get(pages::index))
-        .route("/api/sessions", get(pages::api_sessions))
-        .route(
-            "/api/sessions/{team}/{session}/events",
-            get(pages::api_events),
-        )
-        .route("/replay/{team}/{session}", get(pages::replay))
-        .route("/assets/rrweb-player/{file}", get(pages::asset))
+        .merge(console(&app))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::cors::CorsLayer::very_permissive())
         .with_state(app)

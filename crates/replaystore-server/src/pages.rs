@@ -1,44 +1,22 @@
-//! The read side of the server: a session list page, a replay page playing a session with
-//! rrweb-player, and the JSON API feeding them. Off unless `--read-token` is set; then every
-//! request must carry it (`Authorization: Bearer <token>` or `?token=`). rrweb-player is not
-//! committed: it is installed with npm into `web/node_modules` and served from there.
+//! The console's pages: Recordings (`/`), Replay (`/replay/<team>/<session>`), Privacy
+//! (`/privacy`) and Storage (`/storage`). Each is a small HTML shell; the page's script
+//! (`assets/console.js`, served by the binary) fills it from the JSON endpoints a script would
+//! use. rrweb-player is not committed: it is installed with npm into `web/node_modules` and
+//! served from there.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-
-use replaystore::PayloadTransform;
-use replaystore::SessionFilter;
-use replaystore_posthog::posthog::{payload_events, Normalize};
-use replaystore_posthog::SessionRow;
 
 use super::Shared;
 
-/// Checks the read token; `Err` is the status and reason to answer with.
-fn authorize(
-    app: &super::App,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> Result<String, (StatusCode, &'static str)> {
-    let Some(want) = &app.read_token else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "the read API is off (start the server with --read-token)",
-        ));
-    };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or(q.get("token").map(String::as_str));
-    match given {
-        Some(t) if t == want => Ok(t.to_string()),
-        _ => Err((StatusCode::UNAUTHORIZED, "missing or wrong read token")),
-    }
-}
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
+
+type Q = Query<HashMap<String, String>>;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -47,105 +25,92 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-pub async fn api_sessions(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers, &q) {
-        return r.into_response();
-    }
-    let Some(team) = q.get("team").and_then(|t| t.parse::<u64>().ok()) else {
-        return (StatusCode::BAD_REQUEST, "team=<number> is required").into_response();
-    };
-    let app2 = app.clone();
-    let listed = tokio::task::spawn_blocking(move || {
-        app2.store.list_sessions(team, &SessionFilter::default())
+/// A console page: the navigation, the page's body, and what its script needs to know
+/// (`data-*` attributes of `<body>`, escaped).
+fn shell(title: &str, page: &str, data: &[(&str, String)], body: &str, head: &str) -> String {
+    let nav = [
+        ("recordings", "/", "Recordings"),
+        ("privacy", "/privacy", "Privacy"),
+        ("storage", "/storage", "Storage"),
+    ]
+    .iter()
+    .map(|(id, href, name)| {
+        let current = if *id == page {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        format!("<a href=\"{href}\"{current}>{name}</a>")
     })
-    .await;
-    match listed {
-        Ok(Ok(list)) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&SessionRow::all(&list)).unwrap_or_default(),
-        )
-            .into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    .collect::<Vec<_>>()
+    .join("");
+    let attrs: String = data
+        .iter()
+        .map(|(k, v)| format!(" data-{k}=\"{}\"", escape(v)))
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"referrer\" content=\"no-referrer\">\
+         <title>{title} · replaystore</title><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/assets/console.css\">{head}</head>\
+         <body data-page=\"{page}\"{attrs}><header><strong>replaystore</strong><nav>{nav}</nav></header>\
+         <main>{body}</main><script src=\"/assets/console.js\"></script></body></html>",
+        title = escape(title),
+    )
 }
 
-/// The session's rrweb events as JSON lines, in order, as plain rrweb JSON.
-pub async fn api_events(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Path((team, session)): Path<(u64, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = authorize(&app, &headers, &q) {
-        return r.into_response();
-    }
-    let app2 = app.clone();
-    let read = tokio::task::spawn_blocking(move || app2.store.read_session(team, &session)).await;
-    let data = match read {
-        Ok(Ok(Some(d))) => d,
-        Ok(Ok(None)) => return (StatusCode::NOT_FOUND, "no such session").into_response(),
-        Ok(Err(e)) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    };
-    // rrweb-player plays plain rrweb events: posthog-js's in-event gzip is inflated here.
-    let mut out = String::new();
-    for c in &data.chunks {
-        let plain = Normalize.transform(&c.payload);
-        if let Ok(events) = payload_events(plain.as_deref().unwrap_or(&c.payload)) {
-            for e in events {
-                out.push_str(e.get());
-                out.push('\n');
-            }
-        }
-    }
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
-}
-
-/// `/`: the sessions of a team, with links to their replay.
-pub async fn index(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let token = match authorize(&app, &headers, &q) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
-    let team: u64 = q
-        .get("team")
+/// The team a page opens on: `?team=`, else the smallest team of the project tokens.
+fn default_team(app: &super::App, q: &HashMap<String, String>) -> u64 {
+    q.get("team")
         .and_then(|t| t.parse().ok())
         .or_else(|| app.tokens.values().min().copied())
-        .unwrap_or(1);
-    let app2 = app.clone();
-    let list = tokio::task::spawn_blocking(move || {
-        app2.store.list_sessions(team, &SessionFilter::default())
-    })
-    .await
-    .ok()
-    .and_then(|r| r.ok())
-    .unwrap_or_default();
-    let mut rows = String::new();
-    for s in list {
-        rows.push_str(&format!(
-            "<tr><td><a href=\"/replay/{team}/{id}?token={tok}\">{id}</a></td><td>{person}</td><td>{start}</td><td>{dur:.1} s</td><td>{size} B</td></tr>\n",
-            id = escape(&s.session_id),
-            tok = escape(&token),
-            person = escape(&s.person),
-            start = s.first_ts_ms,
-            dur = s.duration_ms as f64 / 1000.0,
-            size = s.raw_bytes,
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>replaystore sessions</title></head><body>\
-         <h1>Sessions of team {team}</h1><table><tr><th>session</th><th>person</th><th>start (ms)</th><th>duration</th><th>size</th></tr>\n{rows}</table></body></html>"
-    ))
-    .into_response()
+        .unwrap_or(1)
+}
+
+/// `/`: the recordings of a team, filtered and paged. The first page comes inside the HTML
+/// (the same JSON `/api/sessions` answers), so the list shows without a second round trip.
+pub async fn recordings(State(app): State<Shared>, Query(q): Q) -> Response {
+    let team = default_team(&app, &q);
+    let first = match super::api::page(&app, team, &q).await {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    // `<` escaped: the JSON cannot close the script element it sits in.
+    let first = first.to_string().replace('<', "\\u003c");
+    let body = format!(
+        "{}<script type=\"application/json\" id=\"first-page\">{first}</script>",
+        include_str!("../assets/recordings.html")
+    );
+    IntoResponse::into_response(Html(shell(
+        "Recordings",
+        "recordings",
+        &[("team", team.to_string())],
+        &body,
+        "",
+    )))
+}
+
+/// `/privacy`: deleting a person or a session, the requests' receipts, each team's retention.
+pub async fn privacy(State(app): State<Shared>, Query(q): Q) -> Response {
+    let team = default_team(&app, &q).to_string();
+    let admin = app.admin_token.is_some().to_string();
+    IntoResponse::into_response(Html(shell(
+        "Privacy",
+        "privacy",
+        &[("team", team), ("admin", admin)],
+        include_str!("../assets/privacy.html"),
+        "",
+    )))
+}
+
+/// `/storage`: where the bytes are and what they will cost.
+pub async fn storage() -> Response {
+    IntoResponse::into_response(Html(shell(
+        "Storage",
+        "storage",
+        &[],
+        include_str!("../assets/storage.html"),
+        "",
+    )))
 }
 
 /// Where rrweb-player's built files are: `web/node_modules/rrweb-player/dist`.
@@ -156,62 +121,38 @@ pub fn player_dir() -> PathBuf {
     base.join("node_modules/rrweb-player/dist")
 }
 
-/// `/replay/<team>/<session>`: plays the session with rrweb-player.
-pub async fn replay(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Path((team, session)): Path<(u64, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let token = match authorize(&app, &headers, &q) {
-        Ok(t) => t,
-        Err(r) => return r.into_response(),
-    };
+/// `/replay/<team>/<session>`: rrweb-player, the side panel and the marker bar.
+pub async fn replay(Path((team, session)): Path<(u64, String)>) -> Response {
     if !player_dir().join("index.js").exists() {
-        return Html(format!(
+        return IntoResponse::into_response(Html(format!(
             "<!doctype html><html><body><h1>rrweb-player is not installed</h1><p>The replay page needs the \
              player's files in <code>{}</code>. Install them with <code>npm install --prefix web</code> and \
              reload.</p></body></html>",
-            player_dir().display()
-        ))
-        .into_response();
+            escape(&player_dir().display().to_string())
+        )));
     }
-    let events_url = format!(
-        "/api/sessions/{team}/{}/events?token={}",
-        urlencode(&session),
-        urlencode(&token)
-    );
-    Html(format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>replay {sid}</title>
-<link rel="stylesheet" href="/assets/rrweb-player/style.css"></head><body>
-<h1>Session {sid}</h1><div id="player"></div><p id="status">loading...</p>
-<script src="/assets/rrweb-player/index.js"></script>
-<script>
-fetch({events_url:?}).then(r => r.text()).then(text => {{
-  const events = text.split('\n').filter(l => l).map(l => JSON.parse(l));
-  const Player = window.rrwebPlayer.default || window.rrwebPlayer;
-  new Player({{ target: document.getElementById('player'), props: {{ events, autoPlay: true }} }});
-  document.getElementById('status').textContent = 'playing ' + events.length + ' events';
-}}).catch(e => {{ document.getElementById('status').textContent = 'error: ' + e; }});
-</script></body></html>"#,
-        sid = escape(&session),
-    ))
-    .into_response()
+    let head = "<link rel=\"stylesheet\" href=\"/assets/rrweb-player/style.css\">\
+                <script src=\"/assets/rrweb-player/index.js\"></script>";
+    IntoResponse::into_response(Html(shell(
+        &format!("Session {session}"),
+        "replay",
+        &[("team", team.to_string()), ("session", session.clone())],
+        include_str!("../assets/replay.html"),
+        head,
+    )))
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The console's own stylesheet and script (compiled into the binary).
+pub async fn console_asset(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "console.css" => ([(header::CONTENT_TYPE, "text/css")], CSS).into_response(),
+        "console.js" => ([(header::CONTENT_TYPE, "application/javascript")], JS).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// rrweb-player's files, from `web/node_modules` (never committed).
-pub async fn asset(Path(file): Path<String>) -> Response {
+pub async fn player_asset(Path(file): Path<String>) -> Response {
     let allowed = ["index.js", "style.css"];
     if !allowed.contains(&file.as_str()) {
         return StatusCode::NOT_FOUND.into_response();

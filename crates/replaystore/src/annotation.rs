@@ -9,7 +9,7 @@
 
 use crate::chunk::Chunk;
 
-pub use crate::format::{Annotation, MAX_ANNOTATION_BYTES};
+pub use crate::format::{Annotation, Facets, MAX_ANNOTATION_BYTES};
 
 /// What the store did to a block's chunks that an annotator may want to record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +38,24 @@ pub trait Annotator: Send + Sync + std::fmt::Debug {
     /// One annotation for several parts, given in time order (by `first_ts_ms`, then in the
     /// order they were written).
     fn merge(&self, parts: &[AnnotationPart<'_>]) -> Vec<u8>;
+    /// Whether `chunk` holds a *keyframe*, a point from which the session can be played
+    /// without what came before (for rrweb: a meta event followed by a full snapshot), and the
+    /// SDK time of its first one, in the chunk's own clock (the store adds the skew correction
+    /// it applied to the chunk's timestamps). Called on the flush path with `analyze`; the
+    /// store records the answer per chunk (block header, footer) so that
+    /// `Store::read_session_from` can start from it. Default: no keyframes (a ranged read is a
+    /// whole read).
+    fn keyframe(&self, chunk: &Chunk) -> Option<i64> {
+        let _ = chunk;
+        None
+    }
+    /// What the session index keeps of a merged annotation so that listings filter without
+    /// decoding it (docs/design.md, "The session index"): numbers the annotator names by
+    /// position, and texts. The default keeps nothing (filters then read the annotation).
+    fn facets(&self, annotation: &[u8]) -> Facets {
+        let _ = annotation;
+        Facets::default()
+    }
 }
 
 /// Which annotations a listing keeps (`SessionFilter::annotation`). A session with no
@@ -45,6 +63,13 @@ pub trait Annotator: Send + Sync + std::fmt::Debug {
 /// `None`.
 pub trait AnnotationFilter: Send + Sync + std::fmt::Debug {
     fn matches(&self, annotation: Option<&[u8]>) -> bool;
+    /// The same decision from the facets `annotator` (its `Annotator::name`) made of the
+    /// annotation, when this filter can take it from them; `None` sends the listing back to
+    /// `matches`. Must agree with `matches` (the session index relies on it).
+    fn matches_facets(&self, annotator: &str, facets: &Facets) -> Option<bool> {
+        let _ = (annotator, facets);
+        None
+    }
 }
 
 /// Keeps an annotation the contract allows (1 to `MAX_ANNOTATION_BYTES` bytes); drops another

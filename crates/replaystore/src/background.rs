@@ -104,6 +104,9 @@ fn maintenance_loop(maintenance: &Maintenance, every: Duration) {
                 Err(e) => log::error!("compaction failed: {e}"),
             }
         }
+        if let Err(e) = maintenance.checkpoint_index() {
+            log::error!("session index checkpoint failed: {e}");
+        }
     }
 }
 

@@ -146,6 +146,7 @@ impl Stamped {
             stamp: Stamp {
                 arrival_ms,
                 clock_offset_ms: offset,
+                keyframe_ms: None,
                 source_offset: None,
             },
         })
@@ -165,6 +166,10 @@ pub struct Stamp {
     /// Added to the SDK's timestamps (store clock minus client clock at send time); 0 when the
     /// client's clock was within `Config::clock_skew_tolerance` or gave no send time.
     pub clock_offset_ms: i64,
+    /// When the chunk holds a keyframe (a point playback can start from without what came
+    /// before; `Annotator::keyframe`), the time of its first one, on the same (corrected) clock
+    /// as `first_ts_ms`. Set by the compression workers, or carried over by regrouping.
+    pub keyframe_ms: Option<i64>,
     /// The position of the chunk in its source (a Kafka partition's offset), when the embedder
     /// appended it with one (`Store::append_from_source`): kept with the chunk in its block, so
     /// that a consumer resumes from what the store holds (`Store::source_offsets`).

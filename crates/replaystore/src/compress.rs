@@ -1,10 +1,11 @@
 //! The CPU half of a flush round: cutting buffered sessions into block-sized groups and
 //! encoding (compressing) them on several threads, with no lock held.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use crate::annotation::{self, BlockContext};
-use crate::chunk::{Chunk, Group};
+use crate::chunk::{Chunk, Group, Stamp};
 use crate::config::Config;
 use crate::format::{block, BlockHeader, BlockWriter, MAX_BLOCK_RAW};
 
@@ -73,12 +74,13 @@ pub(crate) fn compress_all(
         |w, &i| {
             let g = &groups[i];
             let note = block_annotation(config, g);
+            let stamps = keyframe_stamps(config, g);
             match transform {
-                None => encode(w, seq, 0, note.as_deref(), &g.chunks, &g.stamps),
+                None => encode(w, seq, 0, note.as_deref(), &g.chunks, &stamps),
                 Some(t) => {
                     let (chunks, changed) = transform_chunks(t.as_ref(), g.chunks.to_vec());
                     let flags = if changed { block::BLOCK_TRANSFORMED } else { 0 };
-                    encode(w, seq, flags, note.as_deref(), &chunks, &g.stamps)
+                    encode(w, seq, flags, note.as_deref(), &chunks, &stamps)
                 }
             }
         },
@@ -103,6 +105,51 @@ fn block_annotation(config: &Config, g: &Group) -> Option<Vec<u8>> {
         .max_by_key(|o| o.unsigned_abs())
         .unwrap_or(0);
     annotation::analyze(annotator, &g.chunks, &BlockContext { clock_offset_ms })
+}
+
+/// The group's stamps with the keyframes the annotator finds in its chunks (as sent, like
+/// `analyze`), moved to the store's clock by each chunk's skew correction. Unchanged without an
+/// annotator.
+fn keyframe_stamps<'g>(config: &Config, g: &'g Group) -> Cow<'g, [Stamp]> {
+    let Some(annotator) = config.parts.annotator.as_deref() else {
+        return Cow::Borrowed(&g.stamps);
+    };
+    let stamps = g
+        .chunks
+        .iter()
+        .zip(&g.stamps)
+        .map(|(c, s)| Stamp {
+            keyframe_ms: annotator
+                .keyframe(c)
+                .map(|ts| ts.saturating_add(s.clock_offset_ms)),
+            ..*s
+        })
+        .collect();
+    Cow::Owned(stamps)
+}
+
+/// Cuts a session's chunks (in playback order) into groups that start at a keyframe once the
+/// group before holds at least `min_raw` payload bytes: a read from a keyframe then
+/// decompresses from about there, not from the session's start (`Store::read_session_from`).
+/// `None` (or 0 with no keyframe) keeps one group.
+pub(crate) fn cut_at_keyframes(g: Group, min_raw: Option<usize>) -> Vec<Group> {
+    let Some(min_raw) = min_raw else {
+        return vec![g];
+    };
+    let mut out = Vec::new();
+    let (mut cur, mut raw) = (Group::default(), 0usize);
+    for c in g.into_stamped() {
+        if c.stamp.keyframe_ms.is_some() && !cur.is_empty() && raw >= min_raw {
+            out.push(std::mem::take(&mut cur));
+            raw = 0;
+        }
+        raw += c.chunk.payload.len();
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Applies a payload transform to each chunk; says whether any payload changed.

@@ -45,22 +45,70 @@ pub struct Page {
 
 impl SessionFilter {
     pub fn matches(&self, s: &SessionSummary) -> bool {
-        self.from_ts_ms.is_none_or(|f| s.last_ts_ms >= f)
-            && self.to_ts_ms.is_none_or(|t| s.first_ts_ms <= t)
-            && self.min_duration_ms.is_none_or(|d| s.duration_ms >= d)
-            && self.max_duration_ms.is_none_or(|d| s.duration_ms <= d)
+        self.matches_span(s.first_ts_ms, s.last_ts_ms)
             && self
                 .annotation
                 .as_ref()
                 .is_none_or(|f| f.matches(s.annotation.as_deref()))
     }
 
+    /// The time and duration conditions alone, on a session's first and last timestamps.
+    pub(crate) fn matches_span(&self, first_ts_ms: i64, last_ts_ms: i64) -> bool {
+        let duration = last_ts_ms - first_ts_ms;
+        self.from_ts_ms.is_none_or(|f| last_ts_ms >= f)
+            && self.to_ts_ms.is_none_or(|t| first_ts_ms <= t)
+            && self.min_duration_ms.is_none_or(|d| duration >= d)
+            && self.max_duration_ms.is_none_or(|d| duration <= d)
+    }
+
+    /// The sort key of a session: what `sort` orders by, then the id.
+    pub(crate) fn sort_key(&self, first_ts_ms: i64, last_ts_ms: i64) -> i64 {
+        match self.sort {
+            SortBy::StartTime => first_ts_ms,
+            SortBy::Duration => last_ts_ms - first_ts_ms,
+        }
+    }
+
     fn key<'a>(&self, s: &'a SessionSummary) -> (i64, &'a str) {
-        let k = match self.sort {
-            SortBy::StartTime => s.first_ts_ms,
-            SortBy::Duration => s.duration_ms,
-        };
-        (k, s.session_id.as_str())
+        (
+            self.sort_key(s.first_ts_ms, s.last_ts_ms),
+            s.session_id.as_str(),
+        )
+    }
+
+    /// The decoded cursor, if any.
+    pub(crate) fn cursor_key(&self) -> Option<(i64, String)> {
+        self.cursor.as_deref().and_then(parse_cursor)
+    }
+
+    /// Whether a session of sort key `key` comes after `cursor` in this listing's order.
+    pub(crate) fn after(&self, key: (i64, &str), cursor: &(i64, String)) -> bool {
+        let cursor = (cursor.0, cursor.1.as_str());
+        if self.descending {
+            key < cursor
+        } else {
+            key > cursor
+        }
+    }
+
+    /// The page of `sorted` (already filtered, in this listing's order, past the cursor, at
+    /// most one more than the limit): cut at the limit, with the cursor of the next page.
+    pub(crate) fn cut(&self, mut sorted: Vec<SessionSummary>) -> Page {
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let more = sorted.len() > limit;
+        sorted.truncate(limit);
+        let next_cursor = more
+            .then(|| {
+                sorted.last().map(|s| {
+                    let (k, id) = self.key(s);
+                    format!("{k}:{id}")
+                })
+            })
+            .flatten();
+        Page {
+            sessions: sorted,
+            next_cursor,
+        }
     }
 
     /// Sorts, skips past the cursor, cuts at the limit.
@@ -70,32 +118,10 @@ impl SessionFilter {
         if self.descending {
             all.reverse();
         }
-        if let Some((k, id)) = self.cursor.as_deref().and_then(parse_cursor) {
-            let cursor = (k, id.as_str());
-            all.retain(|s| {
-                let key = self.key(s);
-                if self.descending {
-                    key < cursor
-                } else {
-                    key > cursor
-                }
-            });
+        if let Some(cursor) = self.cursor_key() {
+            all.retain(|s| self.after(self.key(s), &cursor));
         }
-        let limit = self.limit.unwrap_or(usize::MAX);
-        let more = all.len() > limit;
-        all.truncate(limit);
-        let next_cursor = more
-            .then(|| {
-                all.last().map(|s| {
-                    let (k, id) = self.key(s);
-                    format!("{k}:{id}")
-                })
-            })
-            .flatten();
-        Page {
-            sessions: all,
-            next_cursor,
-        }
+        self.cut(all)
     }
 }
 

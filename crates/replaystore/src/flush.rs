@@ -454,6 +454,11 @@ impl FlushPipeline {
         }
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         writer.publish(placed, pending.len() as u64);
+        let sessions: Vec<(u64, &str)> = placed
+            .iter()
+            .map(|(h, _)| (h.team, h.session.as_str()))
+            .collect();
+        self.segments.published(writer.segment.id, &sessions);
         pending.clear();
         placed.clear();
         Ok(())

@@ -22,6 +22,7 @@ use crate::fs::Fs;
 use crate::remote::{RemoteTier, SyncReport};
 use crate::retention::{Retention, RetentionReport};
 use crate::segment_set::SegmentSet;
+use crate::session_index::SessionIndex;
 use crate::signal::Signal;
 use crate::tombstone::Tombstones;
 
@@ -34,6 +35,7 @@ pub(crate) struct MaintenanceParts {
     pub pipeline: Arc<FlushPipeline>,
     pub tombstones: Arc<RwLock<Tombstones>>,
     pub remote: Option<Arc<RemoteTier>>,
+    pub index: Arc<SessionIndex>,
 }
 
 pub(crate) struct Maintenance {
@@ -91,7 +93,13 @@ impl Maintenance {
     /// One compaction pass (see `compaction`).
     pub fn compact(&self) -> Result<CompactionReport> {
         let _one_at_a_time = self.lock.lock();
-        self.compactor().compact()
+        let report = self.compactor().compact()?;
+        // The index file names persons, sessions and URLs: erased data leaves it in the same
+        // pass (a failure is retried by the next checkpoint; the file is derived data).
+        if let Err(e) = self.parts.index.checkpoint() {
+            log::error!("session index checkpoint after compaction failed: {e}");
+        }
+        Ok(report)
     }
 
     /// Whether a compaction pass has work worth doing at `now_ms`.
@@ -108,6 +116,11 @@ impl Maintenance {
             Some(remote) => remote.sync(&p.segments, p.config.parts.clock.now_ms()),
             None => Ok(SyncReport::default()),
         }
+    }
+
+    /// Writes the session index file if the segments changed since it was last written.
+    pub fn checkpoint_index(&self) -> Result<bool> {
+        self.parts.index.checkpoint()
     }
 
     fn compactor(&self) -> Compactor<'_> {

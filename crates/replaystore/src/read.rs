@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::format::footer::{FooterTotals, SEGMENT_REGROUPED};
 use crate::format::{BlockHeader, BlockRef, DecodeError, SessionEntry};
 use crate::retention::cutoff;
-use crate::segment::{corrupt, read_blocks_many, RemoteRead, Segment};
+use crate::seek::{self, Plan, ReadTrace, StartAt};
+use crate::segment::{corrupt, read_blocks_many, DecodedBlock, RemoteRead, Segment};
 use crate::segment_set::SegmentSet;
 use crate::tombstone::Tombstones;
 
@@ -118,6 +119,9 @@ pub struct StoredChunk {
     /// When the store accepted the chunk, by its own clock (for data written before format 2:
     /// its segment's creation time).
     pub arrival_ms: i64,
+    /// When the chunk holds a keyframe (a point playback can start from, as the store's
+    /// `Annotator::keyframe` said when it was written), the time of its first one.
+    pub keyframe_ms: Option<i64>,
     pub payload: Vec<u8>,
 }
 
@@ -128,10 +132,57 @@ pub struct SessionData {
     pub chunks: Vec<StoredChunk>,
 }
 
-/// A session being listed: its summary so far, and its parts' annotations.
-struct Listed {
+/// A read from a point in time (`Store::read_session_from`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeekRead {
+    /// The chunks from the keyframe on (all of them when `keyframe_ms` is `None`), with a
+    /// summary of exactly those; `None` when no chunk of the session is visible.
+    pub data: Option<SessionData>,
+    /// The time of the keyframe the read starts at: the first chunk holds it. `None`: no
+    /// keyframe at or before the time asked for (or none recorded), so the whole session.
+    pub keyframe_ms: Option<i64>,
+    pub trace: ReadTrace,
+}
+
+/// A session being listed: its summary so far, and its parts' annotations. Listings and the
+/// session index add a session's records in the same order (segment id, then the segment's
+/// order), so both merge the same parts into the same summary.
+pub(crate) struct Listed {
     summary: SessionSummary,
     parts: Vec<Annotation>,
+}
+
+impl Listed {
+    pub fn new(first: SessionEntry) -> Self {
+        let mut l = Listed {
+            summary: SessionSummary::from_entry(&first),
+            parts: Vec::new(),
+        };
+        l.add(first);
+        l
+    }
+
+    /// Adds one more record of the session.
+    pub fn add(&mut self, e: SessionEntry) {
+        self.summary.merge(&e);
+        self.parts.extend(e.annotations);
+    }
+
+    pub fn finish(mut self, annotator: Option<&dyn Annotator>) -> SessionSummary {
+        self.summary.finish(self.parts, annotator);
+        self.summary
+    }
+}
+
+/// Whether a listing leaves out record `e` of a segment whose retention cutoff is `cut`: past
+/// retention (by arrival), or hidden by a pending deletion.
+pub(crate) fn hidden(tombstones: &Tombstones, e: &SessionEntry, cut: i64) -> bool {
+    let arrival = e.arrival();
+    arrival.last_ms < cut
+        || tombstones.session_deleted(e.team, &e.session)
+        || tombstones
+            .person_deleted_at(e.team, &e.person)
+            .is_some_and(|at| arrival.first_ms <= at)
 }
 
 /// Store-wide figures.
@@ -166,6 +217,8 @@ pub struct Stats {
     pub buffered_bytes: u64,
     /// Heap bytes the index keeps in RAM (bloom filters of sealed segments, maps of active ones).
     pub index_heap_bytes: u64,
+    /// Heap bytes of the session index (its entries, their strings, facets and annotations).
+    pub session_index_heap_bytes: u64,
     pub flush_rounds: u64,
     pub fsyncs: u64,
     /// Segments sealed since open (full, old, or before compaction or a copy).
@@ -199,39 +252,63 @@ impl Reader<'_> {
         team: u64,
         session_id: &str,
     ) -> Result<(Option<SessionData>, RemoteRead)> {
-        let mut remote = RemoteRead::default();
+        let read = self.read_session_from(team, session_id, None)?;
+        Ok((read.data, read.trace.remote))
+    }
+
+    /// See `Store::read_session_from`; `None`: a whole read.
+    pub(crate) fn read_session_from(
+        &self,
+        team: u64,
+        session_id: &str,
+        from_ms: Option<i64>,
+    ) -> Result<SeekRead> {
+        let mut trace = ReadTrace::default();
         let tombstones = self.tombstones.read();
         if tombstones.session_deleted(team, session_id) {
-            return Ok((None, remote));
+            return Ok(SeekRead::default());
         }
         let now = self.config.parts.clock.now_ms();
-        // First the index: every wanted block of every segment, with the deletion time of the
-        // person it was written under. Then one fetch of all of them (the remote segments'
-        // range GETs all at once), then the blocks in segment order.
-        let wanted = wanted_blocks(
-            &self.snapshot(),
-            &tombstones,
-            team,
-            session_id,
-            now,
-            &mut remote,
-        )?;
-        let items: Vec<(&Segment, &[BlockRef])> = wanted
+        // First the index: every wanted block of every segment (from the keyframe on, with
+        // one). Then one fetch of all of them (the remote segments' range GETs all at once),
+        // then the blocks in segment order.
+        let segments = self.snapshot();
+        let key = (team, session_id);
+        let plan = seek::plan(&segments, &tombstones, key, now, from_ms, &mut trace.remote)?;
+        let items: Vec<(&Segment, &[BlockRef])> = plan
+            .wanted
             .iter()
             .map(|w| (w.seg.as_ref(), w.refs.as_slice()))
             .collect();
-        let fetched = read_blocks_many(&items, &mut remote)?;
+        let fetched = read_blocks_many(&items, &mut trace.remote)?;
+        trace.blocks_skipped = plan.skipped;
         let mut session = SessionRead::new(team, session_id);
-        for (w, blocks) in wanted.iter().zip(fetched) {
-            for ((r, deleted_at), (h, payloads)) in w.refs.iter().zip(&w.deleted_at).zip(blocks) {
-                // A deletion covers every block of the person that arrived before it (whatever
-                // its SDK timestamps say): erasure decides by the store's clock.
-                let covered = deleted_at.is_some_and(|at| r.arrival.first_ms <= at);
-                session.add_block(&w.seg, *r, w.cut, covered, h, payloads)?;
+        session.from = plan.start.and_then(|s| start_key(&plan, &fetched, s));
+        for (w, blocks) in plan.wanted.iter().zip(fetched) {
+            for (i, (h, payloads)) in blocks.into_iter().enumerate() {
+                trace.blocks_read += 1;
+                trace.bytes_decompressed += h.raw_len as u64;
+                session.add_block(&w.seg, w.refs[i], w.cut, w.deleted(i), h, payloads)?;
             }
         }
+        if plan.start.is_some() && !session.starts_at_from() {
+            // The keyframe's own chunk is not visible (past retention chunk by chunk), or not
+            // in its block: the suffix would not start at a keyframe, so read the whole
+            // session instead.
+            drop(tombstones);
+            return self.read_session_from(team, session_id, None);
+        }
+        let keyframe_ms = plan
+            .start
+            .filter(|_| session.from.is_some())
+            .map(|s| s.ts_ms);
         let annotator = self.config.parts.annotator.as_deref();
-        Ok((session.finish(annotator), remote))
+        let data = session.finish(annotator);
+        Ok(SeekRead {
+            data,
+            keyframe_ms,
+            trace,
+        })
     }
 
     /// Every visible session of `team` (of `person` only, when given), unsorted: what
@@ -252,36 +329,19 @@ impl Reader<'_> {
                 continue;
             }
             seg.for_each_session(team, person, &mut |e| {
-                let arrival = e.arrival();
-                let hidden = arrival.last_ms < cut
-                    || tombstones.session_deleted(team, &e.session)
-                    || tombstones
-                        .person_deleted_at(team, &e.person)
-                        .is_some_and(|at| arrival.first_ms <= at);
-                if hidden {
+                if hidden(&tombstones, &e, cut) {
                     return;
                 }
-                if !by_id.contains_key(&e.session) {
-                    let fresh = Listed {
-                        summary: SessionSummary::from_entry(&e),
-                        parts: Vec::new(),
-                    };
-                    by_id.insert(e.session.clone(), fresh);
-                }
-                if let Some(listed) = by_id.get_mut(&e.session) {
-                    listed.summary.merge(&e);
-                    listed.parts.extend(e.annotations);
+                match by_id.get_mut(&e.session) {
+                    Some(listed) => listed.add(e),
+                    None => {
+                        by_id.insert(e.session.clone(), Listed::new(e));
+                    }
                 }
             })?;
         }
         let annotator = self.config.parts.annotator.as_deref();
-        let all = by_id
-            .into_values()
-            .map(|mut l| {
-                l.summary.finish(l.parts, annotator);
-                l.summary
-            })
-            .collect();
+        let all = by_id.into_values().map(|l| l.finish(annotator)).collect();
         Ok(all)
     }
 
@@ -341,54 +401,6 @@ fn regroup_figures(st: &mut Stats, s: &Segment, t: FooterTotals, bytes: u64, due
     }
 }
 
-/// The blocks of one segment a read wants, with the deletion time of the person each was
-/// written under.
-struct Wanted {
-    seg: Arc<Segment>,
-    /// The segment's retention cutoff (arrival ms) at the time of the read.
-    cut: i64,
-    refs: Vec<BlockRef>,
-    deleted_at: Vec<Option<i64>>,
-}
-
-/// From the segments' indexes alone (no block read): the blocks of `session_id` that may hold
-/// visible chunks.
-fn wanted_blocks(
-    segments: &[Arc<Segment>],
-    tombstones: &Tombstones,
-    team: u64,
-    session_id: &str,
-    now: i64,
-    remote: &mut RemoteRead,
-) -> Result<Vec<Wanted>> {
-    let mut wanted = Vec::new();
-    for seg in segments {
-        let cut = cutoff(seg.lane_days, now);
-        if seg.totals().max_arrival_ms < cut {
-            continue;
-        }
-        let (mut refs, mut deleted_at) = (Vec::new(), Vec::new());
-        for entry in seg.find_traced(team, session_id, remote)? {
-            if entry.arrival().last_ms < cut {
-                continue;
-            }
-            let at = tombstones.person_deleted_at(team, &entry.person);
-            refs.extend(entry.blocks.iter().copied());
-            deleted_at.extend(entry.blocks.iter().map(|_| at));
-        }
-        if !refs.is_empty() {
-            let seg = seg.clone();
-            wanted.push(Wanted {
-                seg,
-                cut,
-                refs,
-                deleted_at,
-            });
-        }
-    }
-    Ok(wanted)
-}
-
 /// Where a chunk goes in playback order: timestamp order, append order for ties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct PlaybackKey {
@@ -415,6 +427,8 @@ struct SessionRead<'a> {
     chunks: Vec<OrderedChunk>,
     /// (seq, crc) of blocks read: a block retried after a failed flush is returned once.
     seen: std::collections::HashSet<(u64, u32)>,
+    /// The keyframe chunk's place, for a read from it: chunks before it are left out.
+    from: Option<PlaybackKey>,
 }
 
 impl<'a> SessionRead<'a> {
@@ -426,7 +440,13 @@ impl<'a> SessionRead<'a> {
             parts: Vec::new(),
             chunks: Vec::new(),
             seen: std::collections::HashSet::new(),
+            from: None,
         }
+    }
+
+    /// Whether the first chunk in playback order is the keyframe chunk the read started at.
+    fn starts_at_from(&self) -> bool {
+        self.from.is_some() && self.chunks.iter().map(|c| c.key).min() == self.from
     }
 
     /// Adds the chunks of one block, unless a deletion covers it or it was seen already, that
@@ -454,14 +474,15 @@ impl<'a> SessionRead<'a> {
                 first_ts_ms: c.first_ts,
                 last_ts_ms: c.last_ts,
                 arrival_ms: c.arrival_ms.unwrap_or(seg.created_ms),
+                keyframe_ms: h.keyframe_of(index),
                 payload,
             };
-            if chunk.arrival_ms >= cut {
-                let key = PlaybackKey {
-                    first_ts: c.first_ts,
-                    seq: h.seq,
-                    index,
-                };
+            let key = PlaybackKey {
+                first_ts: c.first_ts,
+                seq: h.seq,
+                index,
+            };
+            if chunk.arrival_ms >= cut && self.from.is_none_or(|f| key >= f) {
                 self.chunks.push(OrderedChunk { key, chunk });
             }
         }
@@ -488,6 +509,18 @@ impl<'a> SessionRead<'a> {
         let chunks = self.chunks.into_iter().map(|c| c.chunk).collect();
         Some(SessionData { summary, chunks })
     }
+}
+
+/// The playback key of the keyframe chunk a read starts at, from its block as fetched.
+fn start_key(plan: &Plan, fetched: &[Vec<DecodedBlock>], s: StartAt) -> Option<PlaybackKey> {
+    let refs = &plan.wanted.get(s.wanted)?.refs;
+    let i = refs.iter().position(|r| r.offset == s.offset)?;
+    let (h, _) = fetched.get(s.wanted)?.get(i)?;
+    Some(PlaybackKey {
+        first_ts: h.chunks.get(s.chunk)?.first_ts,
+        seq: h.seq,
+        index: s.chunk,
+    })
 }
 
 /// Distinct (team, session hash) keys over all segments: a k-way merge of sorted key streams.

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 
@@ -135,10 +135,22 @@ impl Edit {
     }
 }
 
+/// What is told of every change readers can see (the session index): called outside the
+/// set's lock, by the thread that made the change (under the writers or maintenance lock).
+pub(crate) trait SetObserver: Send + Sync {
+    /// `apply` swapped in a new version (read it with `set.current()`).
+    fn applied(&self, set: &SegmentSet);
+    /// Blocks of `sessions` (team, session id) became readable in segment `id`, an active
+    /// one: its content changed without an edit.
+    fn published(&self, set: &SegmentSet, id: u64, sessions: &[(u64, &str)]);
+}
+
 /// The current version, swapped whole by `apply`; and the segment id allocator.
 pub(crate) struct SegmentSet {
     current: RwLock<Arc<Version>>,
     next_id: AtomicU64,
+    /// Set once at open, after the index was built from the first version.
+    observer: OnceLock<Arc<dyn SetObserver>>,
 }
 
 impl SegmentSet {
@@ -157,6 +169,7 @@ impl SegmentSet {
         SegmentSet {
             current: RwLock::new(Arc::new(v)),
             next_id: AtomicU64::new(next_id),
+            observer: OnceLock::new(),
         }
     }
 
@@ -174,10 +187,32 @@ impl SegmentSet {
     /// invariants (an id added twice, a replaced or removed segment that is not there, an
     /// active segment removed) is a bug in the caller: it panics and the version is unchanged.
     pub fn apply(&self, edit: Edit) {
-        let mut current = self.current.write();
-        let next = next_version(&current, edit, self.next_id.load(Ordering::Acquire));
-        next.check();
-        *current = Arc::new(next);
+        {
+            let mut current = self.current.write();
+            let next = next_version(&current, edit, self.next_id.load(Ordering::Acquire));
+            next.check();
+            *current = Arc::new(next);
+        }
+        // Outside the lock (a leaf): the observer reads `current()` itself, so that observers
+        // called out of order by two threads still end at the newest version.
+        if let Some(o) = self.observer.get() {
+            o.applied(self);
+        }
+    }
+
+    /// From now on `observer` is told of every edit and publication. Once only.
+    pub fn observe(&self, observer: Arc<dyn SetObserver>) {
+        if self.observer.set(observer).is_err() {
+            log::error!("segment set already observed");
+        }
+    }
+
+    /// Blocks of `sessions` became readable in active segment `id` (the flush round calls
+    /// this after publishing them).
+    pub fn published(&self, id: u64, sessions: &[(u64, &str)]) {
+        if let Some(o) = self.observer.get() {
+            o.published(self, id, sessions);
+        }
     }
 }
 

@@ -20,12 +20,13 @@ use crate::filter::{Page, SessionFilter};
 use crate::flush::{FlushPipeline, PipelineStart};
 use crate::fs::Fs;
 use crate::maintenance::{Maintenance, MaintenanceParts};
-use crate::read::{Reader, SessionData, SessionSummary, Stats};
+use crate::read::{Reader, SeekRead, SessionData, SessionSummary, Stats};
 use crate::recovery::{recover, Recovered, RecoveryReport};
 use crate::remote::{RemoteStatus, RemoteTier, SyncReport};
 use crate::retention::RetentionReport;
 use crate::segment::RemoteRead;
 use crate::segment_set::SegmentSet;
+use crate::session_index::{PageQuery, SessionIndex, SessionIndexReport};
 use crate::signal::Signal;
 use crate::source::SourceOffsets;
 use crate::tombstone::{Admission, DeletionStatus, Target, Tombstone, Tombstones};
@@ -42,6 +43,8 @@ pub struct Store {
     /// Retention, compaction, remote sync (one at a time).
     pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) tombstones: Arc<RwLock<Tombstones>>,
+    /// Per team, one entry per session: what listings page through.
+    index: Arc<SessionIndex>,
     /// The storage layer (for the reads' file sizes).
     fs: Fs,
     /// The remote tier, when configured.
@@ -115,6 +118,9 @@ impl Store {
         let tombstones = Arc::new(RwLock::new(Tombstones::open(&dir, &fs)?));
         let active: Vec<u64> = rec.writers.values().map(|w| w.segment.id).collect();
         let segments = Arc::new(SegmentSet::new(rec.segments, &active, rec.next_segment_id));
+        let annotator = config.parts.annotator.clone();
+        let index = Arc::new(SessionIndex::open(&dir, &fs, annotator, &segments)?);
+        segments.observe(index.clone());
         let sealed = Arc::new(Signal::default());
         let pipeline = Arc::new(FlushPipeline::new(PipelineStart {
             dir: dir.clone(),
@@ -133,6 +139,7 @@ impl Store {
             pipeline: pipeline.clone(),
             tombstones: tombstones.clone(),
             remote: remote.clone(),
+            index: index.clone(),
         }));
         let threads = crate::background::spawn(&pipeline, &maintenance, &sealed)?;
         Ok(Store {
@@ -142,6 +149,7 @@ impl Store {
             pipeline,
             maintenance,
             tombstones,
+            index,
             fs,
             remote,
             counters: IngestCounters::default(),
@@ -266,7 +274,12 @@ impl Store {
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
-        self.pipeline.flush()
+        self.pipeline.flush()?;
+        // The index is derived data: a failed checkpoint costs the next open a refresh.
+        if let Err(e) = self.index.checkpoint() {
+            log::error!("session index checkpoint at close failed: {e}");
+        }
+        Ok(())
     }
 
     // Reads (`read`).
@@ -299,22 +312,61 @@ impl Store {
         self.reader().read_session_traced(team, session_id)
     }
 
+    /// Reads a session from a point in time: the chunks from the one holding the last keyframe
+    /// at or before `from_ms` (as the configured `Annotator::keyframe` found them when they were
+    /// written; ms on the chunks' corrected clock) to the end, in playback order: exactly the
+    /// suffix of `read_session` from that chunk. Only the blocks from there on are read and
+    /// decompressed (the trace says how many bytes). Without such a keyframe (none recorded,
+    /// segments written before format 3, or `from_ms` before the first), the whole session.
+    pub fn read_session_from(&self, team: u64, session_id: &str, from_ms: i64) -> Result<SeekRead> {
+        self.reader()
+            .read_session_from(team, session_id, Some(from_ms))
+    }
+
     /// Lists the sessions of a team that match `filter` (see `list_page`).
     pub fn list_sessions(&self, team: u64, filter: &SessionFilter) -> Result<Vec<SessionSummary>> {
         Ok(self.list_page(team, filter)?.sessions)
     }
 
     /// One page of the sessions of a team that match `filter`, sorted, with a cursor for the
-    /// next page. Reads only session tables (footers through the mmap, active indexes), never
-    /// payloads: the cost is one pass over the team's session records in every segment (a
-    /// binary search finds the team's range, a person filter compares hashes before decoding).
-    /// Deleted data and data past retention are left out (per segment record: a record of a
-    /// deleted person that started before the deletion is hidden whole).
+    /// next page. Walks the team's entries in the session index (one per session, with the
+    /// annotator's facets), never payloads nor, for sessions fully visible, footers: a session
+    /// with a record past retention or of a person being deleted is summarized again from its
+    /// records. Deleted data and data past retention are left out (per segment record: a
+    /// record of a deleted person that started before the deletion is hidden whole). Answers
+    /// exactly what `list_page_scan` does.
     pub fn list_page(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
+        let version = self.segments.current();
+        let tombstones = self.tombstones.read();
+        self.index.page(&PageQuery {
+            team,
+            filter,
+            tombstones: &tombstones,
+            version: &version,
+            now_ms: self.config.parts.clock.now_ms(),
+        })
+    }
+
+    /// `list_page` by a pass over the team's session records in every segment (footers
+    /// through the mmap, active indexes), without the session index: what the index is tested
+    /// and measured against.
+    #[doc(hidden)]
+    pub fn list_page_scan(&self, team: u64, filter: &SessionFilter) -> Result<Page> {
         let all = self
             .reader()
             .list_sessions(team, filter.person.as_deref())?;
         Ok(filter.page(all))
+    }
+
+    /// What opening the session index found and did (loaded, rebuilt, brought up to date).
+    pub fn session_index_report(&self) -> &SessionIndexReport {
+        self.index.report()
+    }
+
+    /// Writes the session index file now if the segments changed since it was last written
+    /// (the maintenance thread does this every `maintenance_interval`, and `close`).
+    pub fn checkpoint_session_index(&self) -> Result<bool> {
+        self.index.checkpoint()
     }
 
     /// Store-wide statistics. Counting distinct sessions merges the sorted session keys of all
@@ -331,6 +383,7 @@ impl Store {
             chunks_refused_deleted: c.chunks_refused_deleted.load(Ordering::Relaxed),
             chunks_refused_timestamp: c.chunks_refused_timestamp.load(Ordering::Relaxed),
             chunks_clock_corrected: c.chunks_clock_corrected.load(Ordering::Relaxed),
+            session_index_heap_bytes: self.index.heap_bytes(),
             ..Stats::default()
         };
         self.reader().stats(counters)

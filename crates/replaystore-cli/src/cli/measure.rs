@@ -3,14 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use replaystore::{Chunk, Error, Result, Store};
+use replaystore::{Chunk, Clock, Error, Result, Store};
 
-fn io(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        context: context.into(),
-        source: e,
-    }
-}
+use crate::cli::io;
 
 /// Resident and anonymous memory of this process, in bytes, from /proc/self/status.
 fn memory() -> (u64, u64) {
@@ -39,19 +34,18 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
     if fresh {
         let store = Store::open(dir, config())?;
         let t = Instant::now();
+        // An hour ago: inside the store's accepted timestamp window.
+        let base = replaystore::SystemClock.now_ms() - 3_600_000;
         for i in 0..sessions {
             store.append(Chunk {
                 team: 1 + (i % 4) as u64,
                 session_id: format!("01{i:030x}"),
                 person: format!("person-{}", i / 3),
                 window_id: None,
-                first_ts_ms: 1_795_000_000_000 + i as i64,
-                last_ts_ms: 1_795_000_000_000 + i as i64 + 1000,
+                first_ts_ms: base + i as i64,
+                last_ts_ms: base + i as i64 + 1000 * (1 + (i % 600) as i64),
                 sent_at_ms: None,
-                payload: format!(
-                    r#"[{{"type":4,"data":{{"href":"https://x/{i}","width":1280,"height":800}},"timestamp":{i}}}]"#
-                )
-                .into_bytes(),
+                payload: varied_payload(i),
             })?;
             if i % 100_000 == 99_999 {
                 store.flush()?;
@@ -95,29 +89,217 @@ pub fn index_cost(dir: &Path, sessions: usize) -> Result<i32> {
         "point read of one session  {:.3} ms (found: {found})",
         t.elapsed().as_secs_f64() * 1e3
     );
-    // Listing: 100 matches of a filter among the team's quarter of the sessions.
-    let urls = replaystore_posthog::ActivityFilter {
-        url_contains: Some("/99".into()),
-        ..Default::default()
-    };
-    let filter = urls.apply(replaystore::SessionFilter {
+    drop(store);
+    index_pages(dir, sessions, &config)?;
+    Ok(0)
+}
+
+/// A session's payload: a page view of its own URL; every 7th has a console error, every 5th
+/// two clicks (so that the filters of a listing have something to find).
+fn varied_payload(i: usize) -> Vec<u8> {
+    let mut events = vec![format!(
+        r#"{{"type":4,"data":{{"href":"https://x/{i}","width":1280,"height":800}},"timestamp":{i}}}"#
+    )];
+    if i.is_multiple_of(7) {
+        events.push(format!(
+            r#"{{"type":6,"data":{{"plugin":"rrweb/console@1","payload":{{"level":"error","payload":["e"]}}}},"timestamp":{i}}}"#
+        ));
+    }
+    if i.is_multiple_of(5) {
+        for dx in [0, 500] {
+            events.push(format!(
+                r#"{{"type":3,"data":{{"source":2,"type":2,"x":{dx},"y":1}},"timestamp":{i}}}"#
+            ));
+        }
+    }
+    format!("[{}]", events.join(",")).into_bytes()
+}
+
+/// The filtered listings measured: each is paged (cursor) until 100 pages are taken in all.
+// A table of filters, one per entry: longer than a screen only because rustfmt spreads it.
+#[allow(clippy::too_many_lines)]
+fn listing_filters(t0: i64) -> Vec<(&'static str, replaystore::SessionFilter)> {
+    use replaystore::{SessionFilter, SortBy};
+    use replaystore_posthog::ActivityFilter;
+    let page = SessionFilter {
         limit: Some(100),
         ..Default::default()
-    });
-    let mut times = Vec::new();
-    let mut matched = 0;
-    for _ in 0..20 {
-        let t = Instant::now();
-        matched = store.list_page(1, &filter)?.sessions.len();
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+    };
+    let activity = |a: ActivityFilter, sort, descending| {
+        a.apply(SessionFilter {
+            sort,
+            descending,
+            ..page.clone()
+        })
+    };
+    vec![
+        (
+            "all, newest first",
+            SessionFilter {
+                descending: true,
+                ..page.clone()
+            },
+        ),
+        (
+            "person",
+            SessionFilter {
+                person: Some("person-4000".into()),
+                ..page.clone()
+            },
+        ),
+        (
+            "time range",
+            SessionFilter {
+                from_ts_ms: Some(t0 + 400_000),
+                to_ts_ms: Some(t0 + 500_000),
+                ..page.clone()
+            },
+        ),
+        (
+            "min duration 9 min, longest first",
+            SessionFilter {
+                min_duration_ms: Some(540_000),
+                sort: SortBy::Duration,
+                descending: true,
+                ..page.clone()
+            },
+        ),
+        (
+            "console errors",
+            activity(
+                ActivityFilter {
+                    has_console_errors: true,
+                    ..Default::default()
+                },
+                SortBy::StartTime,
+                false,
+            ),
+        ),
+        (
+            "url contains /99",
+            activity(
+                ActivityFilter {
+                    url_contains: Some("/99".into()),
+                    ..Default::default()
+                },
+                SortBy::StartTime,
+                false,
+            ),
+        ),
+        (
+            "min 2 clicks + errors",
+            activity(
+                ActivityFilter {
+                    min_clicks: Some(2),
+                    has_console_errors: true,
+                    ..Default::default()
+                },
+                SortBy::Duration,
+                true,
+            ),
+        ),
+    ]
+}
+
+/// Takes 100 pages of team 1, up to 3 of each filter in turn (following the cursor): each
+/// page's time in ms, and the rows returned.
+fn time_pages(
+    store: &Store,
+    filters: &[(&'static str, replaystore::SessionFilter)],
+) -> Result<(Vec<f64>, usize)> {
+    let (mut times, mut pages, mut rows) = (Vec::new(), 0, 0usize);
+    'all: loop {
+        for (_, f) in filters {
+            let mut f = f.clone();
+            for _ in 0..3 {
+                let t = Instant::now();
+                let p = store.list_page(1, &f)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                rows += p.sessions.len();
+                pages += 1;
+                if pages == 100 {
+                    break 'all;
+                }
+                match p.next_cursor {
+                    Some(c) => f.cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
+    Ok((times, rows))
+}
+
+/// Times 100 pages of team 1 (a quarter of the sessions) through the index, warm, and a few
+/// through the footer scan; then the index's memory, file size, and its open and rebuild times.
+fn index_pages(
+    dir: &Path,
+    sessions: usize,
+    config: &dyn Fn() -> replaystore::Config,
+) -> Result<()> {
+    let store = Store::open(dir, config())?;
+    let report = store.session_index_report().clone();
     println!(
-        "list 100 of team 1 (url contains /99; {matched} returned): p50 {:.0} ms, p99 {:.0} ms",
-        times[times.len() / 2],
-        times[times.len() - 1]
+        "index open ms (from file)  {:.1} ({report:?})",
+        report.open_ms
     );
-    Ok(0)
+    let st = store.stats()?;
+    let n = st.sessions.max(1) as f64;
+    println!(
+        "index heap bytes/session   {:.1}",
+        st.session_index_heap_bytes as f64 / n
+    );
+    let file = std::fs::metadata(dir.join("sessions.idx"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "index file bytes           {file} ({:.1} per session)",
+        file as f64 / n
+    );
+    // The first session's start: the time range is relative to it.
+    let first = replaystore::SessionFilter {
+        limit: Some(1),
+        ..Default::default()
+    };
+    let t0 = store
+        .list_page(1, &first)?
+        .sessions
+        .first()
+        .map_or(0, |s| s.first_ts_ms);
+    let filters = listing_filters(t0);
+    let (mut times, rows) = time_pages(&store, &filters)?;
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |t: &[f64], p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "100 filtered pages of team 1 by the index ({rows} rows): p50 {:.2} ms, p99 {:.2} ms",
+        pct(&times, 0.5),
+        pct(&times, 0.99)
+    );
+    for (name, f) in &filters {
+        let t = Instant::now();
+        let by_index = store.list_page(1, f)?;
+        let index_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let by_scan = store.list_page_scan(1, f)?;
+        let scan_ms = t.elapsed().as_secs_f64() * 1e3;
+        let same =
+            by_index.sessions == by_scan.sessions && by_index.next_cursor == by_scan.next_cursor;
+        println!(
+            "  {name:<36} index {index_ms:7.2} ms, footer scan {scan_ms:7.1} ms, same page: {same}"
+        );
+    }
+    drop(store);
+    std::fs::remove_file(dir.join("sessions.idx")).map_err(io("remove sessions.idx"))?;
+    let (rss0, _) = memory();
+    let store = Store::open(dir, config())?;
+    let (rss1, _) = memory();
+    println!(
+        "index rebuild at open ms   {:.0} (RSS growth {:.0} bytes/session; {} sessions)",
+        store.session_index_report().open_ms,
+        rss1.saturating_sub(rss0) as f64 / sessions.max(1) as f64,
+        store.session_index_report().sessions_recomputed
+    );
+    Ok(())
 }
 
 /// Stored bytes of the same chunks when every flush sees one chunk per session (a short flush
@@ -215,8 +397,7 @@ pub fn fuzz_seeds(out: &Path) -> Result<i32> {
             .iter()
             .map(|c| replaystore::format::Stamp {
                 arrival_ms: c.last_ts_ms,
-                clock_offset_ms: 0,
-                source_offset: None,
+                ..Default::default()
             })
             .collect();
         writer

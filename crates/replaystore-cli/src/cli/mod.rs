@@ -6,13 +6,10 @@ mod consume;
 mod cost;
 mod demo;
 mod ingest;
-mod load;
 mod measure;
 mod query;
 mod remote;
 mod soak;
-
-mod torture;
 
 use std::path::PathBuf;
 
@@ -65,6 +62,14 @@ fn parse_team_days(s: &str) -> std::result::Result<(u64, u16), String> {
         t.parse().map_err(|e| format!("team: {e}"))?,
         d.parse().map_err(|e| format!("days: {e}"))?,
     ))
+}
+
+/// Maps an I/O error to the engine's typed error, naming what was being done.
+pub(crate) fn io(context: &str) -> impl FnOnce(std::io::Error) -> replaystore::Error + '_ {
+    move |e| replaystore::Error::Io {
+        context: context.into(),
+        source: e,
+    }
 }
 
 /// The engine's defaults as the PostHog crate sets them for posthog-js recordings (summaries
@@ -142,6 +147,10 @@ enum Command {
         team: u64,
         #[arg(long)]
         session: String,
+        /// Start at this time (ms since epoch, the listing's clock): the meta + full snapshot
+        /// at or before it, then every later event (the whole session without a keyframe).
+        #[arg(long)]
+        from_ms: Option<i64>,
     },
     /// List sessions of a team.
     Ls {
@@ -239,9 +248,12 @@ enum Command {
         /// (which inflates the SDK's in-event gzip, ~2.2x fewer bytes at rest).
         #[arg(long)]
         no_normalize: bool,
-        /// Turn on the read API and replay pages, requiring this token.
+        /// Turn on the recordings console (pages and JSON API), requiring this token.
         #[arg(long)]
         read_token: Option<String>,
+        /// Allow deleting persons and sessions from the console with this token.
+        #[arg(long, requires = "read_token")]
+        admin_token: Option<String>,
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
@@ -354,7 +366,8 @@ pub fn run() -> Result<i32> {
             store,
             team,
             session,
-        } => query::export(&store.open()?, team, &session),
+            from_ms,
+        } => query::export(&store.open()?, team, &session, from_ms),
         Command::Ls {
             store,
             team,
@@ -392,6 +405,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             no_normalize,
             read_token,
+            admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
             dir: store.dir.clone(),
@@ -401,6 +415,7 @@ pub fn run() -> Result<i32> {
             max_inflight,
             normalize: !no_normalize,
             read_token,
+            admin_token,
             limits,
             config: store
                 .config()
@@ -413,13 +428,13 @@ pub fn run() -> Result<i32> {
             start_ms,
             log,
             remote,
-        } => torture::run(&dir, seed, start_ms, &log, remote),
+        } => replaystore_testkit::crash_writer::run(&dir, seed, start_ms, &log, remote),
         Command::FuzzSeeds { out } => measure::fuzz_seeds(&out),
         Command::Load {
             bodies,
             connections,
             rounds,
-        } => load::run(&bodies, connections, rounds),
+        } => replaystore_testkit::load::run(&bodies, connections, rounds),
         Command::DictGain { sessions } => measure::dict_gain(sessions),
         Command::Grouping { fixture, sessions } => measure::grouping(&fixture, sessions),
     }

@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
-use replaystore::{Error, Result, SessionFilter, SortBy, Store};
+use replaystore::{Error, Result, SessionFilter, Store};
 use replaystore_posthog::posthog::payload_events;
-use replaystore_posthog::{ActivityFilter, SessionRow};
+use replaystore_posthog::rrweb::read_for_playback;
+use replaystore_posthog::{ListQuery, SessionRow};
 
 use super::mb;
 
@@ -15,8 +16,10 @@ fn stdout_err(e: std::io::Error) -> Error {
     }
 }
 
-pub fn export(store: &Store, team: u64, session: &str) -> Result<i32> {
-    let Some(data) = store.read_session(team, session)? else {
+/// Prints a session's events, one JSON line each; with `from_ms`, from the meta + full
+/// snapshot at or before it on (a ranged read: only the blocks from there are decompressed).
+pub fn export(store: &Store, team: u64, session: &str, from_ms: Option<i64>) -> Result<i32> {
+    let Some(data) = read_for_playback(store, team, session, from_ms)? else {
         eprintln!("no session {session:?} in team {team}");
         return Ok(2);
     };
@@ -83,30 +86,23 @@ pub struct ListArgs {
 
 impl ListArgs {
     pub fn into_filter(self) -> SessionFilter {
-        let ms = |s: f64| (s * 1000.0) as i64;
-        let activity = ActivityFilter {
-            min_active_ms: self.min_active_s.map(|s| ms(s) as u64),
-            has_console_errors: self.errors,
-            has_rage_clicks: self.rage,
-            min_clicks: self.min_clicks,
-            url_contains: self.url,
-        };
-        activity.apply(SessionFilter {
+        ListQuery {
             person: self.person,
-            from_ts_ms: self.from_ms,
-            to_ts_ms: self.to_ms,
-            min_duration_ms: self.min_duration_s.map(ms),
-            max_duration_ms: self.max_duration_s.map(ms),
-            annotation: None,
-            sort: if self.sort == "duration" {
-                SortBy::Duration
-            } else {
-                SortBy::StartTime
-            },
-            descending: self.desc,
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            min_duration_s: self.min_duration_s,
+            max_duration_s: self.max_duration_s,
+            min_active_s: self.min_active_s,
+            errors: self.errors,
+            rage: self.rage,
+            min_clicks: self.min_clicks,
+            url: self.url,
+            sort: self.sort,
+            desc: self.desc,
             limit: self.limit,
             cursor: self.cursor,
-        })
+        }
+        .into_filter()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use replaystore::{Chunk, Error, Result, Store};
+use replaystore::{Chunk, Result, Store};
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -39,6 +39,10 @@ pub struct Args {
     /// Where the stores go (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Nice steps of the background threads (`Config::background_nice`; 0: same priority as
+    /// the appends, to see what yielding buys).
+    #[arg(long, default_value_t = replaystore::Config::default().background_nice)]
+    pub background_nice: i32,
     #[arg(long)]
     pub json: bool,
 }
@@ -70,7 +74,7 @@ struct RunReport {
 
 pub fn run(args: Args) -> Result<i32> {
     let template = crate::cli::bench::fixture_chunks(&args.fixture)?;
-    let tmp = tempfile::tempdir().map_err(|e| io_error("temp dir", e))?;
+    let tmp = tempfile::tempdir().map_err(crate::cli::io("temp dir"))?;
     let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let mut reports = Vec::new();
     for (i, &rate) in args.rate_mb_s.iter().enumerate() {
@@ -94,13 +98,6 @@ pub fn run(args: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn io_error(context: &str, source: std::io::Error) -> Error {
-    Error::Io {
-        context: context.into(),
-        source,
-    }
-}
-
 /// The product's configuration, with maintenance every second and a short regroup idle.
 fn soak_config(args: &Args) -> replaystore::Config {
     crate::cli::posthog_config()
@@ -109,6 +106,7 @@ fn soak_config(args: &Args) -> replaystore::Config {
         .with_regroup_idle(Duration::from_secs(args.regroup_idle_s))
         // Segments seal (and become regroupable) within the run.
         .with_segment_max_age(Duration::from_secs(args.regroup_idle_s.max(5)))
+        .with_background_nice(args.background_nice)
 }
 
 /// What the appending threads share with the sampler.
@@ -153,7 +151,8 @@ fn run_rate(args: &Args, template: &[Chunk], dir: &Path, rate_mb_s: f64) -> Resu
         shared.stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.join()
-                .map_err(|_| io_error("soak", std::io::Error::other("append thread panicked")))??;
+                .map_err(|_| std::io::Error::other("append thread panicked"))
+                .map_err(crate::cli::io("soak"))??;
         }
         Ok(())
     })?;
@@ -222,9 +221,7 @@ fn append_loop(
 
 /// A copy of a fixture chunk as session `copy` of `thread`, timed now (the store's clock).
 fn restamp(c: &Chunk, thread: usize, copy: u64) -> Chunk {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = replaystore::Clock::now_ms(&replaystore::SystemClock);
     Chunk {
         session_id: format!("{}-t{thread}-{copy}", c.session_id),
         person: format!("{}-t{thread}-{copy}", c.person),
@@ -252,11 +249,9 @@ fn backlog_slope(samples: &[Sample]) -> f64 {
     cov / var.max(1e-12)
 }
 
+/// The `q` quantile of `v`; NaN for an empty sample window.
 fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
+    crate::cli::bench::quantile(v, q).unwrap_or(f64::NAN)
 }
 
 fn print_run(r: &RunReport) {

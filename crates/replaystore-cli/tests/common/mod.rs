@@ -8,6 +8,31 @@ use std::path::{Path, PathBuf};
 
 use replaystore::{Chunk, Config, Store};
 
+/// Stores a generated 20-minute session with a keyframe every 2 minutes, one block per flush
+/// (each chunk flushed alone), and closes the store; returns its workload (for `start_ms`) and
+/// the session. The input of the seekable-playback tests.
+pub fn stored_long_session(
+    dir: &Path,
+) -> (
+    replaystore_testkit::generator::Workload,
+    replaystore_testkit::generator::GeneratedSession,
+) {
+    use replaystore_testkit::generator::{long_session, recent_start_ms, Workload};
+    let w = Workload {
+        teams: 1,
+        start_ms: recent_start_ms(),
+        ..Workload::default()
+    };
+    let s = long_session(&w, 0, 20 * 60_000, 2 * 60_000);
+    let store = Store::open(dir, config()).unwrap();
+    for c in &s.chunks {
+        store.append(c.clone()).unwrap();
+        store.flush().unwrap();
+    }
+    store.close().unwrap();
+    (w, s)
+}
+
 /// Whether the crash points (`REPLAYSTORE_CRASH_AT`) are compiled in (this crate's tests turn
 /// the engine's `failpoints` feature on through a dev-dependency). Without them a test that
 /// kills a process at a crash point says SKIPPED, loudly; under CI (`CI` set) it fails instead.

@@ -126,21 +126,9 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
             "https://app{team}.example.com/{}/{page}",
             WORDS[page as usize % WORDS.len()]
         );
-        events.push(ts, format!(r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#));
-        let mut page_rng = Rng::new(
-            w.seed ^ team.wrapping_mul(0x51_7C_C1_B7) ^ page.wrapping_mul(0x2545_F491_4F6C_DD1D),
-        );
-        let dom_bytes =
-            (60_000.0 * (0.9 * page_rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
-        // rrweb numbers the nodes of each page load from 1.
-        let mut next_id = 1u64;
-        let snapshot = full_snapshot(&mut page_rng, dom_bytes, &mut next_id);
-        ts += rng.range(5, 40);
-        events.push(
-            ts,
-            format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#),
-        );
-        let nodes = next_id - 1;
+        let snapshot = page_snapshot(w, team, page);
+        ts = keyframe(&mut events, &mut rng, ts, &href, &snapshot.json);
+        let (nodes, mut next_id) = (snapshot.nodes, snapshot.nodes + 1);
         if first_page {
             first_page = false;
             if has_rage_clicks {
@@ -168,6 +156,84 @@ pub fn session(w: &Workload, index: usize) -> GeneratedSession {
     let mut s = events.finish();
     (s.has_console_errors, s.has_rage_clicks) = (has_console_errors, has_rage_clicks);
     s
+}
+
+/// A page's DOM as a full snapshot: it depends only on (seed, team, page), so a page a session
+/// comes back to (or another session visits) has the same one, as real sites do.
+struct PageSnapshot {
+    json: String,
+    nodes: u64,
+}
+
+fn page_snapshot(w: &Workload, team: u64, page: u64) -> PageSnapshot {
+    let mut page_rng = Rng::new(
+        w.seed ^ team.wrapping_mul(0x51_7C_C1_B7) ^ page.wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
+    let dom_bytes =
+        (60_000.0 * (0.9 * page_rng.normal()).exp()).clamp(20_000.0, 1_200_000.0) as usize;
+    // rrweb numbers the nodes of each page load from 1.
+    let mut next_id = 1u64;
+    let json = full_snapshot(&mut page_rng, dom_bytes, &mut next_id);
+    PageSnapshot {
+        json,
+        nodes: next_id - 1,
+    }
+}
+
+/// A keyframe at `ts`: a Meta event, then the FullSnapshot a few ms later (what rrweb records
+/// at a page load and at each checkout). Returns the time of the snapshot.
+fn keyframe(events: &mut EventSink, rng: &mut Rng, ts: i64, href: &str, snapshot: &str) -> i64 {
+    events.push(
+        ts,
+        format!(
+            r#"{{"type":4,"data":{{"href":"{href}","width":1280,"height":800}},"timestamp":{ts}}}"#
+        ),
+    );
+    let ts = ts + rng.range(5, 40);
+    events.push(
+        ts,
+        format!(r#"{{"type":2,"data":{snapshot},"timestamp":{ts}}}"#),
+    );
+    ts
+}
+
+/// A long session on one page (an app left open for hours) with a new keyframe (Meta +
+/// FullSnapshot) every `checkout_every_ms`, as rrweb records with `checkoutEveryNms`:
+/// the input of the seekable-playback benchmark (`bench --seek`). Deterministic in
+/// (seed, index).
+pub fn long_session(
+    w: &Workload,
+    index: usize,
+    duration_ms: i64,
+    checkout_every_ms: i64,
+) -> GeneratedSession {
+    let mut rng = Rng::new(w.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let team = 1 + (index as u64 % w.teams.max(1));
+    let person = format!("person-{}", rng.below(w.persons.max(1) as u64));
+    let start = w.start_ms + index as i64 * 1500;
+    let session_id = uuid_v7(start, &mut rng);
+    let window_id = uuid_v7(start, &mut rng);
+    let mut events = EventSink::new(team, &session_id, &person, &window_id, start);
+    let href = format!("https://app{team}.example.com/dashboard");
+    let snapshot = page_snapshot(w, team, 0);
+    let mut plant = Plant {
+        errors: false,
+        clicks: 0,
+    };
+    let mut ts = keyframe(&mut events, &mut rng, start, &href, &snapshot.json);
+    let mut next_id = snapshot.nodes + 1;
+    let mut next_checkout = start + checkout_every_ms;
+    while ts < start + duration_ms {
+        ts += rng.range(15, 400);
+        if ts >= next_checkout {
+            ts = keyframe(&mut events, &mut rng, ts, &href, &snapshot.json);
+            next_checkout += checkout_every_ms;
+        }
+        let node = 1 + rng.below(snapshot.nodes.max(1));
+        let e = incremental(&mut rng, ts, node, &mut next_id, &mut plant);
+        events.push(ts, e);
+    }
+    events.finish()
 }
 
 /// All chunks of all sessions, ordered by time as an ingestion server receives them.

@@ -1,8 +1,9 @@
 //! Regrouping: the cold copy of idle data. Within a job (sealed segments of one lane whose data
 //! is older than `regroup_idle`), all surviving blocks of a session become one block (more if
-//! past 64 MiB) compressed at `regroup_level`, optionally after the configured payload
-//! transform. The hot path stays at a fast level with one block per session per
-//! flush; this is where the bytes per session drop.
+//! past 64 MiB, or cut at a keyframe past `keyframe_block_bytes` so that a read from a point
+//! in the session decompresses from about there) compressed at `regroup_level`, optionally
+//! after the configured payload transform. The hot path stays at a fast level with one block
+//! per session per flush; this is where the bytes per session drop.
 //!
 //! Chunks keep their boundaries, windows and timestamps, and their order: they are sorted by
 //! (first_ts, seq, position) as reads sort them, and the new block takes the highest seq of the
@@ -13,7 +14,9 @@ use std::sync::Arc;
 
 use crate::annotation::{merge_parts, Annotation};
 use crate::chunk::{Chunk, Group, Stamped};
-use crate::compress::{encode, parallel_map, split_groups, transform_chunks, Encoded};
+use crate::compress::{
+    cut_at_keyframes, encode, parallel_map, split_groups, transform_chunks, Encoded,
+};
 use crate::error::Result;
 use crate::format::block::{BLOCK_REGROUPED, BLOCK_TRANSFORMED};
 use crate::format::footer::SEGMENT_REGROUPED;
@@ -199,6 +202,9 @@ impl Compactor<'_> {
                 let stamp = Stamp {
                     arrival_ms: c.arrival_ms.unwrap_or(created_ms),
                     clock_offset_ms: 0, // recorded by the annotation, if at all
+                    // Kept, not computed again: the annotator saw the chunks as sent, and
+                    // payloads may have been transformed since.
+                    keyframe_ms: h.keyframe_of(k),
                     source_offset: c.source_offset,
                 };
                 chunks.push(SortedChunk {
@@ -231,10 +237,11 @@ impl Compactor<'_> {
         let flags = BLOCK_REGROUPED | if transformed { BLOCK_TRANSFORMED } else { 0 };
         // The regrouped block's annotation is its parts' merged in time order.
         let note = merge_parts(self.config.parts.annotator.as_deref(), notes);
-        split_groups(vec![Group { chunks, stamps }])
+        let cut = cut_at_keyframes(Group { chunks, stamps }, self.config.keyframe_block_bytes);
+        split_groups(cut)
             .iter()
             .enumerate()
-            // A session too big for one block: the first carries the annotation of all.
+            // A session in several blocks: the first carries the annotation of all.
             .map(|(k, g)| {
                 let note = note.as_ref().filter(|_| k == 0).map(|n| n.bytes.as_slice());
                 encode(w, max_seq, flags, note, &g.chunks, &g.stamps)

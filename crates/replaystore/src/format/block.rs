@@ -11,6 +11,7 @@
 //!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64
 //!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL]
 //!                     [, source_offset u64 (u64::MAX = none) when flags has BLOCK_SOURCE])
+//!    [| keyframe_count u32, keyframe_count x (chunk u32, ts i64) when flags has BLOCK_KEYFRAMES]
 //!    [| annotation_len u32, annotation bytes when flags has BLOCK_HAS_ANNOTATION]
 //! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
 //! ```
@@ -20,11 +21,8 @@
 //! what retention and erasure decide by. Blocks written before format 2 have no arrival times;
 //! they take their segment's `created_ms` (docs/format.md, "Arrival time").
 
-use super::{
-    put_i64, put_u16, put_u32, put_u64, Bytes, DecodeError, DecodeResult, MAX_ANNOTATION_BYTES,
-    MAX_BLOCK_RAW,
-};
-use crate::chunk::Chunk;
+pub use super::block_encode::BlockWriter;
+use super::{Bytes, DecodeError, DecodeResult, MAX_ANNOTATION_BYTES, MAX_BLOCK_RAW};
 pub use crate::chunk::Stamp;
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"RBLK";
@@ -38,18 +36,23 @@ pub const BLOCK_TRANSFORMED: u8 = 2;
 pub const BLOCK_HAS_ANNOTATION: u8 = 4;
 /// Block flag: each chunk-table entry ends with the chunk's arrival time (format 2).
 pub const BLOCK_ARRIVAL: u8 = 8;
+/// Block flag: after the chunk table, the block's keyframes (format 3): the chunks playback can
+/// start from, each with the time of its first keyframe (docs/format.md, "Keyframes").
+pub const BLOCK_KEYFRAMES: u8 = 16;
+/// Block flag: each chunk-table entry ends with the chunk's position in its source (a Kafka
+/// offset; `Stamp::source_offset`), after its arrival time.
+pub const BLOCK_SOURCE: u8 = 32;
+/// A chunk's source offset in the table when it has none (other chunks of its block have).
+pub(super) const NO_SOURCE: u64 = u64::MAX;
 pub const BLOCK_FIXED_LEN: usize = 64;
 /// Upper bound on header_len (identifiers, windows and the chunk table).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
 const CHUNK_ENTRY_LEN: usize = 24;
 /// A chunk-table entry with its arrival time (`BLOCK_ARRIVAL`).
-const CHUNK_ENTRY_ARRIVAL_LEN: usize = 32;
-/// Block flag: each chunk-table entry ends with the chunk's position in its source (a Kafka
-/// offset; `Stamp::source_offset`), after its arrival time.
-pub const BLOCK_SOURCE: u8 = 16;
-/// A chunk's source offset in the table when it has none (other chunks of its block have).
-const NO_SOURCE: u64 = u64::MAX;
-const NO_WINDOW: u16 = u16::MAX;
+pub(super) const CHUNK_ENTRY_ARRIVAL_LEN: usize = 32;
+pub(super) const NO_WINDOW: u16 = u16::MAX;
+/// A keyframe-table entry: chunk index u32, ts i64.
+pub(super) const KEYFRAME_ENTRY_LEN: usize = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -80,6 +83,15 @@ pub struct ChunkEntry {
     pub source_offset: Option<u64>,
 }
 
+/// A chunk of a block that holds a keyframe, and the time of its (first) keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockKeyframe {
+    /// Index in the block's chunk table.
+    pub chunk: u32,
+    /// SDK time (after the skew correction), as the chunks' `first_ts`.
+    pub ts_ms: i64,
+}
+
 /// When the chunks of a block arrived, by the store's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArrivalRange {
@@ -91,7 +103,8 @@ pub struct ArrivalRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
     pub codec: Codec,
-    /// `BLOCK_REGROUPED`, `BLOCK_TRANSFORMED`, `BLOCK_HAS_ANNOTATION`, `BLOCK_ARRIVAL`.
+    /// `BLOCK_REGROUPED`, `BLOCK_TRANSFORMED`, `BLOCK_HAS_ANNOTATION`, `BLOCK_ARRIVAL`,
+    /// `BLOCK_KEYFRAMES`.
     pub flags: u8,
     pub dict_id: u32,
     pub team: u64,
@@ -104,6 +117,8 @@ pub struct BlockHeader {
     pub person: String,
     pub windows: Vec<String>,
     pub chunks: Vec<ChunkEntry>,
+    /// The chunks holding a keyframe, by chunk index (`BLOCK_KEYFRAMES`; empty without).
+    pub keyframes: Vec<BlockKeyframe>,
     pub header_len: u32,
     /// The block's checksum: with `seq`, what identifies a block rewritten after a failed
     /// flush (the same bytes may then sit in two files).
@@ -116,6 +131,24 @@ impl BlockHeader {
     /// Bytes the whole block occupies: header, payload, crc.
     pub fn total_len(&self) -> u64 {
         self.header_len as u64 + self.stored_len as u64 + 4
+    }
+
+    /// The keyframe time of chunk `index`, if it holds one.
+    pub fn keyframe_of(&self, index: usize) -> Option<i64> {
+        self.keyframes
+            .iter()
+            .find(|k| k.chunk as usize == index)
+            .map(|k| k.ts_ms)
+    }
+
+    /// The latest start (`first_ts`) of the block's chunks: a read from a later point in
+    /// playback order needs nothing of this block.
+    pub fn last_chunk_start(&self) -> i64 {
+        self.chunks
+            .iter()
+            .map(|c| c.first_ts)
+            .max()
+            .unwrap_or(self.first_ts)
     }
 
     /// When the block's chunks arrived; a block of format 1 takes `legacy_ms` (its segment's
@@ -239,6 +272,40 @@ fn parse_chunk_entries(
     Ok((chunks, sum))
 }
 
+/// The block's keyframe table, when its flags say it has one: chunk indexes strictly growing
+/// and within the chunk table.
+fn parse_keyframes(
+    b: &mut Bytes,
+    flags: u8,
+    chunk_count: usize,
+) -> DecodeResult<Vec<BlockKeyframe>> {
+    if flags & BLOCK_KEYFRAMES == 0 {
+        return Ok(Vec::new());
+    }
+    let n = b.u32()? as usize;
+    if n == 0 || n > chunk_count {
+        return Err(DecodeError::new(format!(
+            "keyframe count {n} out of bounds"
+        )));
+    }
+    let mut out: Vec<BlockKeyframe> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = BlockKeyframe {
+            chunk: b.u32()?,
+            ts_ms: b.i64()?,
+        };
+        let after_last = out.last().is_none_or(|p| p.chunk < k.chunk);
+        if k.chunk as usize >= chunk_count || !after_last {
+            return Err(DecodeError::new(format!(
+                "keyframe chunk {} out of order",
+                k.chunk
+            )));
+        }
+        out.push(k);
+    }
+    Ok(out)
+}
+
 /// The block's annotation, when its flags say it has one.
 fn parse_annotation(b: &mut Bytes, flags: u8) -> DecodeResult<Option<Vec<u8>>> {
     if flags & BLOCK_HAS_ANNOTATION == 0 {
@@ -292,6 +359,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let person = b.str(person_len, "person")?.to_string();
     let windows = parse_windows(&mut b, window_count)?;
     let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, flags)?;
+    let keyframes = parse_keyframes(&mut b, flags, chunk_count)?;
     let annotation = parse_annotation(&mut b, flags)?;
     if b.pos() != header_len as usize {
         return Err(DecodeError::new(
@@ -315,6 +383,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
         person,
         windows,
         chunks,
+        keyframes,
         header_len,
         crc: 0,
         annotation,
@@ -372,182 +441,10 @@ fn decompress(stored: &[u8], raw_len: usize) -> DecodeResult<Vec<u8>> {
     Ok(out)
 }
 
-/// Encodes blocks; holds a reusable zstd context (one per compression thread).
-pub struct BlockWriter {
-    compressor: zstd::bulk::Compressor<'static>,
-    raw: Vec<u8>,
-}
-
-impl BlockWriter {
-    pub fn new(level: i32) -> std::io::Result<Self> {
-        Ok(BlockWriter {
-            compressor: zstd::bulk::Compressor::new(level)?,
-            raw: Vec::new(),
-        })
-    }
-
-    /// Encodes the chunks (all of one team and session, already validated, in append order) as
-    /// one block appended to `out`, each chunk with its stamp (`stamps[i]` is `chunks[i]`'s).
-    /// The caller keeps the total raw size under `MAX_BLOCK_RAW`.
-    pub fn encode(
-        &mut self,
-        seq: u64,
-        chunks: &[Chunk],
-        stamps: &[Stamp],
-        out: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
-        self.encode_full(seq, 0, None, chunks, stamps, out)
-    }
-
-    /// `encode` with block flags and the block's annotation (1 to `MAX_ANNOTATION_BYTES`
-    /// bytes; the engine drops others before they get here).
-    pub fn encode_full(
-        &mut self,
-        seq: u64,
-        flags: u8,
-        annotation: Option<&[u8]>,
-        chunks: &[Chunk],
-        stamps: &[Stamp],
-        out: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
-        if chunks.is_empty() || stamps.len() != chunks.len() {
-            return Err(std::io::Error::other(format!(
-                "a block needs one stamp per chunk and at least one chunk ({} chunks, {} stamps)",
-                chunks.len(),
-                stamps.len()
-            )));
-        }
-        let (mut flags, annotation) = written_flags(flags, annotation)?;
-        if stamps.iter().any(|s| s.source_offset.is_some()) {
-            flags |= BLOCK_SOURCE;
-        }
-        let first = &chunks[0];
-        self.raw.clear();
-        let ChunkTable {
-            windows,
-            table,
-            lo,
-            hi,
-        } = chunk_table(chunks, stamps, flags & BLOCK_SOURCE != 0, &mut self.raw);
-        let compressed = self.compressor.compress(&self.raw)?;
-        let (codec, stored): (Codec, &[u8]) = if compressed.len() < self.raw.len() {
-            (Codec::Zstd, &compressed)
-        } else {
-            (Codec::None, &self.raw)
-        };
-        let var_len = first.session_id.len()
-            + first.person.len()
-            + windows.iter().map(|w| 1 + w.len()).sum::<usize>()
-            + table.len()
-            + if annotation.is_empty() {
-                0
-            } else {
-                4 + annotation.len()
-            };
-        let header_len = BLOCK_FIXED_LEN + var_len;
-        let start = out.len();
-        out.reserve(header_len + stored.len() + 4);
-        out.extend_from_slice(&BLOCK_MAGIC);
-        put_u32(out, header_len as u32);
-        out.push(codec as u8);
-        out.push(flags);
-        put_u16(out, windows.len() as u16);
-        put_u32(out, 0); // dictionary id: none yet
-        put_u64(out, first.team);
-        put_u64(out, seq);
-        put_i64(out, lo);
-        put_i64(out, hi);
-        put_u32(out, self.raw.len() as u32);
-        put_u32(out, stored.len() as u32);
-        put_u32(out, chunks.len() as u32);
-        out.push(first.session_id.len() as u8);
-        out.push(0);
-        put_u16(out, first.person.len() as u16);
-        out.extend_from_slice(first.session_id.as_bytes());
-        out.extend_from_slice(first.person.as_bytes());
-        for w in &windows {
-            out.push(w.len() as u8);
-            out.extend_from_slice(w.as_bytes());
-        }
-        out.extend_from_slice(&table);
-        if !annotation.is_empty() {
-            put_u32(out, annotation.len() as u32);
-            out.extend_from_slice(annotation);
-        }
-        out.extend_from_slice(stored);
-        let crc = crc32fast::hash(&out[start..]);
-        put_u32(out, crc);
-        Ok(())
-    }
-}
-
-/// The flags a block is written with (arrival times always; an annotation when there is one)
-/// and its annotation bytes (empty for none), checked against the format's bounds.
-fn written_flags(flags: u8, annotation: Option<&[u8]>) -> std::io::Result<(u8, &[u8])> {
-    let flags = (flags | BLOCK_ARRIVAL) & !BLOCK_HAS_ANNOTATION;
-    match annotation {
-        None => Ok((flags, &[])),
-        Some(a) if (1..=MAX_ANNOTATION_BYTES).contains(&a.len()) => {
-            Ok((flags | BLOCK_HAS_ANNOTATION, a))
-        }
-        Some(_) => Err(std::io::Error::other("annotation out of bounds")),
-    }
-}
-
-/// The chunk table of a block being encoded, its window ids, and its time range.
-struct ChunkTable<'a> {
-    windows: Vec<&'a str>,
-    table: Vec<u8>,
-    lo: i64,
-    hi: i64,
-}
-
-/// Builds the chunk table (with source offsets when `sourced`) and appends the chunks'
-/// payloads to `raw`.
-fn chunk_table<'a>(
-    chunks: &'a [Chunk],
-    stamps: &[Stamp],
-    sourced: bool,
-    raw: &mut Vec<u8>,
-) -> ChunkTable<'a> {
-    let mut windows: Vec<&str> = Vec::new();
-    let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    for (c, stamp) in chunks.iter().zip(stamps) {
-        raw.extend_from_slice(&c.payload);
-        let w = match &c.window_id {
-            None => NO_WINDOW,
-            Some(w) => match windows.iter().position(|x| x == w) {
-                Some(i) => i as u16,
-                None => {
-                    windows.push(w);
-                    (windows.len() - 1) as u16
-                }
-            },
-        };
-        put_u32(&mut table, c.payload.len() as u32);
-        put_u16(&mut table, w);
-        put_u16(&mut table, 0);
-        put_i64(&mut table, c.first_ts_ms);
-        put_i64(&mut table, c.last_ts_ms);
-        put_i64(&mut table, stamp.arrival_ms);
-        if sourced {
-            put_u64(&mut table, stamp.source_offset.unwrap_or(NO_SOURCE));
-        }
-        lo = lo.min(c.first_ts_ms);
-        hi = hi.max(c.last_ts_ms);
-    }
-    ChunkTable {
-        windows,
-        table,
-        lo,
-        hi,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::Chunk;
 
     fn chunk(payload: &[u8], w: Option<&str>, ts: i64) -> Chunk {
         Chunk {
@@ -574,8 +471,8 @@ mod tests {
         let stamps: Vec<Stamp> = (0..chunks.len() as i64)
             .map(|i| Stamp {
                 arrival_ms: 1000 + i,
-                clock_offset_ms: 0,
-                source_offset: None,
+                keyframe_ms: (i == 2).then_some(7),
+                ..Default::default()
             })
             .collect();
         let note: &[u8] = b"\x01opaque";
@@ -591,8 +488,11 @@ mod tests {
         assert_eq!(h.annotation.as_deref(), Some(note));
         assert_eq!(
             h.flags,
-            BLOCK_TRANSFORMED | BLOCK_HAS_ANNOTATION | BLOCK_ARRIVAL
+            BLOCK_TRANSFORMED | BLOCK_HAS_ANNOTATION | BLOCK_ARRIVAL | BLOCK_KEYFRAMES
         );
+        let kf = BlockKeyframe { chunk: 2, ts_ms: 7 };
+        assert_eq!(h.keyframes, vec![kf]);
+        assert_eq!((h.keyframe_of(2), h.keyframe_of(1)), (Some(7), None));
         assert_eq!(
             h.arrival(0),
             ArrivalRange {
@@ -629,8 +529,8 @@ mod tests {
         ];
         let stamp = |o: Option<u64>| Stamp {
             arrival_ms: 9,
-            clock_offset_ms: 0,
             source_offset: o,
+            ..Default::default()
         };
         let stamps = [stamp(Some(7)), stamp(None), stamp(Some(u64::MAX - 1))];
         let mut out = Vec::new();

@@ -3,14 +3,16 @@
 //! allocate or slice.
 
 pub mod block;
+mod block_encode;
 pub mod bloom;
 pub mod footer;
 pub mod records;
 pub mod segment;
+pub mod session_index;
 pub mod tombstone_log;
 
-pub use block::{ArrivalRange, BlockHeader, BlockWriter, ChunkEntry, Codec, Stamp};
-pub use footer::{BlockRef, FooterFormat, FooterView, SessionEntry};
+pub use block::{ArrivalRange, BlockHeader, BlockKeyframe, BlockWriter, ChunkEntry, Codec, Stamp};
+pub use footer::{BlockRef, FooterFormat, FooterView, Keyframe, SeekTable, SessionEntry};
 pub use segment::{blocks, blocks_end, SegmentHeader, Trailer, SEGMENT_HEADER_LEN, TRAILER_LEN};
 
 /// Hard cap on a block's raw (uncompressed) size, and so on a payload.
@@ -19,8 +21,9 @@ pub const MAX_BLOCK_RAW: usize = 1 << 30;
 /// is written and when one is read.
 pub const MAX_ANNOTATION_BYTES: usize = 64 << 10;
 /// Format version written in segment headers and trailers. Version 2 added arrival times
-/// (chunk tables, block refs, footer totals); version 1 files still open (docs/format.md).
-pub const FORMAT_VERSION: u16 = 2;
+/// (chunk tables, block refs, footer totals), version 3 the footers' seek section (keyframes);
+/// files of versions 1 and 2 still open (docs/format.md).
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this code reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 
@@ -30,6 +33,16 @@ pub const OLDEST_READABLE_VERSION: u16 = 1;
 pub struct Annotation {
     pub first_ts_ms: i64,
     pub bytes: Vec<u8>,
+}
+
+/// The facts of a session's annotation an index compares without decoding it
+/// (`Annotator::facets`): the annotator says what each position of `numbers` means (its
+/// crate's filters know), and what `texts` are (URLs for recordings). Kept per session in the
+/// session index and its file, so small.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facets {
+    pub numbers: Vec<u64>,
+    pub texts: Vec<String>,
 }
 
 /// Stable 64-bit hash of a (team, identifier) pair, stored on disk: xxh3-64 of the team's 8

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::annotation::{merge_parts, Annotation, Annotator};
 use crate::format::footer::FooterTotals;
-use crate::format::{BlockHeader, BlockRef, SessionEntry};
+use crate::format::{BlockHeader, BlockRef, SeekTable, SessionEntry};
 
 /// The in-memory session index of an active (or footer-less) segment.
 #[derive(Debug, Default)]
@@ -60,6 +60,7 @@ impl MemIndex {
                     stored_bytes: 0,
                     blocks: Vec::new(),
                     annotations: Vec::new(),
+                    seek: SeekTable::default(),
                 });
                 entries.len() - 1
             }
@@ -77,6 +78,7 @@ impl MemIndex {
         e.raw_bytes += h.raw_len as u64;
         e.stored_bytes += r.len as u64;
         e.blocks.push(r);
+        e.seek.add_block(h);
     }
 
     /// The session records a footer gets: each with its blocks' annotations merged into one

@@ -1,8 +1,11 @@
 //! `Storage` on the operating system: std's files, memmap2 for maps, flock for the lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -111,10 +114,63 @@ impl Storage for OsStorage {
             .truncate(false)
             .write(true)
             .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(DirLock::new(file))),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
+        ProcessLock::take(file)
+    }
+}
+
+/// The store directory's lock: a POSIX record lock (`fcntl(F_SETLK)`) on `LOCK` against other
+/// processes, and a registry of held files against a second open in this process.
+///
+/// Why not `flock`: a flock belongs to the open file description, which a child process
+/// shares from `fork` until its `exec` closes the descriptor. A program that spawns processes
+/// (a test suite running the CLI, a server running hooks) could then see its own reopen of a
+/// store fail with `Locked` because some child, for a few microseconds, still held the lock.
+/// Record locks belong to the process: children never have them.
+struct ProcessLock {
+    /// Kept open for as long as the lock is held (closing any descriptor of the file would
+    /// release a record lock, so the file is opened once, here).
+    _file: File,
+    key: (u64, u64),
+}
+
+/// (device, inode) of every `LOCK` this process holds.
+static HELD: parking_lot::Mutex<Option<HashSet<(u64, u64)>>> = parking_lot::Mutex::new(None);
+
+impl ProcessLock {
+    fn take(file: File) -> io::Result<Option<DirLock>> {
+        let meta = file.metadata()?;
+        let key = (meta.dev(), meta.ino());
+        let mut held = HELD.lock();
+        if !held.get_or_insert_with(HashSet::new).insert(key) {
+            return Ok(None);
+        }
+        // SAFETY: an all-zero flock is a valid value; fcntl gets a valid descriptor and a
+        // pointer to a live struct for the duration of the call.
+        let rc = unsafe {
+            let mut lock: libc::flock = std::mem::zeroed();
+            lock.l_type = libc::F_WRLCK as libc::c_short;
+            lock.l_whence = libc::SEEK_SET as libc::c_short;
+            libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock)
+        };
+        if rc == 0 {
+            return Ok(Some(DirLock::new(ProcessLock { _file: file, key })));
+        }
+        let err = io::Error::last_os_error();
+        if let Some(set) = held.as_mut() {
+            set.remove(&key);
+        }
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(None),
+            _ => Err(err),
+        }
+    }
+}
+
+impl Drop for ProcessLock {
+    fn drop(&mut self) {
+        // The record lock goes with the file, closed right after this.
+        if let Some(set) = HELD.lock().as_mut() {
+            set.remove(&self.key);
         }
     }
 }

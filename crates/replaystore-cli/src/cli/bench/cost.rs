@@ -39,6 +39,13 @@ impl Phase {
     }
 }
 
+/// The `q` quantile (0..=1) of `v`, which it sorts; `None` when empty.
+pub fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+}
+
 /// Where the posthog-js normalization (inflating the SDK's in-event gzip) runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum NormalizeAt {

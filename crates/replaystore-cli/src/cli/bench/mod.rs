@@ -4,9 +4,8 @@
 
 mod cost;
 
-pub use cost::process_cpu_s;
-mod kv;
-mod systems;
+pub use cost::{process_cpu_s, quantile};
+mod seek;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use replaystore_testkit::generator::{interleaved, Workload};
 use serde::Serialize;
 
 use cost::{phase, NormalizeAt};
-use systems::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
+use replaystore_testkit::peers::{io_err, ReplayStore, System, V1Gzip, V2Snappy, ZstdOnly};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,9 +49,18 @@ pub struct Args {
     /// zstd level of regrouped blocks.
     #[arg(long, default_value_t = Config::default().regroup_level)]
     pub regroup_level: i32,
+    /// Regrouped sessions start a new block at a keyframe past this many KiB
+    /// (`Config::keyframe_block_bytes`); 0: one block per session.
+    #[arg(long, default_value_t = Config::default().keyframe_block_bytes.unwrap_or(0) >> 10)]
+    pub keyframe_kib: usize,
     /// No session summaries on the flush path (measures what the rrweb annotator costs).
     #[arg(long)]
     pub no_analyzer: bool,
+    /// Only seekable playback: a generated 3-hour session read from 90% of the way in, hot,
+    /// regrouped cut at keyframes and regrouped whole (time to first event, bytes
+    /// decompressed, bytes stored).
+    #[arg(long)]
+    pub seek: bool,
 }
 
 /// One system's figures.
@@ -129,9 +137,7 @@ fn workload(args: &Args) -> Result<(String, Vec<Chunk>)> {
     let copies = (args.target_mb * 1_000_000 / raw).max(1);
     // Re-timed so that the last copy ends a minute ago: a store on the system clock accepts
     // the capture's timestamps whatever its age (an import, so no send-time skew correction).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = replaystore::Clock::now_ms(&replaystore::SystemClock);
     let newest = one.iter().map(|c| c.last_ts_ms).max().unwrap_or(now);
     let shift = now - 60_000 - newest - copies as i64 * 1000;
     // Copies of the real session, each its own session and person, starting 1 s apart.
@@ -226,11 +232,9 @@ fn read_all(
     )))
 }
 
+/// The `q` quantile (0..=1) of `v` (sorted in place); 0 when empty.
 fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
+    cost::quantile(v, q).unwrap_or(0.0)
 }
 
 fn measure(
@@ -276,6 +280,9 @@ fn evict(dir: &std::path::Path) {
 // Long on purpose: a benchmark script: its steps and printed results, in order.
 #[allow(clippy::too_many_lines)]
 pub fn run(args: Args) -> Result<i32> {
+    if args.seek {
+        return seek::run(&args);
+    }
     let tmp;
     let root = match &args.dir {
         Some(d) => d.clone(),
@@ -323,7 +330,8 @@ pub fn run(args: Args) -> Result<i32> {
             } else {
                 crate::cli::posthog_config().parts.annotator
             })
-            .with_regroup_level(args.regroup_level);
+            .with_regroup_level(args.regroup_level)
+            .with_keyframe_block_bytes((args.keyframe_kib > 0).then_some(args.keyframe_kib << 10));
         let normalize = std::sync::Arc::new(replaystore_posthog::posthog::Normalize);
         match args.normalize {
             NormalizeAt::None => c,
@@ -393,12 +401,14 @@ pub fn run(args: Args) -> Result<i32> {
     drop(v2);
     #[cfg(feature = "fjall")]
     {
-        let f = kv::fjall_peer::Fjall::new(&root.join("fjall")).map_err(io)?;
+        let f = replaystore_testkit::peers::kv::fjall_peer::Fjall::new(&root.join("fjall"))
+            .map_err(io)?;
         rows.push(measure(&f, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     #[cfg(feature = "rocksdb")]
     {
-        let r = kv::rocksdb_peer::Rocks::new(&root.join("rocksdb")).map_err(io)?;
+        let r = replaystore_testkit::peers::kv::rocksdb_peer::Rocks::new(&root.join("rocksdb"))
+            .map_err(io)?;
         rows.push(measure(&r, &parts, &sessions, raw, chunks.len(), flush_every).map_err(io)?);
     }
     if !args.skip_v1 {

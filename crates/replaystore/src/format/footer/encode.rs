@@ -29,6 +29,7 @@ pub fn encode_footer(
 
     let (offsets, records) = encode_annotations(sessions);
     let annotations_len = (offsets.len() + records.len()) as u32;
+    let seek = super::seek::encode_seek(sessions);
     let mut out = Vec::new();
     put_u32(&mut out, sessions.len() as u32);
     put_u32(&mut out, ref_count as u32);
@@ -47,6 +48,7 @@ pub fn encode_footer(
     put_u32(&mut out, annotations_len);
     put_i64(&mut out, totals.min_arrival_ms);
     put_i64(&mut out, totals.max_arrival_ms);
+    put_u32(&mut out, seek.len() as u32);
     out.resize(FOOTER_FIXED_LEN, 0);
     for w in &bloom.words {
         put_u64(&mut out, *w);
@@ -61,6 +63,7 @@ pub fn encode_footer(
     out.extend_from_slice(&heap);
     out.extend_from_slice(&offsets);
     out.extend_from_slice(&records);
+    out.extend_from_slice(&seek);
     (out, meta_crc)
 }
 

@@ -6,7 +6,8 @@
 //!   16 replaces_count u32 | 20 heap_len u32 | 24 min_ts i64 | 32 max_ts i64 | 40 chunk_count u64
 //!   48 raw_bytes u64 | 56 stored_bytes u64 | 64 block_count u64 | 72 max_seq u64
 //!   80 flags u32 (bit 0: every session in it was regrouped) | 84 annotations_len u32
-//!   88 min_arrival_ms i64 | 96 max_arrival_ms i64 | 104..112 reserved (zero)
+//!   88 min_arrival_ms i64 | 96 max_arrival_ms i64 | 104 seek_len u32 (format 3; zero before)
+//!   108..112 reserved (zero)
 //! bloom:    bloom_words x u64           membership filter over key_hash(team, session)
 //! replaces: replaces_count x u64        ids of segments this one supersedes (compaction)
 //! sessions: session_count x 80 B, sorted by (team, session_hash, session bytes):
@@ -20,6 +21,7 @@
 //! annotations (annotations_len bytes): session_count x u32 offsets into the records, then
 //!   per session entry a record: len u32 | crc32 u32 of the bytes | the annotator's bytes
 //!   (len 0: no annotation)
+//! seek (seek_len bytes, format 3): keyframes per session entry (`seek`'s comment)
 //! ```
 //! The trailer's footer_crc covers fixed, bloom and replaces: what open reads. Each session
 //! entry carries its own crc, checked when a lookup touches it, so open never reads the table.
@@ -65,6 +67,11 @@ impl FooterFormat {
         }
     }
 
+    /// Whether the footer has a seek section (format 3).
+    fn has_seek(&self) -> bool {
+        self.version >= 3
+    }
+
     fn ref_len(&self) -> usize {
         if self.v1() {
             BLOCK_REF_LEN_V1
@@ -100,6 +107,8 @@ pub struct SessionEntry {
     /// in an active segment's index, one per annotated block (merged when the segment is
     /// sealed, see `annotation::merge_parts`).
     pub annotations: Vec<Annotation>,
+    /// Where the record's chunks can be played from (format 3; empty before).
+    pub seek: SeekTable,
 }
 
 impl SessionEntry {
@@ -137,7 +146,9 @@ pub struct FooterTotals {
 pub const SEGMENT_REGROUPED: u32 = 1;
 
 mod encode;
+mod seek;
 pub use encode::encode_footer;
+pub use seek::{Keyframe, SeekTable};
 
 /// The totals in a footer's fixed part, and the length of its annotations section (which sits
 /// between them in the layout).
@@ -187,6 +198,8 @@ pub struct FooterView {
     heap_len: usize,
     annotations_at: usize,
     annotations_len: usize,
+    seek_at: usize,
+    seek_len: usize,
     format: FooterFormat,
 }
 
@@ -227,6 +240,11 @@ impl FooterView {
         let replaces_count = b.u32()? as usize;
         let heap_len = b.u32()? as usize;
         let (totals, annotations_len) = parse_totals(&mut b, format)?;
+        let seek_len = if format.has_seek() {
+            b.u32()? as usize
+        } else {
+            0
+        };
         let sizes = [
             format.fixed_len() as u64,
             bloom_words as u64 * 8,
@@ -235,6 +253,7 @@ impl FooterView {
             ref_count as u64 * format.ref_len() as u64,
             heap_len as u64,
             annotations_len as u64,
+            seek_len as u64,
         ];
         let offsets_len = session_count as u64 * 4;
         if sizes.iter().sum::<u64>() != len as u64
@@ -242,6 +261,7 @@ impl FooterView {
             || k == 0
             || k > 32
             || (annotations_len as u64) < offsets_len
+            || (format.has_seek() && (seek_len as u64) < offsets_len)
         {
             return Err(DecodeError::new("footer section sizes do not add up"));
         }
@@ -271,6 +291,8 @@ impl FooterView {
             heap_len,
             annotations_at: heap_at + heap_len,
             annotations_len,
+            seek_at: heap_at + heap_len + annotations_len,
+            seek_len,
             format,
         })
     }
@@ -348,8 +370,10 @@ impl FooterView {
             })
             .into_iter()
             .collect();
+        let seek = self.seek(file, i, blocks.len())?;
         Ok(SessionEntry {
             annotations,
+            seek,
             team,
             session,
             person,
@@ -407,6 +431,20 @@ impl FooterView {
             return Err(DecodeError::new("annotation record checksum mismatch"));
         }
         Ok((!bytes.is_empty()).then(|| bytes.to_vec()))
+    }
+
+    /// Verifies the seek record of entry `i` (of `block_count` refs); empty before format 3.
+    fn seek(&self, file: &[u8], i: u32, block_count: usize) -> DecodeResult<SeekTable> {
+        if !self.format.has_seek() {
+            return Ok(SeekTable::default());
+        }
+        let section = &file[self.seek_at..self.seek_at + self.seek_len];
+        seek::parse_seek(
+            section,
+            self.session_count as usize,
+            i as usize,
+            block_count,
+        )
     }
 
     /// Index of the first entry whose (team, hash) is >= the given key.
@@ -485,6 +523,16 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            // Every entry has a keyframe: the seek section's last record ends the footer.
+            seek: SeekTable {
+                block_starts: vec![off as i64],
+                keyframes: vec![Keyframe {
+                    ts_ms: off as i64 + 1,
+                    block: 0,
+                    chunk: (off % 4) as u32,
+                    chunk_first_ts: off as i64,
+                }],
+            },
         }
     }
 
@@ -505,12 +553,13 @@ mod tests {
             assert_eq!(e.arrival().first_ms, i as i64 * 2);
             assert_eq!(e.person, format!("p{}", i % 7));
             assert_eq!(e.annotations, entry(0, "", "", i).annotations);
+            assert_eq!(e.seek, entry(0, "", "", i).seek);
             assert!(f.find(&file, (i % 3) + 1, &format!("s{i}"))?.is_empty());
         }
         assert_eq!(f.team_range(&file, 1).len(), 167);
         assert!(f.find(&file, 0, "nope")?.is_empty());
         assert!(FooterView::parse(&file, 10, bytes.len() as u32, crc ^ 1, fmt).is_err());
-        // A flipped bit in an entry's strings is caught when the entry is read.
+        // A flipped bit in an entry's seek record is caught when the entry is read.
         let last = file.len() - 1;
         file[last] ^= 0x20;
         let bad = (0..500).filter(|&i| f.entry(&file, i).is_err()).count();

@@ -47,8 +47,8 @@ pub mod fjall_peer {
     };
     use replaystore::Chunk;
 
-    use super::super::systems::{dir_bytes, io_err, Res, System};
     use super::keys::{kv_key, kv_prefix, Seqs};
+    use crate::peers::{dir_bytes, io_err, Res, System};
 
     /// fjall (an LSM in Rust), LZ4, key-value separation for the large values.
     pub struct Fjall {
@@ -105,8 +105,8 @@ pub mod rocksdb_peer {
     use replaystore::Chunk;
     use rocksdb::{DBCompressionType, Options, WriteOptions, DB};
 
-    use super::super::systems::{dir_bytes, io_err, Res, System};
     use super::keys::{kv_key, kv_prefix, Seqs};
+    use crate::peers::{dir_bytes, io_err, Res, System};
 
     /// RocksDB with zstd compression; a synced WAL flush per durability point.
     pub struct Rocks {

@@ -219,7 +219,8 @@ pub fn run(bodies_dir: &Path, connections: usize, rounds: usize) -> Result<i32> 
         .collect();
     let store = Store::open(
         dir.path().join("engine"),
-        crate::cli::posthog_config().with_default_retention_days(3650),
+        replaystore_posthog::configure(replaystore::Config::default())
+            .with_default_retention_days(3650),
     )?;
     let started = Instant::now();
     std::thread::scope(|s| -> Result<()> {

@@ -13,8 +13,8 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
+use crate::generator::{interleaved, Workload};
 use replaystore::{Error, RemoteConfig, Result, Store};
-use replaystore_testkit::generator::{interleaved, Workload};
 
 /// Every this many chunks a flush; every `DELETE_EVERY` a deletion; every `COMPACT_EVERY` a
 /// compaction pass.
@@ -45,7 +45,7 @@ pub fn run(
             .map_err(io)
     };
     // Small segments, so that sealing, rolling and compaction happen within a short run.
-    let mut config = crate::cli::posthog_config()
+    let mut config = replaystore_posthog::configure(replaystore::Config::default())
         .with_segment_bytes(256 << 10)
         .with_maintenance_interval(None);
     let with_remote = remote.is_some();

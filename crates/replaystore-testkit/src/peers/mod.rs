@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use replaystore::{Chunk, Store};
 
+pub mod kv;
+
 pub type Res<T> = io::Result<T>;
 
 pub fn io_err(e: impl std::fmt::Display) -> io::Error {
