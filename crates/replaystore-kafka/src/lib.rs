@@ -7,6 +7,7 @@
 //! rdkafka over the system librdkafka (docs/design.md, "Kafka consumer", says why).
 
 pub mod envelope;
+mod generation;
 mod metrics;
 mod partition;
 mod run;

@@ -92,10 +92,8 @@ impl Partitions {
     }
 
     /// Opens partition `p`'s store (from the bucket, when the directory is new and a remote
-    /// is set) and returns where to resume: the group's committed offset, or the offset after
-    /// the last one the store holds when that is lower (a store that lost its newest data
-    /// reads it again); `None` when neither knows (the topic's start). The offsets the store
-    /// holds from there on are kept to be passed over.
+    /// is set) and returns where to resume (`resume_at`). The offsets the store holds from
+    /// there on are kept to be passed over.
     pub fn assign(&mut self, p: i32, committed: Option<i64>) -> crate::Result<Option<i64>> {
         let wrap = |source| crate::Error::Store {
             partition: p,
@@ -108,10 +106,13 @@ impl Partitions {
         let from = committed.map_or(0, |c| c.max(0) as u64);
         let offsets = store.source_offsets(from).map_err(wrap)?;
         let after_store = offsets.max.map(|m| m as i64 + 1);
-        let resume = match (committed, after_store) {
-            (Some(c), Some(s)) => Some(c.min(s)),
-            (c, s) => c.or(s),
-        };
+        let resume = resume_at(committed, after_store);
+        log::info!(
+            "partition {p}: group committed {committed:?}, store holds up to {:?} ({} from {from} \
+             on): resuming at {resume:?}",
+            offsets.max,
+            offsets.held.len()
+        );
         self.owned.insert(
             p,
             Partition {
@@ -178,6 +179,22 @@ impl Partitions {
     }
 }
 
+/// Where a partition is read from, given the group's committed offset and one past the
+/// highest offset its store holds: the lower of the two. The group's offset when the store is
+/// ahead of it (a member died between a flush and its commit: what the store holds past it is
+/// passed over); the store's when the group is ahead (a store that lost its newest data, or
+/// was restored from an older copy, reads it again). With no commit but a store holding
+/// something, the topic's start (0, or the earliest kept, through `auto.offset.reset`) rather
+/// than past the store's highest: one flush writes several lanes' files, and a crash between
+/// them can leave gaps below it. `None` when neither knows anything: the topic's start.
+fn resume_at(committed: Option<i64>, after_store: Option<i64>) -> Option<i64> {
+    match (committed, after_store) {
+        (Some(c), Some(s)) => Some(c.min(s)),
+        (None, Some(_)) => Some(0),
+        (c, None) => c,
+    }
+}
+
 fn add(into: &mut Counts, c: &Counts) {
     into.messages += c.messages;
     into.bytes += c.bytes;
@@ -186,4 +203,30 @@ fn add(into: &mut Counts, c: &Counts) {
     into.refused += c.refused;
     into.pauses += c.pauses;
     into.duplicates += c.duplicates;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_at;
+
+    #[test]
+    fn resumes_at_the_lower_of_the_group_and_the_store() {
+        assert_eq!(resume_at(None, None), None);
+        assert_eq!(resume_at(Some(7), None), Some(7));
+        assert_eq!(
+            resume_at(Some(7), Some(10)),
+            Some(7),
+            "store ahead: pass over its part"
+        );
+        assert_eq!(
+            resume_at(Some(7), Some(3)),
+            Some(3),
+            "store behind: read again"
+        );
+        assert_eq!(
+            resume_at(None, Some(10)),
+            Some(0),
+            "no commit: from the start"
+        );
+    }
 }

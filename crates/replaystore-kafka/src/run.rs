@@ -18,6 +18,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::generation;
 use crate::partition::{Counts, StoreFactory};
 use crate::partition::{Partition, Partitions};
 
@@ -41,6 +42,9 @@ pub struct Options {
     /// Stop once the group has committed every partition of the topic up to its end and
     /// nothing arrived for a second (tests and measurements: a bounded backlog).
     pub exit_when_drained: bool,
+    /// Further librdkafka properties (security, `debug`, fetch sizes...), set on both clients
+    /// after ours, so they win.
+    pub client_config: Vec<(String, String)>,
 }
 
 impl Options {
@@ -56,6 +60,7 @@ impl Options {
             metrics: None,
             session_timeout: Duration::from_secs(10),
             exit_when_drained: false,
+            client_config: Vec::new(),
         }
     }
 }
@@ -90,6 +95,10 @@ struct Ctx {
     /// A second client of the same group that never joins it: it reads the group's committed
     /// offsets from inside the rebalance callback, where the member itself cannot be called.
     offsets: BaseConsumer,
+    /// Rebalances seen, to catch one the coordinator skipped (`generation`).
+    watch: Mutex<generation::Watch>,
+    /// Set when it did: the run loop leaves the group and joins again as a new member.
+    rejoin: AtomicBool,
 }
 
 impl Ctx {
@@ -133,9 +142,22 @@ impl ConsumerContext for Ctx {
             let mut parts = lock(&self.parts);
             let done = match err {
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                    let generation = generation::current(native);
+                    let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+                    if watch.assigned(generation) {
+                        log::warn!(
+                            "the group's coordinator ended a rebalance in the generation it began \
+                             ({generation:?}): leaving and joining again as a new member"
+                        );
+                        self.rejoin.store(true, Ordering::Relaxed);
+                    }
                     self.assign(&mut parts, tpl)
                 }
                 RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                    self.watch
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .revoked();
                     let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                     numbers
                         .into_iter()
@@ -169,14 +191,25 @@ impl Consumer {
         }
     }
 
+    /// The librdkafka configuration both clients start from: brokers, group, the user's
+    /// properties.
+    fn base_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.opts.brokers)
+            .set("group.id", &self.opts.group);
+        for (k, v) in &self.opts.client_config {
+            c.set(k, v);
+        }
+        c
+    }
+
     fn client(&self) -> crate::Result<BaseConsumer<Ctx>> {
-        let offsets: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.opts.brokers)
-            .set("group.id", &self.opts.group)
+        let offsets: BaseConsumer = self
+            .base_config()
             .set("enable.auto.commit", "false")
             .create()?;
-        let consumer: BaseConsumer<Ctx> = ClientConfig::new()
-            .set("bootstrap.servers", &self.opts.brokers)
+        let mut config = ClientConfig::new();
+        config
             .set("group.id", &self.opts.group)
             // Offsets are committed by hand, after the flush that made them durable.
             .set("enable.auto.commit", "false")
@@ -188,12 +221,17 @@ impl Consumer {
             .set("heartbeat.interval.ms", "1000")
             // Bounds what librdkafka prefetches (per partition): memory stays bounded however
             // far behind the consumer is.
-            .set("queued.max.messages.kbytes", "16384")
-            .create_with_context(Ctx {
-                parts: self.parts.clone(),
-                topic: self.opts.topic.clone(),
-                offsets,
-            })?;
+            .set("queued.max.messages.kbytes", "16384");
+        for (k, v) in self.base_config().config_map() {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx {
+            parts: self.parts.clone(),
+            topic: self.opts.topic.clone(),
+            offsets,
+            watch: Mutex::default(),
+            rejoin: AtomicBool::new(false),
+        })?;
         consumer.subscribe(&[&self.opts.topic])?;
         Ok(consumer)
     }
@@ -202,15 +240,11 @@ impl Consumer {
     /// flushes, commits, leaves the group and closes every store.
     pub fn run(&self, stop: &AtomicBool) -> crate::Result<Report> {
         let start = Instant::now();
-        let consumer = self.client()?;
         let metrics = match self.opts.metrics {
             Some(addr) => Some(crate::metrics::serve(addr, self.parts.clone())?),
             None => None,
         };
-        let result = self.run_loop(&consumer, stop);
-        let last = self.flush_and_commit(&consumer, CommitMode::Sync);
-        // Leaving the group runs the revoke callback: every store is flushed and closed.
-        drop(consumer);
+        let result = self.member_runs(stop);
         if let Some(m) = metrics {
             m.stop();
         }
@@ -218,7 +252,7 @@ impl Consumer {
         for p in parts.numbers() {
             parts.revoke(p)?;
         }
-        result.and(last)?;
+        result?;
         if let Some(e) = parts.failed.take() {
             return Err(e);
         }
@@ -230,11 +264,28 @@ impl Consumer {
         })
     }
 
+    /// Runs as a group member until stopped; again as a new member when the coordinator skipped
+    /// a rebalance (`generation`).
+    fn member_runs(&self, stop: &AtomicBool) -> crate::Result<()> {
+        loop {
+            let consumer = self.client()?;
+            let result = self.run_loop(&consumer, stop);
+            let last = self.flush_and_commit(&consumer, CommitMode::Sync);
+            let rejoin = consumer.context().rejoin.load(Ordering::Relaxed);
+            // Leaving the group runs the revoke callback: every store is flushed and closed.
+            drop(consumer);
+            if result.is_err() || !rejoin || stop.load(Ordering::Relaxed) {
+                return result.and(last);
+            }
+        }
+    }
+
     fn run_loop(&self, consumer: &BaseConsumer<Ctx>, stop: &AtomicBool) -> crate::Result<()> {
         let mut last_flush = Instant::now();
         let mut last_message = Instant::now();
         let mut last_check = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        let rejoin = &consumer.context().rejoin;
+        while !stop.load(Ordering::Relaxed) && !rejoin.load(Ordering::Relaxed) {
             let polled = consumer.poll(Duration::from_millis(100));
             if let Some(e) = lock(&self.parts).failed.take() {
                 return Err(e);
@@ -280,6 +331,7 @@ impl Consumer {
             return 0; // revoked while it was in flight
         };
         let offset = m.offset();
+        log::trace!("partition {} offset {offset}", m.partition());
         // Dropped while paused: fetching resumes from the refused message.
         let paused = part.refused_at.is_some_and(|r| offset >= r);
         if paused || part.next.is_some_and(|n| offset < n) {
@@ -436,13 +488,29 @@ impl Consumer {
         let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
             return false;
         };
-        !ends.is_empty()
+        let done = !ends.is_empty()
             && committed.elements().iter().all(|e| {
                 match ends.get(&e.partition()).copied().flatten() {
                     Some(end) => matches!(e.offset(), Offset::Offset(o) if o >= end),
                     None => true,
                 }
-            })
+            });
+        if done {
+            let at: Vec<String> = committed
+                .elements()
+                .iter()
+                .map(|e| {
+                    format!(
+                        "p{} {:?} of {:?}",
+                        e.partition(),
+                        e.offset(),
+                        ends.get(&e.partition())
+                    )
+                })
+                .collect();
+            log::info!("drained: {}", at.join(", "));
+        }
+        done
     }
 }
 

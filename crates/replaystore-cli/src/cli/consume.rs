@@ -43,6 +43,17 @@ pub struct Args {
     /// Exit once the group has committed every partition up to its end (a bounded backlog).
     #[arg(long)]
     exit_when_drained: bool,
+    /// A librdkafka property, KEY=VALUE (repeatable; e.g. security.protocol=ssl, debug=cgrp):
+    /// set after the consumer's own, so it wins.
+    #[arg(long, value_parser = parse_property)]
+    kafka_config: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -70,6 +81,7 @@ pub fn run(args: Args) -> Result<i32> {
     opts.flush_interval = Duration::from_millis(args.flush_interval_ms);
     opts.session_timeout = Duration::from_secs(args.session_timeout_s);
     opts.exit_when_drained = args.exit_when_drained;
+    opts.client_config = args.kafka_config;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
