@@ -57,6 +57,10 @@ fn unique(test: &str) -> String {
 /// `.ci/run`; default: where `.ci/run` installs it): librdkafka's admin client waits for a
 /// controller that tansu 0.6 does not announce, and times out.
 fn create_topic(brokers: &str, topic: &str) {
+    create_topic_with(brokers, topic, PARTITIONS);
+}
+
+fn create_topic_with(brokers: &str, topic: &str, partitions: i32) {
     let tansu = std::env::var_os("REPLAYSTORE_TANSU").map_or_else(
         || {
             let home = std::env::var_os("HOME").unwrap_or_default();
@@ -66,7 +70,7 @@ fn create_topic(brokers: &str, topic: &str) {
     );
     let out = Command::new(&tansu)
         .args(["topic", "create", "--broker", &format!("tcp://{brokers}")])
-        .args(["--partitions", &PARTITIONS.to_string(), topic])
+        .args(["--partitions", &partitions.to_string(), topic])
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", tansu.display()));
     assert!(
@@ -86,6 +90,11 @@ struct Message {
 
 /// The fixture's requests as capture would produce them, under `copies` session ids.
 fn messages(copies: usize) -> Vec<Message> {
+    messages_of(copies, |_| None)
+}
+
+/// `messages`, with the person of copy `i` replaced by `person(i)` when it gives one.
+fn messages_of(copies: usize, person_of: impl Fn(usize) -> Option<&'static str>) -> Vec<Message> {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/posthog-js/snapshot-batches.jsonl"),
     )
@@ -100,7 +109,8 @@ fn messages(copies: usize) -> Vec<Message> {
                 parsed[0]["properties"]["$session_id"].as_str().unwrap()
             );
             let sent_at = parsed[0]["sent_at"].clone();
-            let person = parsed[0]["properties"]["distinct_id"].clone();
+            let orig_person = parsed[0]["properties"]["distinct_id"].as_str().unwrap();
+            let person = serde_json::Value::from(person_of(copy).unwrap_or(orig_person));
             let items = |ev: &RawValue| -> Vec<String> {
                 #[derive(serde::Deserialize)]
                 struct E<'a> {
@@ -147,6 +157,7 @@ fn messages(copies: usize) -> Vec<Message> {
             let with_session = |ev: &str| {
                 let orig = parsed[0]["properties"]["$session_id"].as_str().unwrap();
                 ev.replace(&format!("\"{orig}\""), &format!("\"{session}\""))
+                    .replace(&format!("\"{orig_person}\""), &format!("{person}"))
             };
             if copy % 2 == 0 {
                 // Capture's form: the request's events merged into one `$snapshot_items`.
@@ -246,16 +257,22 @@ fn expected(msgs: &[Message]) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-/// Every session's events as the partition stores under `dir` hold them, and in how many
-/// partitions each session was found.
+/// Every session's events as the partition stores under `dir` hold them (a session found in
+/// two partitions fails).
 fn stored(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    stored_in(|p| {
+        let pdir = dir.join(format!("p{p}"));
+        pdir.exists().then(|| common::open(&pdir))
+    })
+}
+
+/// `stored`, over the stores `open` gives for each partition.
+fn stored_in(open: impl Fn(i32) -> Option<replaystore::Store>) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let pdir = dir.join(format!("p{p}"));
-        if !pdir.exists() {
+        let Some(store) = open(p) else {
             continue;
-        }
-        let store = common::open(&pdir);
+        };
         for s in store
             .list_sessions(1, &replaystore::SessionFilter::default())
             .unwrap()
@@ -352,6 +369,32 @@ fn consumed_sessions_export_exactly_what_was_produced() {
     eprintln!("consume: {stdout}(wall {took:.1?} including the group join)");
 }
 
+/// The consumers' output, kept after the run (under target/) for reading when it fails.
+struct Logs {
+    dir: std::path::PathBuf,
+}
+
+impl Logs {
+    fn new(what: &str) -> Logs {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(what));
+        std::fs::create_dir_all(&dir).unwrap();
+        Logs { dir }
+    }
+
+    /// Starts `c` with its stdout and stderr in `<name>.out` and `<name>.err`.
+    fn spawn(&self, name: &str, mut c: Command) -> Child {
+        let file = |ext: &str| std::fs::File::create(self.dir.join(format!("{name}.{ext}")));
+        c.stdout(file("out").unwrap())
+            .stderr(file("err").unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+}
+
 fn wait_for(
     child: &mut Child,
     limit: Duration,
@@ -391,9 +434,7 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
     produce(&brokers, &topic, &msgs);
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
-    // Kept after the run (under target/), for reading when it fails.
-    let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("kafka-kill"));
-    std::fs::create_dir_all(&logs).unwrap();
+    let logs = Logs::new("kafka-kill");
     let spawn = |name: &str, crash_at: Option<&str>| {
         let mut c = consume(&brokers, &topic, &group, dir.path());
         c.args(["--exit-when-drained", "--flush-interval-ms", "20"]);
@@ -404,13 +445,9 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
             c.args(["--kafka-config", "debug=cgrp"])
                 .env("RUST_LOG", "info,librdkafka=trace,replaystore_kafka=trace");
         }
-        let file = |ext: &str| std::fs::File::create(logs.join(format!("{name}.{ext}")));
-        c.stdout(file("out").unwrap())
-            .stderr(file("err").unwrap())
-            .spawn()
-            .unwrap()
+        logs.spawn(name, c)
     };
-    let read_log = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let read_log = |name: &str| logs.read(name);
     let mut a = spawn("a", Some("flush:after_sync@3"));
     // B joins once A is reading, so that A owns partitions when it dies.
     std::thread::sleep(Duration::from_millis(300));
@@ -427,7 +464,7 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
         status.success(),
         "B failed: {stdout}\n{} (logs in {})",
         read_log("b.err"),
-        logs.display()
+        logs.dir.display()
     );
     eprintln!("B: {stdout}");
     // What A made durable without its offsets reaching the group was read again by B and
@@ -440,4 +477,169 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
         .unwrap_or_else(|| panic!("no 'already held' count in {stdout}"));
     assert!(held > 0, "B found nothing of A's last flush: {stdout}");
     assert_same(&stored(dir.path()), &expected(&msgs));
+}
+
+/// A free loopback port (bound, then released for the consumer to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The sum over partitions of one metric of `GET /metrics`; `None` while nothing listens.
+fn metric_sum(port: u16, name: &str) -> Option<i64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum(),
+    )
+}
+
+const CANARY: &str = "canary-person-5e1f0d";
+
+/// A person whose sessions sit on every partition is erased through the deletion topic while
+/// a second member joins (a rebalance: every partition handed over through the bucket, each
+/// member with its own directory, as on two machines). Every partition reports done, no
+/// object of the bucket holds the person's id any more, and every other session is in the
+/// bucket exactly as produced.
+#[test]
+fn a_person_erased_during_a_rebalance_is_gone_from_every_partition_and_object() {
+    let test = "a_person_erased_during_a_rebalance_is_gone_from_every_partition_and_object";
+    let Some(brokers) = brokers(test) else {
+        return;
+    };
+    let Some(ep) = common::s3::endpoint(test) else {
+        return;
+    };
+    let topic = unique("recordings");
+    create_topic(&brokers, &topic);
+    let deletions = unique("deletions");
+    create_topic_with(&brokers, &deletions, 1);
+    let msgs = messages_of(16, |copy| (copy % 3 == 1).then_some(CANARY));
+    produce(&brokers, &topic, &msgs);
+    let prefix = common::s3::prefix("fleet");
+    let url = format!("s3://{}/{prefix}", common::s3::BUCKET);
+    let remote_args = |c: &mut Command| {
+        c.args(["--remote", &url]);
+        c.args(["--remote-option", &format!("endpoint={ep}")]);
+        for (k, v) in common::s3::OPTIONS {
+            c.args(["--remote-option", &format!("{k}={v}")]);
+        }
+    };
+    let group = unique("g");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let logs = Logs::new("kafka-erase");
+    let spawn = |name: &str, dir: &Path, port: u16| {
+        let mut c = consume(&brokers, &topic, &group, dir);
+        c.args(["--deletion-topic", &deletions]);
+        c.args(["--metrics", &format!("127.0.0.1:{port}")]);
+        remote_args(&mut c);
+        c.env("RUST_LOG", "info");
+        logs.spawn(name, c)
+    };
+    let read_log = |name: &str| logs.read(name);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn("a", dir_a.path(), port_a);
+    // A alone reads the whole topic first.
+    let start = Instant::now();
+    while metric_sum(port_a, "replaystore_kafka_durable_offset") != Some(msgs.len() as i64) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "A did not consume the topic: {}",
+            read_log("a.err")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The erasure is published and B joins at once: the group rebalances (A hands partitions
+    // over through the bucket) while the stores apply it.
+    let published = Instant::now();
+    let mut del = Command::new(env!("CARGO_BIN_EXE_replaystore"));
+    del.args(["delete-person", "--team", "1", "--person", CANARY])
+        .args(["--brokers", &brokers, "--deletion-topic", &deletions]);
+    let out = del.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "delete-person: {stdout}");
+    let request = stdout.split('\t').next().unwrap().to_string();
+    let mut b = spawn("b", dir_b.path(), port_b);
+    // Done only once every partition's store reports done.
+    let status = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_replaystore"));
+        c.args([
+            "deletion-status",
+            "--request",
+            &request,
+            "--partitions",
+            "4",
+        ]);
+        remote_args(&mut c);
+        c.output().unwrap()
+    };
+    loop {
+        let out = status();
+        if out.status.success() {
+            eprintln!(
+                "erased on 4 partitions {:.1?} after publishing: {}",
+                published.elapsed(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+            break;
+        }
+        assert!(
+            published.elapsed() < Duration::from_secs(90),
+            "not done: {}\nA: {}\nB: {}",
+            String::from_utf8_lossy(&out.stdout),
+            read_log("a.err"),
+            read_log("b.err")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    while metric_sum(port_b, "replaystore_kafka_partitions").unwrap_or(0) == 0 {
+        assert!(
+            published.elapsed() < Duration::from_secs(60),
+            "B never got a partition: {}",
+            read_log("b.err")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in [&mut a, &mut b] {
+        // SIGTERM: each flushes, seals, syncs and closes its stores.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        assert!(wait_for(c, Duration::from_secs(60), &|| read_log("a.err")).success());
+    }
+    let config = common::s3::bucket(&ep, &prefix);
+    let objects = replaystore::remote::bucket_objects(&config, true).unwrap();
+    assert!(
+        objects.iter().any(|o| o.key.contains("/p0/")),
+        "no store in the bucket"
+    );
+    for o in &objects {
+        let bytes = o.bytes.as_deref().unwrap_or_default();
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "the erased person's id is still in {}",
+            o.key
+        );
+    }
+    // Nothing else was lost or doubled on the way: every other session, read back from the
+    // bucket alone, is what was produced.
+    let fresh = tempfile::tempdir().unwrap();
+    let got = stored_in(|p| {
+        let cfg = common::s3::bucket(&ep, &format!("{prefix}/p{p}"));
+        let config = common::config().with_remote(cfg);
+        Some(replaystore::Store::open(fresh.path().join(format!("p{p}")), config).unwrap())
+    });
+    let kept: Vec<Message> = msgs
+        .into_iter()
+        .filter(|m| !m.value.contains(CANARY))
+        .collect();
+    assert_same(&got, &expected(&kept));
 }

@@ -7,6 +7,7 @@
 //! rdkafka over the system librdkafka (docs/design.md, "Kafka consumer", says why).
 
 pub mod envelope;
+pub mod erasure;
 mod generation;
 mod metrics;
 mod partition;
@@ -30,6 +31,9 @@ pub enum Error {
         #[source]
         source: replaystore::Error,
     },
+    /// Deletion receipts could not be read or written.
+    #[error("deletion receipts: {0}")]
+    Receipts(String),
     /// The metrics listener could not be started.
     #[error("metrics listener: {0}")]
     Metrics(std::io::Error),

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use replaystore::{Config, Error as StoreError, RemoteConfig, Store};
 
+use crate::erasure::{Erasures, Feed, Receipts, Request};
+
 /// How a partition's store is opened.
 #[derive(Clone)]
 pub struct StoreFactory {
@@ -48,6 +50,8 @@ pub struct Partition {
     /// message at one of them is passed over, not stored twice.
     pub held: Vec<u64>,
     pub counts: Counts,
+    /// The fleet's deletion requests this store holds and has not purged yet.
+    erasures: Erasures,
 }
 
 /// Per-partition counters, for `/metrics` and the final report.
@@ -79,6 +83,15 @@ pub struct Partitions {
     /// The first failure of the rebalance callback, which cannot return it: the run loop stops
     /// with it.
     pub failed: Option<crate::Error>,
+    /// The deletion topic and the receipts, when the consumer takes part in fleet erasure.
+    fleet: Option<Fleet>,
+}
+
+/// Erasure across the fleet (`erasure`): the requests read from the deletion topic and where
+/// each partition's store reports on them.
+pub struct Fleet {
+    pub feed: Feed,
+    pub receipts: Receipts,
 }
 
 impl Partitions {
@@ -88,7 +101,18 @@ impl Partitions {
             owned: BTreeMap::new(),
             retired: Counts::default(),
             failed: None,
+            fleet: None,
         }
+    }
+
+    /// Takes part in fleet erasure: every store opened from now on gets every request of
+    /// `fleet`'s feed.
+    pub fn join_fleet(&mut self, fleet: Fleet) {
+        self.fleet = Some(fleet);
+    }
+
+    pub fn factory(&self) -> &StoreFactory {
+        &self.factory
     }
 
     /// Opens partition `p`'s store (from the bucket, when the directory is new and a remote
@@ -107,6 +131,7 @@ impl Partitions {
         let offsets = store.source_offsets(from).map_err(wrap)?;
         let after_store = offsets.max.map(|m| m as i64 + 1);
         let resume = resume_at(committed, after_store);
+        let erasures = self.erasures_for(p, &store)?;
         log::info!(
             "partition {p}: group committed {committed:?}, store holds up to {:?} ({} from {from} \
              on): resuming at {resume:?}",
@@ -123,6 +148,7 @@ impl Partitions {
                 unflushed: 0,
                 held: offsets.held,
                 counts: Counts::default(),
+                erasures,
             },
         );
         Ok(resume)
@@ -151,6 +177,51 @@ impl Partitions {
         let next = part.next;
         part.store.close().map_err(wrap)?;
         Ok(next)
+    }
+
+    /// A newly opened store's erasures: what the bucket's receipts say is done in it, and
+    /// every other request of the feed applied (before anything is appended: a request
+    /// applied later would not cover chunks appended in between).
+    fn erasures_for(&mut self, p: i32, store: &Store) -> crate::Result<Erasures> {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return Ok(Erasures::default());
+        };
+        fleet.feed.poll();
+        let mut erasures = Erasures::from_receipts(p, &fleet.receipts.read(None)?);
+        for req in fleet.feed.known() {
+            erasures.apply(p, store, req, &fleet.receipts)?;
+        }
+        Ok(erasures)
+    }
+
+    /// Reads the deletion topic and applies what is new to every owned store.
+    pub fn poll_deletions(&mut self) -> crate::Result<Vec<Request>> {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let new = fleet.feed.poll();
+        for req in &new {
+            log::info!("deletion request {} (team {}) read", req.id, req.team);
+            for (p, part) in self.owned.iter_mut() {
+                part.erasures.apply(*p, &part.store, req, &fleet.receipts)?;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Purges the stores that hold requests not done yet, and reports those done.
+    pub fn progress_erasures(&mut self) -> crate::Result<()> {
+        let Some(fleet) = self.fleet.as_ref() else {
+            return Ok(());
+        };
+        let remote = self.factory.remote.is_some();
+        for (p, part) in self.owned.iter_mut() {
+            if part.erasures.has_pending() {
+                part.erasures
+                    .progress(*p, &part.store, remote, &fleet.receipts)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn get_mut(&mut self, p: i32) -> Option<&mut Partition> {

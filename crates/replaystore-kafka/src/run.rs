@@ -45,6 +45,9 @@ pub struct Options {
     /// Further librdkafka properties (security, `debug`, fetch sizes...), set on both clients
     /// after ours, so they win.
     pub client_config: Vec<(String, String)>,
+    /// The deletion topic (one partition): every request on it is applied to every owned
+    /// store, with receipts in the bucket (`erasure`). `None`: no fleet erasure.
+    pub deletion_topic: Option<String>,
 }
 
 impl Options {
@@ -61,6 +64,7 @@ impl Options {
             session_timeout: Duration::from_secs(10),
             exit_when_drained: false,
             client_config: Vec::new(),
+            deletion_topic: None,
         }
     }
 }
@@ -131,6 +135,36 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Hands the revoked partitions over: each store flushed (with a bucket, sealed and
+    /// synced) and closed, then their offsets committed, synchronously, before librdkafka gives
+    /// them up. The next owner, on another machine, sees in the group's offset exactly what
+    /// the bucket holds (it cannot read the offsets inside remote segments).
+    fn revoke(
+        &self,
+        native: &NativeClient,
+        parts: &mut Partitions,
+        tpl: &TopicPartitionList,
+    ) -> crate::Result<()> {
+        let mut done = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if let Some(next) = parts.revoke(e.partition())? {
+                done.add_partition_offset(&self.topic, e.partition(), Offset::Offset(next))?;
+            }
+        }
+        if done.count() == 0 {
+            return Ok(());
+        }
+        // SAFETY: both handles are live for the call; a synchronous commit from the rebalance
+        // callback is what librdkafka documents for committing on revoke.
+        let err = unsafe { rdkafka_sys::rd_kafka_commit(native.ptr(), done.ptr(), 0) };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            log::warn!("commit on revoke: {err:?}");
+        }
+        Ok(())
+    }
+}
+
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
@@ -158,10 +192,7 @@ impl ConsumerContext for Ctx {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .revoked();
-                    let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                    numbers
-                        .into_iter()
-                        .try_for_each(|p| parts.revoke(p).map(|_| ()))
+                    self.revoke(native, &mut parts, tpl)
                 }
                 _ => Ok(()),
             };
@@ -244,7 +275,7 @@ impl Consumer {
             Some(addr) => Some(crate::metrics::serve(addr, self.parts.clone())?),
             None => None,
         };
-        let result = self.member_runs(stop);
+        let result = self.join_fleet().and_then(|()| self.member_runs(stop));
         if let Some(m) = metrics {
             m.stop();
         }
@@ -262,6 +293,33 @@ impl Consumer {
             elapsed: start.elapsed(),
             reading: reading.map_or(Duration::ZERO, |(first, last)| last - first),
         })
+    }
+
+    /// With a deletion topic: reads it to its end before any partition is stored, and opens
+    /// the receipts (the bucket's prefix, or the directory without one).
+    fn join_fleet(&self) -> crate::Result<()> {
+        let Some(topic) = &self.opts.deletion_topic else {
+            return Ok(());
+        };
+        let mut base = self.base_config();
+        base.set("group.id", format!("{}.deletions", self.opts.group));
+        let mut feed = crate::erasure::Feed::open(base, topic)?;
+        feed.catch_up(Duration::from_secs(1));
+        let factory = lock(&self.parts).factory().clone();
+        let location = match factory.remote {
+            Some(r) => r,
+            None => {
+                let receipts_dir = |e: std::io::Error| {
+                    crate::Error::Receipts(format!("{}: {e}", factory.dir.display()))
+                };
+                std::fs::create_dir_all(&factory.dir).map_err(receipts_dir)?;
+                let dir = factory.dir.canonicalize().map_err(receipts_dir)?;
+                replaystore::RemoteConfig::new(format!("file://{}", dir.display()))
+            }
+        };
+        let receipts = crate::erasure::Receipts::open(&location)?;
+        lock(&self.parts).join_fleet(crate::partition::Fleet { feed, receipts });
+        Ok(())
     }
 
     /// Runs as a group member until stopped; again as a new member when the coordinator skipped
@@ -309,8 +367,14 @@ impl Consumer {
                 last_flush = Instant::now();
                 self.flush_and_commit(consumer, CommitMode::Async)?;
             }
+            if let Err(e) = lock(&self.parts).poll_deletions() {
+                log::warn!("deletion requests: {e}");
+            }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
+                if let Err(e) = lock(&self.parts).progress_erasures() {
+                    log::warn!("erasure: {e} (retried in a second)");
+                }
                 self.retry_refused(consumer);
                 if self.opts.metrics.is_some() {
                     self.update_watermarks(consumer);

@@ -47,9 +47,13 @@ pub struct Args {
     /// set after the consumer's own, so it wins.
     #[arg(long, value_parser = parse_property)]
     kafka_config: Vec<(String, String)>,
+    /// The deletion topic (one partition): apply every erasure request on it to every owned
+    /// partition's store, with receipts in the bucket (docs/scale-out.md).
+    #[arg(long)]
+    deletion_topic: Option<String>,
 }
 
-fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
+pub(super) fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
@@ -71,7 +75,7 @@ pub fn run(args: Args) -> Result<i32> {
         .with_timestamp_window(behind, ahead)
         .with_maintenance_interval(Some(Duration::from_secs(600)));
     let stores = StoreFactory {
-        dir: args.store.dir.clone(),
+        dir: args.store.dir()?.to_path_buf(),
         remote,
         config,
     };
@@ -82,6 +86,7 @@ pub fn run(args: Args) -> Result<i32> {
     opts.session_timeout = Duration::from_secs(args.session_timeout_s);
     opts.exit_when_drained = args.exit_when_drained;
     opts.client_config = args.kafka_config;
+    opts.deletion_topic = args.deletion_topic;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);

@@ -5,6 +5,7 @@ mod bench;
 mod consume;
 mod cost;
 mod demo;
+mod fleet;
 mod ingest;
 mod measure;
 mod query;
@@ -30,9 +31,10 @@ struct Cli {
 /// Where the store is and the retention it applies (the same on every command that opens it).
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {
-    /// Store directory.
+    /// Store directory (not needed by the fleet forms of `delete-person` and
+    /// `deletion-status`, which talk to Kafka and the bucket).
     #[arg(long)]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     /// Retention, in days, of teams without a --team-retention.
     #[arg(long, default_value_t = replaystore::config::DEFAULT_RETENTION_DAYS)]
     retention_days: u16,
@@ -98,7 +100,16 @@ impl StoreArgs {
     /// Opens the store for a command-line tool (no background maintenance: commands do their
     /// maintenance explicitly).
     fn open(&self) -> Result<Store> {
-        Store::open(&self.dir, self.config())
+        Store::open(self.dir()?, self.config())
+    }
+
+    fn dir(&self) -> Result<&std::path::Path> {
+        self.dir
+            .as_deref()
+            .ok_or_else(|| replaystore::Error::InvalidConfig {
+                field: "dir",
+                reason: "give the store directory with --dir".into(),
+            })
     }
 }
 
@@ -187,6 +198,10 @@ enum Command {
         /// file and object), 1 otherwise with the reason on stderr.
         #[arg(long)]
         wait: bool,
+        /// Erase across a fleet of consumers instead: publish the requests to this topic
+        /// (with --brokers); every `consume --deletion-topic` applies them to all its stores.
+        #[command(flatten)]
+        fleet: fleet::PublishArgs,
     },
     /// Delete one or more sessions.
     DeleteSession {
@@ -206,6 +221,14 @@ enum Command {
         store: StoreArgs,
         #[arg(long)]
         id: Vec<u64>,
+        /// A fleet request (as `delete-person --deletion-topic` printed it): aggregate the
+        /// receipts every partition wrote to --remote (or --dir); repeatable.
+        #[arg(long)]
+        request: Vec<String>,
+        /// The recordings topic's partition count: done means a done receipt from each
+        /// (default: the partitions that wrote any receipt).
+        #[arg(long)]
+        partitions: Option<i32>,
     },
     /// Run one compaction pass: purge deleted data, drop expired blocks, merge small segments.
     /// Exits 1 (and says why on stderr) when a job failed or a deletion request pending before
@@ -354,7 +377,7 @@ pub fn run() -> Result<i32> {
             let config = store.config();
             let ahead = config.max_ts_ahead;
             let config = config.with_max_buffer_bytes(ingest::BUFFER_BYTES);
-            let store = Store::open(&store.dir, config.with_timestamp_window(behind, ahead))?;
+            let store = Store::open(store.dir()?, config.with_timestamp_window(behind, ahead))?;
             let defaults = ingest::Options::default();
             let opts = ingest::Options {
                 threads: threads.unwrap_or(defaults.threads),
@@ -381,14 +404,31 @@ pub fn run() -> Result<i32> {
             person,
             file,
             wait,
-        } => admin::delete_persons(&store.open()?, team, person, file.as_deref(), wait),
+            fleet,
+        } => {
+            let persons = admin::persons(person, file.as_deref())?;
+            if fleet.brokers.is_some() {
+                return fleet::publish(&fleet, team, &persons);
+            }
+            admin::delete_persons(&store.open()?, team, persons, wait)
+        }
         Command::DeleteSession {
             store,
             team,
             session,
             wait,
         } => admin::delete_sessions(&store.open()?, team, session, wait),
-        Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
+        Command::DeletionStatus {
+            store,
+            id,
+            request,
+            partitions,
+        } => {
+            if !request.is_empty() {
+                return fleet::status(&store, &request, partitions);
+            }
+            admin::status(&store.open()?, &id)
+        }
         Command::Compact { store } => admin::compact(&store.open()?),
         Command::Expire { store } => admin::expire(&store.open()?),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
@@ -408,7 +448,7 @@ pub fn run() -> Result<i32> {
             admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
-            dir: store.dir.clone(),
+            dir: store.dir()?.to_path_buf(),
             listen,
             tokens: token.into_iter().collect(),
             max_body_bytes,
