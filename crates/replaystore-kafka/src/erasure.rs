@@ -13,7 +13,6 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use replaystore::remote::Bucket;
 use replaystore::{DeletionStatus, RemoteConfig};
@@ -77,20 +76,12 @@ pub fn publish(
     client_config: &[(String, String)],
     requests: &[Request],
 ) -> crate::Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (k, v) in client_config {
-        config.set(k, v);
-    }
-    let producer: BaseProducer = config.create()?;
+    let publisher = crate::produce::Publisher::new(brokers, topic, client_config)?;
     for r in requests {
         let body = serde_json::to_vec(r).unwrap_or_default();
-        producer
-            .send(BaseRecord::to(topic).key(&r.id).payload(&body))
-            .map_err(|(e, _)| e)?;
+        publisher.send(r.id.as_bytes(), &body)?;
     }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(())
+    publisher.flush()
 }
 
 /// The deletion topic, read whole from its start by every consumer (assigned, not subscribed:

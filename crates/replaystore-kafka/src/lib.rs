@@ -11,6 +11,8 @@ pub mod erasure;
 mod generation;
 mod metrics;
 mod partition;
+pub mod produce;
+mod rebalance;
 mod run;
 
 pub use envelope::{decode, Decoded};

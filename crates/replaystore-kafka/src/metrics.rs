@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::partition::{Counts, Partitions};
+use crate::partition::{Partition, Partitions};
 
 pub struct Listener {
     stop: Arc<AtomicBool>,
@@ -60,7 +60,7 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: &'static str,
-    value: fn(&Counts, Option<i64>, Option<i64>, bool) -> Option<i64>,
+    value: fn(&Partition) -> Option<i64>,
 }
 
 const FAMILIES: &[Family] = &[
@@ -68,61 +68,73 @@ const FAMILIES: &[Family] = &[
         name: "replaystore_kafka_messages_total",
         help: "Messages read, by partition.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.messages as i64),
+        value: |p| Some(p.counts.messages as i64),
     },
     Family {
         name: "replaystore_kafka_bytes_total",
         help: "Message bytes read, by partition.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.bytes as i64),
+        value: |p| Some(p.counts.bytes as i64),
     },
     Family {
         name: "replaystore_kafka_chunks_total",
         help: "Chunks appended, by partition.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.chunks as i64),
+        value: |p| Some(p.counts.chunks as i64),
     },
     Family {
         name: "replaystore_kafka_refused_total",
         help: "Messages not stored: undecodable, unknown token, or refused by the store.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.refused as i64),
+        value: |p| Some(p.counts.refused as i64),
+    },
+    Family {
+        name: "replaystore_kafka_erased_total",
+        help: "Messages of erased persons or sessions, passed over.",
+        kind: "counter",
+        value: |p| Some(p.counts.erased as i64),
     },
     Family {
         name: "replaystore_kafka_pauses_total",
         help: "Times fetching was paused because the store refused appends.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.pauses as i64),
+        value: |p| Some(p.counts.pauses as i64),
     },
     Family {
         name: "replaystore_kafka_duplicates_total",
         help: "Messages passed over because the store already held their offset.",
         kind: "counter",
-        value: |c, _, _, _| Some(c.duplicates as i64),
+        value: |p| Some(p.counts.duplicates as i64),
     },
     Family {
         name: "replaystore_kafka_offset",
         help: "Next offset to read, by partition.",
         kind: "gauge",
-        value: |_, next, _, _| next,
+        value: |p| p.next,
     },
     Family {
         name: "replaystore_kafka_durable_offset",
-        help: "Offset before which everything is durable (and committed to the group).",
+        help: "Offset before which everything is durable in the partition's store.",
         kind: "gauge",
-        value: |_, _, durable, _| durable,
+        value: |p| p.durable,
+    },
+    Family {
+        name: "replaystore_kafka_committed_offset",
+        help: "The group's offset as last committed (with a bucket: what the bucket holds).",
+        kind: "gauge",
+        value: |p| p.committed,
     },
     Family {
         name: "replaystore_kafka_lag",
         help: "Messages between the durable offset and the partition's end.",
         kind: "gauge",
-        value: |c, _, durable, _| Some(c.high_watermark? - durable.unwrap_or(0)),
+        value: |p| Some(p.counts.high_watermark? - p.durable.unwrap_or(0)),
     },
     Family {
         name: "replaystore_kafka_paused",
         help: "1 while the partition's fetches are paused (its store refuses appends).",
         kind: "gauge",
-        value: |_, _, _, paused| Some(i64::from(paused)),
+        value: |p| Some(i64::from(p.refused_at.is_some())),
     },
 ];
 
@@ -141,12 +153,7 @@ fn render(parts: &Partitions) -> String {
             f.name, f.help, f.name, f.kind
         );
         for (p, part) in &owned {
-            let v = (f.value)(
-                &part.counts,
-                part.next,
-                part.durable,
-                part.refused_at.is_some(),
-            );
+            let v = (f.value)(part);
             if let Some(v) = v {
                 let _ = writeln!(out, "{}{{partition=\"{p}\"}} {v}", f.name);
             }

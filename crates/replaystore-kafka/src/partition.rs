@@ -5,10 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use replaystore::{Config, Error as StoreError, RemoteConfig, Store};
 
 use crate::erasure::{Erasures, Feed, Receipts, Request};
+
+/// The partitions, whoever holds the lock: a panic elsewhere cannot leave them half-updated in
+/// a way that matters more than stopping would.
+pub fn lock(parts: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
+    parts.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How a partition's store is opened.
 #[derive(Clone)]
@@ -39,8 +47,11 @@ pub struct Partition {
     pub store: Store,
     /// Offset of the next message to read: one past the last one appended or skipped.
     pub next: Option<i64>,
-    /// `next` as of the last flush that returned: what the group's offset is committed at.
+    /// `next` as of the last flush that returned.
     pub durable: Option<i64>,
+    /// What the group's offset was last committed at: `durable`, or with a bucket what the
+    /// last upload point put there (`make_durable`).
+    pub committed: Option<i64>,
     /// The offset of a message the store refused for a full buffer: fetches are paused, and
     /// resume from it once the store accepts again; later messages are dropped until then.
     pub refused_at: Option<i64>,
@@ -52,6 +63,98 @@ pub struct Partition {
     pub counts: Counts,
     /// The fleet's deletion requests this store holds and has not purged yet.
     erasures: Erasures,
+    /// When it was assigned here, until its first append (then `None`): the new owner's half
+    /// of a hand-over.
+    assigned: Option<Instant>,
+    /// The Kafka timestamps of the messages appended since the last flush, for the latency
+    /// from produce to durable.
+    pub unflushed_ts: Vec<i64>,
+}
+
+/// What `Partition::make_durable` did.
+pub struct Durable {
+    /// The Kafka timestamps of the messages the flush made durable.
+    pub flushed_ts: Vec<i64>,
+    /// The offset to commit to the group now, if any.
+    pub commit: Option<i64>,
+}
+
+impl Partition {
+    /// Flushes what was appended since the last flush, and says what the group may be told.
+    /// Without a bucket, the flushed offset (the store's disk is where the next owner reads).
+    /// With one, only at an upload point (`upload`: the active segment sealed and everything
+    /// sealed uploaded): a member on another machine takes the partition over from the
+    /// bucket, so the group's offset must not pass what the bucket holds, or a lost machine
+    /// would lose what it had flushed and not uploaded. `None` when the flush failed.
+    pub fn make_durable(&mut self, p: i32, upload: bool) -> Option<Durable> {
+        let next = self.next?;
+        let mut flushed_ts = Vec::new();
+        if self.durable != Some(next) {
+            if let Err(e) = self.store.flush() {
+                log::warn!("partition {p}: flush: {e}");
+                return None;
+            }
+            self.unflushed = 0;
+            self.durable = Some(next);
+            flushed_ts = std::mem::take(&mut self.unflushed_ts);
+        }
+        let remote = self.store.remote_status().is_some();
+        if self.committed == Some(next) || (remote && !upload) {
+            return Some(Durable {
+                flushed_ts,
+                commit: None,
+            });
+        }
+        if remote {
+            let uploaded = self
+                .store
+                .seal_active()
+                .and_then(|()| self.store.sync_remote());
+            match uploaded {
+                Ok(r) if r.errors.is_empty() => {}
+                Ok(r) => {
+                    log::warn!("partition {p}: upload: {:?} (retried next time)", r.errors);
+                    return Some(Durable {
+                        flushed_ts,
+                        commit: None,
+                    });
+                }
+                Err(e) => {
+                    log::warn!("partition {p}: upload: {e} (retried next time)");
+                    return Some(Durable {
+                        flushed_ts,
+                        commit: None,
+                    });
+                }
+            }
+        }
+        self.committed = Some(next);
+        Some(Durable {
+            flushed_ts,
+            commit: Some(next),
+        })
+    }
+
+    /// Notes an append; the first after assignment logs how long the partition took to
+    /// become writable here (the log's wall clock, compared with the old owner's revoke line,
+    /// gives the hand-over time).
+    pub fn appended(&mut self, p: i32, kafka_ts: Option<i64>) {
+        if let Some(at) = self.assigned.take() {
+            log::info!(
+                "partition {p}: first append {:.0} ms after assignment (at {} ms)",
+                at.elapsed().as_secs_f64() * 1e3,
+                wall_ms()
+            );
+        }
+        if let Some(ts) = kafka_ts {
+            self.unflushed_ts.push(ts);
+        }
+    }
+}
+
+/// The system clock in ms since the epoch (for log lines read across processes).
+pub fn wall_ms() -> i64 {
+    replaystore::Clock::now_ms(&replaystore::SystemClock)
 }
 
 /// Per-partition counters, for `/metrics` and the final report.
@@ -63,8 +166,11 @@ pub struct Counts {
     /// Messages that are not recordings (other events).
     pub skipped: u64,
     /// Messages that could not be decoded or that the store refused for good (bad timestamps,
-    /// unknown token, a deleted person): logged and passed over.
+    /// unknown token): logged and passed over.
     pub refused: u64,
+    /// Messages of an erased person or session, refused by the store's deletion requests (read
+    /// late, or again after a hand-over): passed over, as they must be.
+    pub erased: u64,
     /// Times fetches were paused because the store refused appends.
     pub pauses: u64,
     /// Messages passed over because the store already held their offset (read again after a
@@ -126,15 +232,18 @@ impl Partitions {
         if let Some(part) = self.owned.get(&p) {
             return Ok(part.next);
         }
+        let opening = Instant::now();
         let store = self.factory.open(p).map_err(wrap)?;
+        let opened_ms = ms(opening.elapsed());
         let from = committed.map_or(0, |c| c.max(0) as u64);
         let offsets = store.source_offsets(from).map_err(wrap)?;
         let after_store = offsets.max.map(|m| m as i64 + 1);
         let resume = resume_at(committed, after_store);
         let erasures = self.erasures_for(p, &store)?;
+        let assigned = Instant::now();
         log::info!(
-            "partition {p}: group committed {committed:?}, store holds up to {:?} ({} from {from} \
-             on): resuming at {resume:?}",
+            "partition {p}: store opened in {opened_ms:.0} ms; group committed {committed:?}, \
+             store holds up to {:?} ({} from {from} on): resuming at {resume:?}",
             offsets.max,
             offsets.held.len()
         );
@@ -144,11 +253,14 @@ impl Partitions {
                 store,
                 next: resume,
                 durable: resume,
+                committed: resume,
                 refused_at: None,
                 unflushed: 0,
                 held: offsets.held,
                 counts: Counts::default(),
                 erasures,
+                assigned: Some(assigned),
+                unflushed_ts: Vec::new(),
             },
         );
         Ok(resume)
@@ -166,7 +278,9 @@ impl Partitions {
             partition: p,
             source,
         };
+        let (start, wall) = (Instant::now(), wall_ms());
         part.store.flush().map_err(wrap)?;
+        let flushed = start.elapsed();
         if self.factory.remote.is_some() {
             part.store.seal_active().map_err(wrap)?;
             let report = part.store.sync_remote().map_err(wrap)?;
@@ -174,8 +288,17 @@ impl Partitions {
                 log::warn!("partition {p}: sync before hand-over: {:?}", report.errors);
             }
         }
+        let synced = start.elapsed();
         let next = part.next;
         part.store.close().map_err(wrap)?;
+        log::info!(
+            "partition {p}: revoked at {wall} ms, handed over in {:.0} ms (flush {:.0}, seal and \
+             sync {:.0}, close {:.0})",
+            ms(start.elapsed()),
+            ms(flushed),
+            ms(synced - flushed),
+            ms(start.elapsed() - synced)
+        );
         Ok(next)
     }
 
@@ -266,12 +389,17 @@ fn resume_at(committed: Option<i64>, after_store: Option<i64>) -> Option<i64> {
     }
 }
 
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn add(into: &mut Counts, c: &Counts) {
     into.messages += c.messages;
     into.bytes += c.bytes;
     into.chunks += c.chunks;
     into.skipped += c.skipped;
     into.refused += c.refused;
+    into.erased += c.erased;
     into.pauses += c.pauses;
     into.duplicates += c.duplicates;
 }

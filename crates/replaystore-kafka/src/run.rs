@@ -5,22 +5,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::{ClientContext, NativeClient};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, DefaultConsumerContext,
-};
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::generation;
+use crate::partition::lock;
 use crate::partition::{Counts, StoreFactory};
 use crate::partition::{Partition, Partitions};
+use crate::rebalance::Ctx;
 
 /// What `Consumer::run` needs.
 pub struct Options {
@@ -35,6 +31,9 @@ pub struct Options {
     pub flush_interval: Duration,
     /// ... and whenever this many bytes were appended since the last flush. Default 8 MiB.
     pub flush_bytes: usize,
+    /// With a bucket: seal, upload, then commit the group's offsets this often (an upload
+    /// point; `Partition::make_durable`). Default 10 s.
+    pub upload_interval: Duration,
     /// Serve Prometheus text on this address.
     pub metrics: Option<SocketAddr>,
     /// The group's session timeout: how long a dead member keeps its partitions. Default 10 s.
@@ -60,6 +59,7 @@ impl Options {
             tokens: HashMap::new(),
             flush_interval: Duration::from_secs(1),
             flush_bytes: 8 << 20,
+            upload_interval: Duration::from_secs(10),
             metrics: None,
             session_timeout: Duration::from_secs(10),
             exit_when_drained: false,
@@ -77,6 +77,18 @@ pub struct Report {
     pub elapsed: Duration,
     /// From the first message read to the last (what a throughput is measured over).
     pub reading: Duration,
+    /// From each message's Kafka timestamp (the producer's clock, or the broker's) to the end
+    /// of the flush that made it durable: median and 99th percentile, in ms.
+    pub durable_p50_ms: Option<i64>,
+    pub durable_p99_ms: Option<i64>,
+}
+
+/// Samples kept for the produce-to-durable latency (the first ones of the run).
+const MAX_LATENCY_SAMPLES: usize = 1 << 20;
+
+fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get(((last as f64) * q).round() as usize).copied()
 }
 
 /// A consumer-group member storing each owned partition in its own store.
@@ -85,131 +97,8 @@ pub struct Consumer {
     parts: Arc<Mutex<Partitions>>,
     /// When the first and the last message of the run were read.
     reading: Mutex<Option<(Instant, Instant)>>,
-}
-
-/// The partitions, whoever holds the lock: a panic elsewhere cannot leave them half-updated in
-/// a way that matters more than stopping would.
-fn lock(parts: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
-    parts.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Ctx {
-    parts: Arc<Mutex<Partitions>>,
-    topic: String,
-    /// A second client of the same group that never joins it: it reads the group's committed
-    /// offsets from inside the rebalance callback, where the member itself cannot be called.
-    offsets: BaseConsumer,
-    /// Rebalances seen, to catch one the coordinator skipped (`generation`).
-    watch: Mutex<generation::Watch>,
-    /// Set when it did: the run loop leaves the group and joins again as a new member.
-    rejoin: AtomicBool,
-}
-
-impl Ctx {
-    /// The group's committed offset of each partition in `tpl` (absent when it has none).
-    fn committed(&self, tpl: &TopicPartitionList) -> crate::Result<HashMap<i32, i64>> {
-        let got = self
-            .offsets
-            .committed_offsets(tpl.clone(), Duration::from_secs(10))?;
-        Ok(got
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// Opens the stores of newly assigned partitions and sets where each resumes (`tpl`'s
-    /// offsets, which librdkafka then fetches from).
-    fn assign(&self, parts: &mut Partitions, tpl: &mut TopicPartitionList) -> crate::Result<()> {
-        let committed = self.committed(tpl)?;
-        let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        for p in numbers {
-            if let Some(at) = parts.assign(p, committed.get(&p).copied())? {
-                tpl.set_partition_offset(&self.topic, p, Offset::Offset(at))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Ctx {
-    /// Hands the revoked partitions over: each store flushed (with a bucket, sealed and
-    /// synced) and closed, then their offsets committed, synchronously, before librdkafka gives
-    /// them up. The next owner, on another machine, sees in the group's offset exactly what
-    /// the bucket holds (it cannot read the offsets inside remote segments).
-    fn revoke(
-        &self,
-        native: &NativeClient,
-        parts: &mut Partitions,
-        tpl: &TopicPartitionList,
-    ) -> crate::Result<()> {
-        let mut done = TopicPartitionList::new();
-        for e in tpl.elements() {
-            if let Some(next) = parts.revoke(e.partition())? {
-                done.add_partition_offset(&self.topic, e.partition(), Offset::Offset(next))?;
-            }
-        }
-        if done.count() == 0 {
-            return Ok(());
-        }
-        // SAFETY: both handles are live for the call; a synchronous commit from the rebalance
-        // callback is what librdkafka documents for committing on revoke.
-        let err = unsafe { rdkafka_sys::rd_kafka_commit(native.ptr(), done.ptr(), 0) };
-        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-            log::warn!("commit on revoke: {err:?}");
-        }
-        Ok(())
-    }
-}
-
-impl ClientContext for Ctx {}
-
-impl ConsumerContext for Ctx {
-    /// Opens the stores of assigned partitions before librdkafka starts fetching them, and
-    /// flushes and closes (with a bucket: seals and syncs) revoked ones before it gives them up,
-    /// so that the next owner opens a store that holds everything read so far.
-    fn rebalance(&self, native: &NativeClient, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        {
-            let mut parts = lock(&self.parts);
-            let done = match err {
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                    let generation = generation::current(native);
-                    let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
-                    if watch.assigned(generation) {
-                        log::warn!(
-                            "the group's coordinator ended a rebalance in the generation it began \
-                             ({generation:?}): leaving and joining again as a new member"
-                        );
-                        self.rejoin.store(true, Ordering::Relaxed);
-                    }
-                    self.assign(&mut parts, tpl)
-                }
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                    self.watch
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .revoked();
-                    self.revoke(native, &mut parts, tpl)
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = done {
-                log::error!("rebalance: {e}");
-                parts.failed.get_or_insert(e);
-            }
-        }
-        // librdkafka's own (un)assignment, as rdkafka does it for every context.
-        DefaultConsumerContext.rebalance(native, err, tpl);
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            log::warn!("offset commit: {e}");
-        }
-    }
+    /// Produce-to-durable latencies, ms.
+    latency_ms: Mutex<Vec<i64>>,
 }
 
 impl Consumer {
@@ -219,6 +108,7 @@ impl Consumer {
             opts,
             parts,
             reading: Mutex::new(None),
+            latency_ms: Mutex::new(Vec::new()),
         }
     }
 
@@ -256,13 +146,8 @@ impl Consumer {
         for (k, v) in self.base_config().config_map() {
             config.set(k, v);
         }
-        let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx {
-            parts: self.parts.clone(),
-            topic: self.opts.topic.clone(),
-            offsets,
-            watch: Mutex::default(),
-            rejoin: AtomicBool::new(false),
-        })?;
+        let consumer: BaseConsumer<Ctx> =
+            config.create_with_context(Ctx::new(self.parts.clone(), &self.opts.topic, offsets))?;
         consumer.subscribe(&[&self.opts.topic])?;
         Ok(consumer)
     }
@@ -288,10 +173,14 @@ impl Consumer {
             return Err(e);
         }
         let reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waits = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
+        waits.sort_unstable();
         Ok(Report {
             totals: parts.totals(),
             elapsed: start.elapsed(),
             reading: reading.map_or(Duration::ZERO, |(first, last)| last - first),
+            durable_p50_ms: quantile(&waits, 0.5),
+            durable_p99_ms: quantile(&waits, 0.99),
         })
     }
 
@@ -328,7 +217,7 @@ impl Consumer {
         loop {
             let consumer = self.client()?;
             let result = self.run_loop(&consumer, stop);
-            let last = self.flush_and_commit(&consumer, CommitMode::Sync);
+            let last = self.flush_and_commit(&consumer, CommitMode::Sync, true);
             let rejoin = consumer.context().rejoin.load(Ordering::Relaxed);
             // Leaving the group runs the revoke callback: every store is flushed and closed.
             drop(consumer);
@@ -340,6 +229,7 @@ impl Consumer {
 
     fn run_loop(&self, consumer: &BaseConsumer<Ctx>, stop: &AtomicBool) -> crate::Result<()> {
         let mut last_flush = Instant::now();
+        let mut last_upload = Instant::now();
         let mut last_message = Instant::now();
         let mut last_check = Instant::now();
         let rejoin = &consumer.context().rejoin;
@@ -357,7 +247,7 @@ impl Consumer {
                     drop(r);
                     if self.handle(consumer, &m) >= self.opts.flush_bytes {
                         last_flush = Instant::now();
-                        self.flush_and_commit(consumer, CommitMode::Async)?;
+                        self.flush_and_commit(consumer, CommitMode::Async, false)?;
                     }
                 }
                 Some(Err(e)) => log::warn!("consume: {e}"),
@@ -365,7 +255,11 @@ impl Consumer {
             }
             if last_flush.elapsed() >= self.opts.flush_interval {
                 last_flush = Instant::now();
-                self.flush_and_commit(consumer, CommitMode::Async)?;
+                let upload = last_upload.elapsed() >= self.opts.upload_interval;
+                if upload {
+                    last_upload = Instant::now();
+                }
+                self.flush_and_commit(consumer, CommitMode::Async, upload)?;
             }
             if let Err(e) = lock(&self.parts).poll_deletions() {
                 log::warn!("deletion requests: {e}");
@@ -427,8 +321,10 @@ impl Consumer {
             Appended::Chunk(n) => {
                 part.counts.chunks += 1;
                 part.unflushed += n;
+                part.appended(m.partition(), received);
             }
             Appended::Skipped => part.counts.skipped += 1,
+            Appended::Erased => part.counts.erased += 1,
             Appended::Bad(why) => {
                 part.counts.refused += 1;
                 log::warn!("partition {} offset {offset}: {why}", m.partition());
@@ -462,33 +358,39 @@ impl Consumer {
             Ok(()) => Appended::Chunk(n),
             // A full buffer whose flushes fail: wait, and read the message again later.
             Err(replaystore::Error::FlushFailed(_)) => Appended::Refused,
+            // Its person or session was erased: as it should be, not an error.
+            Err(replaystore::Error::Deleted { .. }) => Appended::Erased,
             Err(e) => Appended::Bad(e.to_string()),
         }
     }
 
     /// Flushes every partition that read something since its last flush, then commits the
     /// group's offsets for those whose flush returned.
+    /// `upload_point`: with a bucket, the group's offsets advance only here, after the stores
+    /// sealed and uploaded what they flushed (`Partition::make_durable`).
     fn flush_and_commit(
         &self,
         consumer: &BaseConsumer<Ctx>,
         mode: CommitMode,
+        upload_point: bool,
     ) -> crate::Result<()> {
         let mut parts = lock(&self.parts);
+        let remote = parts.factory().remote.is_some();
+        let mut latency = self.latency_ms.lock().unwrap_or_else(|e| e.into_inner());
         let mut tpl = TopicPartitionList::new();
         for (p, part) in parts.iter_mut() {
-            let Some(next) = part.next else { continue };
-            if part.durable == Some(next) {
-                continue;
+            let now = crate::partition::wall_ms();
+            let waits = match part.make_durable(p, remote && upload_point) {
+                Some(d) => d,
+                None => continue,
+            };
+            let room = MAX_LATENCY_SAMPLES.saturating_sub(latency.len());
+            latency.extend(waits.flushed_ts.iter().map(|ts| now - ts).take(room));
+            if let Some(next) = waits.commit {
+                tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(next))?;
             }
-            if let Err(e) = part.store.flush() {
-                log::warn!("partition {p}: flush: {e}");
-                continue;
-            }
-            part.unflushed = 0;
-            part.durable = Some(next);
-            tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(next))?;
         }
-        drop(parts);
+        drop((parts, latency));
         if tpl.count() > 0 {
             if let Err(e) = consumer.commit(&tpl, mode) {
                 log::warn!("commit: {e}");
@@ -580,6 +482,7 @@ impl Consumer {
 
 enum Appended {
     Chunk(usize),
+    Erased,
     Skipped,
     Bad(String),
     Refused,

@@ -51,6 +51,14 @@ pub struct Args {
     /// partition's store, with receipts in the bucket (docs/scale-out.md).
     #[arg(long)]
     deletion_topic: Option<String>,
+    /// How often each store's background maintenance runs: retention, compaction and, with
+    /// --remote, uploading sealed segments (what a hand-over then has left to upload).
+    #[arg(long, default_value_t = 60)]
+    maintenance_interval_s: u64,
+    /// With --remote: how often the stores seal, upload, and only then commit the group's
+    /// offsets (an upload point: a machine lost in between loses nothing Kafka cannot resend).
+    #[arg(long, default_value_t = 10)]
+    upload_interval_s: u64,
 }
 
 pub(super) fn parse_property(s: &str) -> std::result::Result<(String, String), String> {
@@ -73,7 +81,9 @@ pub fn run(args: Args) -> Result<i32> {
     let ahead = config.max_ts_ahead;
     let config = config
         .with_timestamp_window(behind, ahead)
-        .with_maintenance_interval(Some(Duration::from_secs(600)));
+        .with_maintenance_interval(Some(Duration::from_secs(
+            args.maintenance_interval_s.max(1),
+        )));
     let stores = StoreFactory {
         dir: args.store.dir()?.to_path_buf(),
         remote,
@@ -87,6 +97,7 @@ pub fn run(args: Args) -> Result<i32> {
     opts.exit_when_drained = args.exit_when_drained;
     opts.client_config = args.kafka_config;
     opts.deletion_topic = args.deletion_topic;
+    opts.upload_interval = Duration::from_secs(args.upload_interval_s.max(1));
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -101,8 +112,12 @@ pub fn run(args: Args) -> Result<i32> {
     };
     let t = report.totals;
     let secs = report.reading.as_secs_f64().max(1e-3);
+    let waits = match (report.durable_p50_ms, report.durable_p99_ms) {
+        (Some(p50), Some(p99)) => format!("; produce to durable p50 {p50} ms, p99 {p99} ms"),
+        _ => String::new(),
+    };
     println!(
-        "consumed {} messages ({:.1} MB, {:.1} MB/s over {secs:.2} s of reading, {:.1} s in all): {} chunks stored, {} already held, {} other events, {} refused, {} pauses",
+        "consumed {} messages ({:.1} MB, {:.1} MB/s over {secs:.2} s of reading, {:.1} s in all): {} chunks stored, {} already held, {} other events, {} refused, {} of erased persons, {} pauses{waits}",
         t.messages,
         mb(t.bytes),
         mb(t.bytes) / secs,
@@ -111,6 +126,7 @@ pub fn run(args: Args) -> Result<i32> {
         t.duplicates,
         t.skipped,
         t.refused,
+        t.erased,
         t.pauses,
     );
     Ok(if t.refused > 0 { 1 } else { 0 })

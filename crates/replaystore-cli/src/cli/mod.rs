@@ -8,6 +8,7 @@ mod demo;
 mod fleet;
 mod ingest;
 mod measure;
+mod produce;
 mod query;
 mod remote;
 mod soak;
@@ -283,6 +284,9 @@ enum Command {
     /// Consume PostHog's recordings topic from Kafka as a member of a consumer group, one store
     /// per assigned partition (`<dir>/p<N>`, bucket prefix `<remote>/p<N>`).
     Consume(consume::Args),
+    /// Put posthog-js request bodies (JSON lines) on a Kafka topic as PostHog's capture
+    /// service would: load for `consume`.
+    Produce(produce::Args),
     /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
     #[command(subcommand)]
     Remote(remote::Command),
@@ -436,6 +440,7 @@ pub fn run() -> Result<i32> {
         Command::Soak(args) => soak::run(args),
         Command::Remote(cmd) => remote::run(cmd),
         Command::Consume(args) => consume::run(args),
+        Command::Produce(args) => produce::run(args),
         Command::Cost(args) => cost::run(args),
         Command::Serve {
             store,
