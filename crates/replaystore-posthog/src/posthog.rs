@@ -22,7 +22,7 @@ pub use decode::{
     decode_body, decode_request, gunzip, reserve, Allowance, Unbudgeted, MAX_DECODED_BODY,
 };
 pub use normalize::Normalize;
-pub use time::{number_ms, MAX_SAFE_MS};
+pub use time::{number_ms, sent_at_ms, MAX_SAFE_MS};
 
 /// Why a body or an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +77,10 @@ struct WireProps<'a> {
     distinct_id: Option<&'a RawValue>,
     #[serde(rename = "$snapshot_data", borrow, default)]
     snapshot_data: Option<&'a RawValue>,
+    /// What PostHog's capture service produces to Kafka instead: one `$snapshot_items` event
+    /// per request, the `$snapshot_data` of all its `$snapshot` events in one array.
+    #[serde(rename = "$snapshot_items", borrow, default)]
+    snapshot_items: Option<&'a RawValue>,
     #[serde(rename = "$sent_at", borrow, default)]
     sent_at: Option<&'a RawValue>,
     /// The project API key, which an ingestion server maps to a team.
@@ -164,15 +168,18 @@ pub fn event_to_chunk(team: u64, json: &str) -> Result<Option<Chunk>, WireError>
     }))
 }
 
-/// One `$snapshot` event: its project token (if any) and its chunk (team 0, for the caller to
-/// set from the token; `sent_at_ms` from the event's `sent_at` / `$sent_at`, if it has one).
-/// `Ok(None)` for other events.
+/// One `$snapshot` event (or capture's `$snapshot_items`, as it sits in a Kafka message): its
+/// project token (if any) and its chunk (team 0, for the caller to set from the token;
+/// `sent_at_ms` from the event's `sent_at` / `$sent_at`, if it has one). `Ok(None)` for other
+/// events.
 pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireError> {
     let ev: WireEvent =
         serde_json::from_str(json).or_else(|e| err(format!("invalid event: {e}")))?;
-    if ev.event.as_deref() != Some("$snapshot") {
-        return Ok(None);
-    }
+    let items = match ev.event.as_deref() {
+        Some("$snapshot") => false,
+        Some("$snapshot_items") => true,
+        _ => return Ok(None),
+    };
     let Some(props) = ev.properties else {
         return err("event has no properties");
     };
@@ -187,8 +194,17 @@ pub fn parse_event(json: &str) -> Result<Option<(Option<String>, Chunk)>, WireEr
     let Some(person) = person else {
         return err("event has no distinct_id");
     };
-    let Some(data) = props.snapshot_data else {
-        return err("event has no $snapshot_data");
+    let data = if items {
+        props.snapshot_items
+    } else {
+        props.snapshot_data
+    };
+    let Some(data) = data else {
+        return err(if items {
+            "event has no $snapshot_items"
+        } else {
+            "event has no $snapshot_data"
+        });
     };
     let sent_at = [
         ("sent_at", ev.sent_at),
@@ -308,6 +324,13 @@ mod tests {
         assert!(event_to_chunk(1, &no_ts).is_err());
         let other = EV.replace("$snapshot", "$pageview");
         assert_eq!(event_to_chunk(1, &other)?, None);
+        // Capture's Kafka form: the same chunk from `$snapshot_items`.
+        let items = EV
+            .replace(r#""$snapshot""#, r#""$snapshot_items""#)
+            .replace("$snapshot_data", "$snapshot_items");
+        assert_eq!(event_to_chunk(1, &items)?, event_to_chunk(1, EV)?);
+        let e = event_to_chunk(1, &EV.replace(r#""$snapshot""#, r#""$snapshot_items""#));
+        assert!(e.unwrap_err().to_string().contains("$snapshot_items"));
         Ok(())
     }
 

@@ -147,6 +147,7 @@ impl Stamped {
                 arrival_ms,
                 clock_offset_ms: offset,
                 keyframe_ms: None,
+                source_offset: None,
             },
         })
     }
@@ -157,8 +158,8 @@ impl Stamped {
     }
 }
 
-/// What the store knows of one chunk beyond its payload: when it arrived, and the clock skew
-/// correction applied to its timestamps.
+/// What the store knows of one chunk beyond its payload: when it arrived, the clock skew
+/// correction applied to its timestamps, and where it came from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamp {
     pub arrival_ms: i64,
@@ -169,6 +170,10 @@ pub struct Stamp {
     /// before; `Annotator::keyframe`), the time of its first one, on the same (corrected) clock
     /// as `first_ts_ms`. Set by the compression workers, or carried over by regrouping.
     pub keyframe_ms: Option<i64>,
+    /// The position of the chunk in its source (a Kafka partition's offset), when the embedder
+    /// appended it with one (`Store::append_from_source`): kept with the chunk in its block, so
+    /// that a consumer resumes from what the store holds (`Store::source_offsets`).
+    pub source_offset: Option<u64>,
 }
 
 /// Chunks of one session (one team, one session id) in append order, each with its stamp: the

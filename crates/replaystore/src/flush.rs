@@ -452,6 +452,9 @@ impl FlushPipeline {
             self.segments.apply(Edit::default().retire_writer(id));
             return Err(e);
         }
+        // Durable, not yet acknowledged: a process killed here leaves blocks that its caller
+        // never heard of (a Kafka consumer has not committed their offsets).
+        crate::failpoint::crash_point("flush:after_sync");
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         writer.publish(placed, pending.len() as u64);
         let sessions: Vec<(u64, &str)> = placed

@@ -28,6 +28,7 @@ use crate::segment::RemoteRead;
 use crate::segment_set::SegmentSet;
 use crate::session_index::{PageQuery, SessionIndex, SessionIndexReport};
 use crate::signal::Signal;
+use crate::source::SourceOffsets;
 use crate::tombstone::{Admission, DeletionStatus, Target, Tombstone, Tombstones};
 use crate::verify::VerifyReport;
 
@@ -180,6 +181,17 @@ impl Store {
     /// and erasure), corrects the client's clock skew when the chunk carries its send time, and
     /// refuses SDK timestamps outside the accepted window with `Error::Timestamp`.
     pub fn append(&self, chunk: Chunk) -> Result<()> {
+        self.append_stamped(chunk, None)
+    }
+
+    /// `append`, recording the chunk's position in its source (a Kafka partition's offset) in
+    /// the same durable write as the chunk: after a crash, `source_offsets` says which
+    /// positions the store holds, so that a consumer neither loses nor doubles a message.
+    pub fn append_from_source(&self, chunk: Chunk, source_offset: u64) -> Result<()> {
+        self.append_stamped(chunk, Some(source_offset))
+    }
+
+    fn append_stamped(&self, chunk: Chunk, source_offset: Option<u64>) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -187,7 +199,10 @@ impl Store {
         let arrival_ms = self.config.parts.clock.now_ms();
         let counters = &self.counters;
         let stamped = match Stamped::accept(chunk, arrival_ms, &self.clock_rules()) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.stamp.source_offset = source_offset;
+                s
+            }
             Err(e) => {
                 counters
                     .chunks_refused_timestamp
@@ -463,6 +478,16 @@ impl Store {
     /// Checks every segment (see `verify`). Reads everything: a scrub, not a hot path.
     pub fn verify(&self) -> Result<VerifyReport> {
         crate::verify::verify(&self.segments.current())
+    }
+
+    /// The source offsets (`append_from_source`) the store holds durably: the highest, and
+    /// all those at or above `from`. A consumer resumes from the position after the last one
+    /// its group committed and skips the offsets listed here, so that a crash anywhere
+    /// (between a flush and its commit, or a flush torn between lanes) neither loses nor
+    /// doubles a message. Reads every local block header: call it when taking a partition
+    /// over, not per message.
+    pub fn source_offsets(&self, from: u64) -> Result<SourceOffsets> {
+        crate::source::source_offsets(&self.segments.current(), from)
     }
 
     /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes

@@ -7,15 +7,8 @@ use replaystore::{CompactionReport, DeletionStatus, Error, Result, Store, Target
 
 use super::mb;
 
-/// Requests are made durable one by one (each fsynced), then one compaction pass serves them
-/// all if --wait.
-pub fn delete_persons(
-    store: &Store,
-    team: u64,
-    mut persons: Vec<String>,
-    file: Option<&Path>,
-    wait: bool,
-) -> Result<i32> {
+/// The persons named by --person and --file (one per line, blank lines and #comments skipped).
+pub fn persons(mut persons: Vec<String>, file: Option<&Path>) -> Result<Vec<String>> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(f).map_err(|e| Error::Io {
             context: format!("read {}", f.display()),
@@ -28,6 +21,12 @@ pub fn delete_persons(
                 .map(String::from),
         );
     }
+    Ok(persons)
+}
+
+/// Requests are made durable one by one (each fsynced), then one compaction pass serves them
+/// all if --wait.
+pub fn delete_persons(store: &Store, team: u64, persons: Vec<String>, wait: bool) -> Result<i32> {
     let targets = persons.into_iter().map(Target::Person).collect();
     delete(store, team, targets, wait)
 }

@@ -2,10 +2,13 @@
 
 mod admin;
 mod bench;
+mod consume;
 mod cost;
 mod demo;
+mod fleet;
 mod ingest;
 mod measure;
+mod produce;
 mod query;
 mod remote;
 mod soak;
@@ -29,9 +32,10 @@ struct Cli {
 /// Where the store is and the retention it applies (the same on every command that opens it).
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {
-    /// Store directory.
+    /// Store directory (not needed by the fleet forms of `delete-person` and
+    /// `deletion-status`, which talk to Kafka and the bucket).
     #[arg(long)]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     /// Retention, in days, of teams without a --team-retention.
     #[arg(long, default_value_t = replaystore::config::DEFAULT_RETENTION_DAYS)]
     retention_days: u16,
@@ -97,7 +101,16 @@ impl StoreArgs {
     /// Opens the store for a command-line tool (no background maintenance: commands do their
     /// maintenance explicitly).
     fn open(&self) -> Result<Store> {
-        Store::open(&self.dir, self.config())
+        Store::open(self.dir()?, self.config())
+    }
+
+    fn dir(&self) -> Result<&std::path::Path> {
+        self.dir
+            .as_deref()
+            .ok_or_else(|| replaystore::Error::InvalidConfig {
+                field: "dir",
+                reason: "give the store directory with --dir".into(),
+            })
     }
 }
 
@@ -186,6 +199,10 @@ enum Command {
         /// file and object), 1 otherwise with the reason on stderr.
         #[arg(long)]
         wait: bool,
+        /// Erase across a fleet of consumers instead: publish the requests to this topic
+        /// (with --brokers); every `consume --deletion-topic` applies them to all its stores.
+        #[command(flatten)]
+        fleet: fleet::PublishArgs,
     },
     /// Delete one or more sessions.
     DeleteSession {
@@ -205,6 +222,14 @@ enum Command {
         store: StoreArgs,
         #[arg(long)]
         id: Vec<u64>,
+        /// A fleet request (as `delete-person --deletion-topic` printed it): aggregate the
+        /// receipts every partition wrote to --remote (or --dir); repeatable.
+        #[arg(long)]
+        request: Vec<String>,
+        /// The recordings topic's partition count: done means a done receipt from each
+        /// (default: the partitions that wrote any receipt).
+        #[arg(long)]
+        partitions: Option<i32>,
     },
     /// Run one compaction pass: purge deleted data, drop expired blocks, merge small segments.
     /// Exits 1 (and says why on stderr) when a job failed or a deletion request pending before
@@ -256,6 +281,12 @@ enum Command {
         #[command(flatten)]
         limits: replaystore_server::Limits,
     },
+    /// Consume PostHog's recordings topic from Kafka as a member of a consumer group, one store
+    /// per assigned partition (`<dir>/p<N>`, bucket prefix `<remote>/p<N>`).
+    Consume(consume::Args),
+    /// Put posthog-js request bodies (JSON lines) on a Kafka topic as PostHog's capture
+    /// service would: load for `consume`.
+    Produce(produce::Args),
     /// The object-storage tier: sync, status, canary scan of the bucket, range-read latency.
     #[command(subcommand)]
     Remote(remote::Command),
@@ -350,7 +381,7 @@ pub fn run() -> Result<i32> {
             let config = store.config();
             let ahead = config.max_ts_ahead;
             let config = config.with_max_buffer_bytes(ingest::BUFFER_BYTES);
-            let store = Store::open(&store.dir, config.with_timestamp_window(behind, ahead))?;
+            let store = Store::open(store.dir()?, config.with_timestamp_window(behind, ahead))?;
             let defaults = ingest::Options::default();
             let opts = ingest::Options {
                 threads: threads.unwrap_or(defaults.threads),
@@ -377,20 +408,39 @@ pub fn run() -> Result<i32> {
             person,
             file,
             wait,
-        } => admin::delete_persons(&store.open()?, team, person, file.as_deref(), wait),
+            fleet,
+        } => {
+            let persons = admin::persons(person, file.as_deref())?;
+            if fleet.brokers.is_some() {
+                return fleet::publish(&fleet, team, &persons);
+            }
+            admin::delete_persons(&store.open()?, team, persons, wait)
+        }
         Command::DeleteSession {
             store,
             team,
             session,
             wait,
         } => admin::delete_sessions(&store.open()?, team, session, wait),
-        Command::DeletionStatus { store, id } => admin::status(&store.open()?, &id),
+        Command::DeletionStatus {
+            store,
+            id,
+            request,
+            partitions,
+        } => {
+            if !request.is_empty() {
+                return fleet::status(&store, &request, partitions);
+            }
+            admin::status(&store.open()?, &id)
+        }
         Command::Compact { store } => admin::compact(&store.open()?),
         Command::Expire { store } => admin::expire(&store.open()?),
         Command::Verify { store, json } => admin::verify(&store.open()?, json),
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Remote(cmd) => remote::run(cmd),
+        Command::Consume(args) => consume::run(args),
+        Command::Produce(args) => produce::run(args),
         Command::Cost(args) => cost::run(args),
         Command::Serve {
             store,
@@ -403,7 +453,7 @@ pub fn run() -> Result<i32> {
             admin_token,
             limits,
         } => replaystore_server::run(replaystore_server::Args {
-            dir: store.dir.clone(),
+            dir: store.dir()?.to_path_buf(),
             listen,
             tokens: token.into_iter().collect(),
             max_body_bytes,

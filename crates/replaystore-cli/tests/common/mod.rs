@@ -2,6 +2,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod remote;
+pub mod s3;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -205,6 +205,7 @@ impl Compactor<'_> {
                     // Kept, not computed again: the annotator saw the chunks as sent, and
                     // payloads may have been transformed since.
                     keyframe_ms: h.keyframe_of(k),
+                    source_offset: c.source_offset,
                 };
                 chunks.push(SortedChunk {
                     key: (c.first_ts, h.seq, k),

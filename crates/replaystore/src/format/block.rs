@@ -9,7 +9,8 @@
 //! 61 reserved u8             62 person_len u16
 //! 64 session bytes | person bytes | window_count x (len u8, bytes)
 //!    | chunk_count x (raw_len u32, window u16 (0xFFFF = none), reserved u16, first_ts i64, last_ts i64
-//!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL])
+//!                     [, arrival_ms i64 when flags has BLOCK_ARRIVAL]
+//!                     [, source_offset u64 (u64::MAX = none) when flags has BLOCK_SOURCE])
 //!    [| keyframe_count u32, keyframe_count x (chunk u32, ts i64) when flags has BLOCK_KEYFRAMES]
 //!    [| annotation_len u32, annotation bytes when flags has BLOCK_HAS_ANNOTATION]
 //! header_len: payload (stored_len bytes) | crc32 u32 over everything before it
@@ -38,6 +39,11 @@ pub const BLOCK_ARRIVAL: u8 = 8;
 /// Block flag: after the chunk table, the block's keyframes (format 3): the chunks playback can
 /// start from, each with the time of its first keyframe (docs/format.md, "Keyframes").
 pub const BLOCK_KEYFRAMES: u8 = 16;
+/// Block flag: each chunk-table entry ends with the chunk's position in its source (a Kafka
+/// offset; `Stamp::source_offset`), after its arrival time.
+pub const BLOCK_SOURCE: u8 = 32;
+/// A chunk's source offset in the table when it has none (other chunks of its block have).
+pub(super) const NO_SOURCE: u64 = u64::MAX;
 pub const BLOCK_FIXED_LEN: usize = 64;
 /// Upper bound on header_len (identifiers, windows and the chunk table).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
@@ -73,6 +79,8 @@ pub struct ChunkEntry {
     pub last_ts: i64,
     /// The store's clock when the chunk was accepted; `None` in blocks of format 1.
     pub arrival_ms: Option<i64>,
+    /// Its position in its source (`BLOCK_SOURCE`), when it was appended with one.
+    pub source_offset: Option<u64>,
 }
 
 /// A chunk of a block that holds a keyframe, and the time of its (first) keyframe.
@@ -227,8 +235,9 @@ fn parse_chunk_entries(
     b: &mut Bytes,
     chunk_count: usize,
     window_count: usize,
-    has_arrival: bool,
+    flags: u8,
 ) -> DecodeResult<(Vec<ChunkEntry>, u64)> {
+    let has_arrival = flags & BLOCK_ARRIVAL != 0;
     let mut chunks = Vec::with_capacity(chunk_count);
     let mut sum: u64 = 0;
     for _ in 0..chunk_count {
@@ -238,6 +247,10 @@ fn parse_chunk_entries(
         let c_first = b.i64()?;
         let c_last = b.i64()?;
         let arrival_ms = if has_arrival { Some(b.i64()?) } else { None };
+        let source_offset = match flags & BLOCK_SOURCE {
+            0 => None,
+            _ => Some(b.u64()?).filter(|&o| o != NO_SOURCE),
+        };
         let window = if w == NO_WINDOW { None } else { Some(w) };
         if let Some(w) = window {
             if w as usize >= window_count {
@@ -253,6 +266,7 @@ fn parse_chunk_entries(
             first_ts: c_first,
             last_ts: c_last,
             arrival_ms,
+            source_offset,
         });
     }
     Ok((chunks, sum))
@@ -327,12 +341,9 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     if raw_len as usize > MAX_BLOCK_RAW {
         return Err(DecodeError::new(format!("raw_len {raw_len} out of bounds")));
     }
-    let has_arrival = flags & BLOCK_ARRIVAL != 0;
-    let entry_len = if has_arrival {
-        CHUNK_ENTRY_ARRIVAL_LEN
-    } else {
-        CHUNK_ENTRY_LEN
-    };
+    let entry_len = CHUNK_ENTRY_LEN
+        + usize::from(flags & BLOCK_ARRIVAL != 0) * (CHUNK_ENTRY_ARRIVAL_LEN - CHUNK_ENTRY_LEN)
+        + usize::from(flags & BLOCK_SOURCE != 0) * 8;
     if chunk_count == 0 || chunk_count * entry_len > header_len as usize {
         return Err(DecodeError::new(format!(
             "chunk_count {chunk_count} out of bounds"
@@ -347,7 +358,7 @@ fn parse_header(body: &[u8]) -> DecodeResult<BlockHeader> {
     let session = b.str(session_len, "session id")?.to_string();
     let person = b.str(person_len, "person")?.to_string();
     let windows = parse_windows(&mut b, window_count)?;
-    let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, has_arrival)?;
+    let (chunks, sum) = parse_chunk_entries(&mut b, chunk_count, window_count, flags)?;
     let keyframes = parse_keyframes(&mut b, flags, chunk_count)?;
     let annotation = parse_annotation(&mut b, flags)?;
     if b.pos() != header_len as usize {
@@ -460,8 +471,8 @@ mod tests {
         let stamps: Vec<Stamp> = (0..chunks.len() as i64)
             .map(|i| Stamp {
                 arrival_ms: 1000 + i,
-                clock_offset_ms: 0,
                 keyframe_ms: (i == 2).then_some(7),
+                ..Default::default()
             })
             .collect();
         let note: &[u8] = b"\x01opaque";
@@ -506,6 +517,34 @@ mod tests {
         for n in 0..out.len() {
             assert!(parse_block(&out[..n]).is_err());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn source_offsets_round_trip_only_when_given() -> Result<(), Box<dyn std::error::Error>> {
+        let chunks = vec![
+            chunk(b"a", None, 1),
+            chunk(b"b", None, 2),
+            chunk(b"c", None, 3),
+        ];
+        let stamp = |o: Option<u64>| Stamp {
+            arrival_ms: 9,
+            source_offset: o,
+            ..Default::default()
+        };
+        let stamps = [stamp(Some(7)), stamp(None), stamp(Some(u64::MAX - 1))];
+        let mut out = Vec::new();
+        BlockWriter::new(1)?.encode(1, &chunks, &stamps, &mut out)?;
+        let h = parse_block(&out)?;
+        assert_eq!(h.flags & BLOCK_SOURCE, BLOCK_SOURCE);
+        let got: Vec<_> = h.chunks.iter().map(|c| c.source_offset).collect();
+        assert_eq!(got, vec![Some(7), None, Some(u64::MAX - 1)]);
+        // Without any, the block is written as before.
+        let mut plain = Vec::new();
+        BlockWriter::new(1)?.encode(1, &chunks, &[stamp(None); 3], &mut plain)?;
+        let h = parse_block(&plain)?;
+        assert_eq!(h.flags & BLOCK_SOURCE, 0);
+        assert_eq!(plain.len() + 3 * 8, out.len());
         Ok(())
     }
 }

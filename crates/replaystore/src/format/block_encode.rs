@@ -2,7 +2,7 @@
 
 use super::block::{
     Codec, BLOCK_ARRIVAL, BLOCK_FIXED_LEN, BLOCK_HAS_ANNOTATION, BLOCK_KEYFRAMES, BLOCK_MAGIC,
-    CHUNK_ENTRY_ARRIVAL_LEN, KEYFRAME_ENTRY_LEN, NO_WINDOW,
+    BLOCK_SOURCE, CHUNK_ENTRY_ARRIVAL_LEN, KEYFRAME_ENTRY_LEN, NO_SOURCE, NO_WINDOW,
 };
 use super::{put_i64, put_u16, put_u32, put_u64, MAX_ANNOTATION_BYTES};
 use crate::chunk::{Chunk, Stamp};
@@ -61,7 +61,8 @@ impl BlockWriter {
             lo,
             hi,
         } = chunk_table(chunks, stamps, &mut self.raw);
-        let (flags, annotation) = written_flags(flags, annotation, !keyframes.is_empty())?;
+        let sourced = stamps.iter().any(|s| s.source_offset.is_some());
+        let (flags, annotation) = written_flags(flags, annotation, !keyframes.is_empty(), sourced)?;
         let compressed = self.compressor.compress(&self.raw)?;
         let (codec, stored): (Codec, &[u8]) = if compressed.len() < self.raw.len() {
             (Codec::Zstd, &compressed)
@@ -123,10 +124,15 @@ fn written_flags(
     flags: u8,
     annotation: Option<&[u8]>,
     keyframes: bool,
+    sourced: bool,
 ) -> std::io::Result<(u8, &[u8])> {
-    let mut flags = (flags | BLOCK_ARRIVAL) & !(BLOCK_HAS_ANNOTATION | BLOCK_KEYFRAMES);
+    let mut flags =
+        (flags | BLOCK_ARRIVAL) & !(BLOCK_HAS_ANNOTATION | BLOCK_KEYFRAMES | BLOCK_SOURCE);
     if keyframes {
         flags |= BLOCK_KEYFRAMES;
+    }
+    if sourced {
+        flags |= BLOCK_SOURCE;
     }
     match annotation {
         None => Ok((flags, &[])),
@@ -148,12 +154,14 @@ struct ChunkTable<'a> {
     hi: i64,
 }
 
-/// Builds the chunk table and appends the chunks' payloads to `raw`.
+/// Builds the chunk table (with source offsets when any chunk has one) and appends the chunks'
+/// payloads to `raw`.
 fn chunk_table<'a>(chunks: &'a [Chunk], stamps: &[Stamp], raw: &mut Vec<u8>) -> ChunkTable<'a> {
     let mut windows: Vec<&str> = Vec::new();
     let mut table = Vec::with_capacity(chunks.len() * CHUNK_ENTRY_ARRIVAL_LEN);
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     let mut keyframes = Vec::new();
+    let sourced = stamps.iter().any(|s| s.source_offset.is_some());
     for (i, (c, stamp)) in chunks.iter().zip(stamps).enumerate() {
         if let Some(ts) = stamp.keyframe_ms {
             put_u32(&mut keyframes, i as u32);
@@ -176,6 +184,9 @@ fn chunk_table<'a>(chunks: &'a [Chunk], stamps: &[Stamp], raw: &mut Vec<u8>) -> 
         put_i64(&mut table, c.first_ts_ms);
         put_i64(&mut table, c.last_ts_ms);
         put_i64(&mut table, stamp.arrival_ms);
+        if sourced {
+            put_u64(&mut table, stamp.source_offset.unwrap_or(NO_SOURCE));
+        }
         lo = lo.min(c.first_ts_ms);
         hi = hi.max(c.last_ts_ms);
     }

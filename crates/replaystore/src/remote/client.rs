@@ -427,11 +427,10 @@ impl Client {
     /// Every object under `<prefix>/<sub>` (all of the prefix when `sub` is empty).
     pub fn list(&self, sub: &str) -> Result<Vec<object_store::ObjectMeta>> {
         let store = self.store.clone();
-        let p = if sub.is_empty() {
-            self.prefix.clone()
-        } else {
-            self.prefix.clone().join(sub)
-        };
+        let p = sub
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.join(part));
         let shown = p.clone();
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
         self.run(async move { store.list(Some(&p)).try_collect::<Vec<_>>().await })?

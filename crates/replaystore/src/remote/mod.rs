@@ -24,7 +24,7 @@ mod tier;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::{bucket_objects, BucketObject, RemoteStatus};
+pub use api::{bucket_objects, Bucket, BucketObject, RemoteStatus, MAX_SMALL_OBJECT_BYTES};
 pub use client::TierStats;
 pub use manifest::UploadProgress;
 pub use sync::SyncReport;
