@@ -643,3 +643,68 @@ fn a_person_erased_during_a_rebalance_is_gone_from_every_partition_and_object() 
         .collect();
     assert_same(&got, &expected(&kept));
 }
+
+/// Fails every write and fsync of segment files while `on` is set: a disk failing for a while.
+#[derive(Debug)]
+struct FailingDisk {
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl replaystore::fs::FaultInjector for FailingDisk {
+    fn inject(&self, op: &replaystore::fs::FileOp<'_>) -> Option<replaystore::fs::Fault> {
+        use replaystore::fs::FileOp;
+        let segment = match op {
+            FileOp::Write { path, .. } | FileOp::Sync { path } => {
+                path.to_string_lossy().contains("lanes")
+            }
+            _ => false,
+        };
+        let on = self.on.load(std::sync::atomic::Ordering::SeqCst);
+        (segment && on).then_some(replaystore::fs::Fault::Errno(libc::EIO))
+    }
+}
+
+/// Back-pressure: while its store refuses appends (a small buffer, flushes failing), a
+/// partition's fetches are paused and its messages dropped from the refused one on; once the
+/// disk works again the consumer resumes from that message. Nothing is lost, nothing doubled,
+/// no message counted bad.
+#[test]
+fn a_store_refusing_appends_pauses_its_partition_and_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(brokers) = brokers("a_store_refusing_appends_pauses_its_partition_and_loses_nothing")
+    else {
+        return;
+    };
+    let topic = unique("recordings");
+    create_topic(&brokers, &topic);
+    let msgs = messages(12);
+    produce(&brokers, &topic, &msgs);
+    let disk = std::sync::Arc::new(FailingDisk {
+        on: AtomicBool::new(true),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config()
+        .with_faults(disk.clone())
+        .with_max_buffer_bytes(128 << 10);
+    let stores = replaystore_kafka::StoreFactory {
+        dir: dir.path().to_path_buf(),
+        remote: None,
+        config,
+    };
+    let mut opts = replaystore_kafka::Options::new(&brokers, &topic, &unique("g"), stores);
+    opts.tokens = [(TOKEN.to_string(), 1)].into();
+    opts.exit_when_drained = true;
+    let consumer = replaystore_kafka::Consumer::new(opts);
+    let stop = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let run = s.spawn(|| consumer.run(&stop));
+        std::thread::sleep(Duration::from_secs(3));
+        disk.on.store(false, Ordering::SeqCst);
+        run.join().unwrap()
+    })
+    .expect("the consumer's run");
+    let t = report.totals;
+    assert!(t.pauses > 0, "no partition was paused: {t:?}");
+    assert_eq!(t.refused, 0, "messages counted bad: {t:?}");
+    assert_same(&stored(dir.path()), &expected(&msgs));
+}

@@ -356,11 +356,19 @@ impl Consumer {
         let n = chunk.payload.len();
         match part.store.append_from_source(chunk, source) {
             Ok(()) => Appended::Chunk(n),
-            // A full buffer whose flushes fail: wait, and read the message again later.
-            Err(replaystore::Error::FlushFailed(_)) => Appended::Refused,
+            // The message itself is wrong: passing over it is all there is to do.
+            Err(
+                e
+                @ (replaystore::Error::InvalidChunk { .. } | replaystore::Error::Timestamp { .. }),
+            ) => Appended::Bad(e.to_string()),
             // Its person or session was erased: as it should be, not an error.
             Err(replaystore::Error::Deleted { .. }) => Appended::Erased,
-            Err(e) => Appended::Bad(e.to_string()),
+            // The store cannot take it now (a full buffer whose flushes fail, a failing disk):
+            // wait, and read the message again later. Never dropped.
+            Err(e) => {
+                log::warn!("store refuses appends: {e}");
+                Appended::Refused
+            }
         }
     }
 
