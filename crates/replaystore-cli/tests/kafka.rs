@@ -198,6 +198,24 @@ fn messages_of(copies: usize, person_of: impl Fn(usize) -> Option<&'static str>)
     out
 }
 
+/// A fresh topic (4 partitions) holding `msgs`.
+fn topic_with(brokers: &str, msgs: Vec<Message>) -> (String, Vec<Message>) {
+    let topic = unique("recordings");
+    create_topic(brokers, &topic);
+    produce(brokers, &topic, &msgs);
+    (topic, msgs)
+}
+
+/// The `already held` count of `consume`'s last line.
+fn already_held(stdout: &str) -> u64 {
+    stdout
+        .split(" already held")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'already held' count in {stdout}"))
+}
+
 fn produce(brokers: &str, topic: &str, msgs: &[Message]) {
     // One message per batch: tansu 0.6 answers a fetch from an offset inside a batch with the
     // batches that start after it (dynostore's `fetch`: `offsets.split_off(&offset)`), so a
@@ -428,10 +446,7 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
     if !common::failpoints(test) {
         return;
     }
-    let topic = unique("recordings");
-    create_topic(&brokers, &topic);
-    let msgs = messages(24);
-    produce(&brokers, &topic, &msgs);
+    let (topic, msgs) = topic_with(&brokers, messages(24));
     let dir = tempfile::tempdir().unwrap();
     let group = unique("g");
     let logs = Logs::new("kafka-kill");
@@ -469,14 +484,82 @@ fn a_member_killed_mid_flush_loses_nothing_and_doubles_nothing() {
     eprintln!("B: {stdout}");
     // What A made durable without its offsets reaching the group was read again by B and
     // passed over, not stored twice (the comparison below would see doubled events).
-    let held: u64 = stdout
-        .split(" already held")
-        .next()
-        .and_then(|s| s.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no 'already held' count in {stdout}"));
+    let held = already_held(&stdout);
     assert!(held > 0, "B found nothing of A's last flush: {stdout}");
     assert_same(&stored(dir.path()), &expected(&msgs));
+}
+
+/// The options that put a consumer's stores under `prefix` of the test bucket.
+fn remote_args(c: &mut Command, ep: &str, prefix: &str) {
+    c.args(["--remote", &format!("s3://{}/{prefix}", common::s3::BUCKET)]);
+    c.args(["--remote-option", &format!("endpoint={ep}")]);
+    for (k, v) in common::s3::OPTIONS {
+        c.args(["--remote-option", &format!("{k}={v}")]);
+    }
+}
+
+/// `stored`, read from the bucket alone (each partition's store adopted into a fresh directory).
+fn stored_in_bucket(ep: &str, prefix: &str) -> BTreeMap<String, Vec<String>> {
+    let fresh = tempfile::tempdir().unwrap();
+    stored_in(|p| {
+        let cfg = common::s3::bucket(ep, &format!("{prefix}/p{p}"));
+        let config = common::config().with_remote(cfg);
+        Some(replaystore::Store::open(fresh.path().join(format!("p{p}")), config).unwrap())
+    })
+}
+
+/// Two members on two "machines" (a directory each, one bucket). A uploads its partitions and
+/// dies before it commits their offsets (crash point `consume:before_commit`); B takes them over
+/// from the bucket alone, reads in the bucket which messages A stored (the remote segments past
+/// the group's commit: here all, as A never committed), passes over them, and every session in
+/// the bucket is exactly what was produced.
+#[test]
+fn a_member_dying_between_upload_and_commit_doubles_nothing_in_the_bucket() {
+    let test = "a_member_dying_between_upload_and_commit_doubles_nothing_in_the_bucket";
+    let Some(brokers) = brokers(test) else {
+        return;
+    };
+    let Some(ep) = common::s3::endpoint(test) else {
+        return;
+    };
+    if !common::failpoints(test) {
+        return;
+    }
+    let (topic, msgs) = topic_with(&brokers, messages(16));
+    let prefix = common::s3::prefix("upload-crash");
+    let group = unique("g");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let logs = Logs::new("kafka-upload-crash");
+    let spawn = |name: &str, dir: &Path, crash_at: Option<&str>| {
+        let mut c = consume(&brokers, &topic, &group, dir);
+        c.args(["--exit-when-drained", "--upload-interval-s", "1"]);
+        remote_args(&mut c, &ep, &prefix);
+        if let Some(at) = crash_at {
+            c.env("REPLAYSTORE_CRASH_AT", at);
+        }
+        logs.spawn(name, c)
+    };
+    let mut a = spawn("a", dir_a.path(), Some("consume:before_commit"));
+    let status = wait_for(&mut a, Duration::from_secs(60), &|| logs.read("a.err"));
+    assert!(
+        !status.success()
+            && logs
+                .read("a.err")
+                .contains("crash point consume:before_commit"),
+        "A was to die before its first commit: {status}\n{}",
+        logs.read("a.err")
+    );
+    let mut b = spawn("b", dir_b.path(), None);
+    let status = wait_for(&mut b, Duration::from_secs(90), &|| logs.read("b.err"));
+    let stdout = logs.read("b.out");
+    assert!(
+        status.success(),
+        "B failed: {stdout}\n{}",
+        logs.read("b.err")
+    );
+    let held = already_held(&stdout);
+    assert!(held > 0, "B found nothing of what A uploaded: {stdout}");
+    assert_same(&stored_in_bucket(&ep, &prefix), &expected(&msgs));
 }
 
 /// A free loopback port (bound, then released for the consumer to take).
@@ -527,14 +610,7 @@ fn a_person_erased_during_a_rebalance_is_gone_from_every_partition_and_object() 
     let msgs = messages_of(16, |copy| (copy % 3 == 1).then_some(CANARY));
     produce(&brokers, &topic, &msgs);
     let prefix = common::s3::prefix("fleet");
-    let url = format!("s3://{}/{prefix}", common::s3::BUCKET);
-    let remote_args = |c: &mut Command| {
-        c.args(["--remote", &url]);
-        c.args(["--remote-option", &format!("endpoint={ep}")]);
-        for (k, v) in common::s3::OPTIONS {
-            c.args(["--remote-option", &format!("{k}={v}")]);
-        }
-    };
+    let remote_args = |c: &mut Command| remote_args(c, &ep, &prefix);
     let group = unique("g");
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let logs = Logs::new("kafka-erase");
@@ -631,12 +707,7 @@ fn a_person_erased_during_a_rebalance_is_gone_from_every_partition_and_object() 
     }
     // Nothing else was lost or doubled on the way: every other session, read back from the
     // bucket alone, is what was produced.
-    let fresh = tempfile::tempdir().unwrap();
-    let got = stored_in(|p| {
-        let cfg = common::s3::bucket(&ep, &format!("{prefix}/p{p}"));
-        let config = common::config().with_remote(cfg);
-        Some(replaystore::Store::open(fresh.path().join(format!("p{p}")), config).unwrap())
-    });
+    let got = stored_in_bucket(&ep, &prefix);
     let kept: Vec<Message> = msgs
         .into_iter()
         .filter(|m| !m.value.contains(CANARY))
@@ -675,10 +746,7 @@ fn a_store_refusing_appends_pauses_its_partition_and_loses_nothing() {
     else {
         return;
     };
-    let topic = unique("recordings");
-    create_topic(&brokers, &topic);
-    let msgs = messages(12);
-    produce(&brokers, &topic, &msgs);
+    let (topic, msgs) = topic_with(&brokers, messages(12));
     let disk = std::sync::Arc::new(FailingDisk {
         on: AtomicBool::new(true),
     });

@@ -76,7 +76,41 @@ pub struct Durable {
     /// The Kafka timestamps of the messages the flush made durable.
     pub flushed_ts: Vec<i64>,
     /// The offset to commit to the group now, if any.
-    pub commit: Option<i64>,
+    pub commit: Option<Commit>,
+}
+
+/// A group offset, and what the store knows of the data past it: every chunk of a message at
+/// or after `offset` arrived, by the store's clock, at or after `arrived_since_ms` (the time
+/// the flush before the commit began, less a margin for the clock stepping back). Kept in the
+/// commit's metadata, so that the next owner reads the offsets of just the remote segments
+/// that can hold such messages (`Store::source_offsets_since`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub offset: i64,
+    pub arrived_since_ms: Option<i64>,
+}
+
+/// How far back of the flush's start `arrived_since_ms` is put: a clock stepping back by less
+/// than this cannot hide a chunk from the next owner.
+const CLOCK_MARGIN_MS: i64 = 10_000;
+const METADATA_KEY: &str = "arrived_since_ms=";
+
+impl Commit {
+    pub fn metadata(&self) -> String {
+        self.arrived_since_ms
+            .map(|ms| format!("{METADATA_KEY}{ms}"))
+            .unwrap_or_default()
+    }
+
+    pub fn from_group(offset: i64, metadata: &str) -> Commit {
+        let arrived_since_ms = metadata
+            .strip_prefix(METADATA_KEY)
+            .and_then(|v| v.parse().ok());
+        Commit {
+            offset,
+            arrived_since_ms,
+        }
+    }
 }
 
 impl Partition {
@@ -88,6 +122,7 @@ impl Partition {
     /// would lose what it had flushed and not uploaded. `None` when the flush failed.
     pub fn make_durable(&mut self, p: i32, upload: bool) -> Option<Durable> {
         let next = self.next?;
+        let since = self.store.config().parts.clock.now_ms() - CLOCK_MARGIN_MS;
         let mut flushed_ts = Vec::new();
         if self.durable != Some(next) {
             if let Err(e) = self.store.flush() {
@@ -131,7 +166,10 @@ impl Partition {
         self.committed = Some(next);
         Some(Durable {
             flushed_ts,
-            commit: Some(next),
+            commit: Some(Commit {
+                offset: next,
+                arrived_since_ms: remote.then_some(since),
+            }),
         })
     }
 
@@ -224,7 +262,8 @@ impl Partitions {
     /// Opens partition `p`'s store (from the bucket, when the directory is new and a remote
     /// is set) and returns where to resume (`resume_at`). The offsets the store holds from
     /// there on are kept to be passed over.
-    pub fn assign(&mut self, p: i32, committed: Option<i64>) -> crate::Result<Option<i64>> {
+    pub fn assign(&mut self, p: i32, group: Option<Commit>) -> crate::Result<Option<i64>> {
+        let committed = group.map(|c| c.offset);
         let wrap = |source| crate::Error::Store {
             partition: p,
             source,
@@ -236,7 +275,11 @@ impl Partitions {
         let store = self.factory.open(p).map_err(wrap)?;
         let opened_ms = ms(opening.elapsed());
         let from = committed.map_or(0, |c| c.max(0) as u64);
-        let offsets = store.source_offsets(from).map_err(wrap)?;
+        let offsets = match remote_since(&store, group) {
+            Some(since) => store.source_offsets_since(from, since),
+            None => store.source_offsets(from),
+        }
+        .map_err(wrap)?;
         let after_store = offsets.max.map(|m| m as i64 + 1);
         let resume = resume_at(committed, after_store);
         let erasures = self.erasures_for(p, &store)?;
@@ -269,7 +312,7 @@ impl Partitions {
     /// Gives partition `p` up: flush, and with a bucket seal and sync so that the next owner
     /// finds everything there; then close (releasing the directory's lock). Returns the offset
     /// everything before which is durable.
-    pub fn revoke(&mut self, p: i32) -> crate::Result<Option<i64>> {
+    pub fn revoke(&mut self, p: i32) -> crate::Result<Option<Commit>> {
         let Some(part) = self.owned.remove(&p) else {
             return Ok(None);
         };
@@ -279,17 +322,24 @@ impl Partitions {
             source,
         };
         let (start, wall) = (Instant::now(), wall_ms());
+        let since = part.store.config().parts.clock.now_ms() - CLOCK_MARGIN_MS;
         part.store.flush().map_err(wrap)?;
         let flushed = start.elapsed();
-        if self.factory.remote.is_some() {
+        let remote = self.factory.remote.is_some();
+        let mut uploaded = true;
+        if remote {
             part.store.seal_active().map_err(wrap)?;
             let report = part.store.sync_remote().map_err(wrap)?;
             if !report.errors.is_empty() {
                 log::warn!("partition {p}: sync before hand-over: {:?}", report.errors);
+                uploaded = false; // the bucket lacks some: the group's offset stays
             }
         }
         let synced = start.elapsed();
-        let next = part.next;
+        let next = part.next.filter(|_| uploaded).map(|offset| Commit {
+            offset,
+            arrived_since_ms: remote.then_some(since),
+        });
         part.store.close().map_err(wrap)?;
         log::info!(
             "partition {p}: revoked at {wall} ms, handed over in {:.0} ms (flush {:.0}, seal and \
@@ -370,6 +420,19 @@ impl Partitions {
             add(&mut t, &part.counts);
         }
         t
+    }
+}
+
+/// Which remote segments to read source offsets from when a store is opened: those holding a
+/// chunk that arrived after the group's commit (its metadata), or all of them when the group
+/// has no commit at all (the previous owner died before its first: what it uploaded until then
+/// is at most one upload interval, plus what sealed meanwhile). None without a bucket, or when
+/// the commit says nothing (made without one).
+fn remote_since(store: &Store, group: Option<Commit>) -> Option<i64> {
+    store.remote_status()?;
+    match group {
+        None => Some(i64::MIN),
+        Some(c) => c.arrived_since_ms,
     }
 }
 

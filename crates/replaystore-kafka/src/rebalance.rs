@@ -14,7 +14,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::generation;
-use crate::partition::{lock, Partitions};
+use crate::partition::{lock, Commit, Partitions};
 
 pub(crate) struct Ctx {
     parts: Arc<Mutex<Partitions>>,
@@ -40,7 +40,7 @@ impl Ctx {
     }
 
     /// The group's committed offset of each partition in `tpl` (absent when it has none).
-    fn committed(&self, tpl: &TopicPartitionList) -> crate::Result<HashMap<i32, i64>> {
+    fn committed(&self, tpl: &TopicPartitionList) -> crate::Result<HashMap<i32, Commit>> {
         let got = self
             .offsets
             .committed_offsets(tpl.clone(), Duration::from_secs(10))?;
@@ -48,7 +48,7 @@ impl Ctx {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
+                Offset::Offset(o) => Some((e.partition(), Commit::from_group(o, e.metadata()))),
                 _ => None,
             })
             .collect())
@@ -81,8 +81,11 @@ impl Ctx {
     ) -> crate::Result<()> {
         let mut done = TopicPartitionList::new();
         for e in tpl.elements() {
-            if let Some(next) = parts.revoke(e.partition())? {
-                done.add_partition_offset(&self.topic, e.partition(), Offset::Offset(next))?;
+            if let Some(c) = parts.revoke(e.partition())? {
+                done.add_partition_offset(&self.topic, e.partition(), Offset::Offset(c.offset))?;
+                if let Some(mut el) = done.find_partition(&self.topic, e.partition()) {
+                    el.set_metadata(c.metadata());
+                }
             }
         }
         if done.count() == 0 {

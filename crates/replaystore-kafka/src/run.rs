@@ -394,12 +394,18 @@ impl Consumer {
             };
             let room = MAX_LATENCY_SAMPLES.saturating_sub(latency.len());
             latency.extend(waits.flushed_ts.iter().map(|ts| now - ts).take(room));
-            if let Some(next) = waits.commit {
-                tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(next))?;
+            if let Some(c) = waits.commit {
+                tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(c.offset))?;
+                if let Some(mut el) = tpl.find_partition(&self.opts.topic, p) {
+                    el.set_metadata(c.metadata());
+                }
             }
         }
         drop((parts, latency));
         if tpl.count() > 0 {
+            // Uploaded, not yet committed: what the next owner must pass over by reading the
+            // bucket (tests/kafka.rs kills a member here).
+            replaystore::crash_point("consume:before_commit");
             if let Err(e) = consumer.commit(&tpl, mode) {
                 log::warn!("commit: {e}");
             }

@@ -33,7 +33,7 @@ fn parse_crash_at(v: &str) -> CrashAt {
 
 /// Aborts the process on the pass of `name` that `REPLAYSTORE_CRASH_AT` names.
 #[cfg(feature = "failpoints")]
-pub(crate) fn crash_point(name: &str) {
+pub fn crash_point(name: &str) {
     let at = CRASH_AT.get_or_init(|| {
         std::env::var("REPLAYSTORE_CRASH_AT")
             .ok()
@@ -52,4 +52,4 @@ pub(crate) fn crash_point(name: &str) {
 /// Crash points are compiled out without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub(crate) fn crash_point(_name: &str) {}
+pub fn crash_point(_name: &str) {}

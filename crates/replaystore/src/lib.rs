@@ -64,6 +64,10 @@ mod writer;
 /// one check it.
 #[doc(hidden)]
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
+/// A crash point an embedder places in its own code (the Kafka consumer's, between an upload
+/// and its commit): aborts where `REPLAYSTORE_CRASH_AT` says, with the `failpoints` feature;
+/// nothing without it.
+pub use failpoint::crash_point;
 
 pub use annotation::{AnnotationFilter, AnnotationPart, Annotator, BlockContext, Facets};
 pub use chunk::Chunk;

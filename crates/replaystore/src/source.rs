@@ -16,13 +16,20 @@ pub struct SourceOffsets {
     pub held: Vec<u64>,
 }
 
-/// Walks the blocks of every local segment (remote segments are not downloaded for this: a
-/// store adopted from a bucket answers for its local data only; docs/design.md, "Kafka
-/// consumer").
-pub(crate) fn source_offsets(current: &Version, from: u64) -> Result<SourceOffsets> {
+/// Walks the blocks of every local segment, and of the remote segments holding a chunk that
+/// arrived at or after `remote_since_ms` (each downloaded whole, once: only the newest are
+/// meant to qualify; `None`: no remote segment).
+pub(crate) fn source_offsets(
+    current: &Version,
+    from: u64,
+    remote_since_ms: Option<i64>,
+) -> Result<SourceOffsets> {
     let mut max: Option<u64> = None;
     let mut held = BTreeSet::new();
-    for seg in current.segments().iter().filter(|s| !s.is_remote()) {
+    let wanted = |s: &&std::sync::Arc<crate::segment::Segment>| {
+        !s.is_remote() || remote_since_ms.is_some_and(|t| s.totals().max_arrival_ms >= t)
+    };
+    for seg in current.segments().iter().filter(wanted) {
         seg.for_each_block(&mut |_, _, h| {
             for o in h.chunks.iter().filter_map(|c| c.source_offset) {
                 max = max.max(Some(o));

@@ -487,7 +487,15 @@ impl Store {
     /// doubles a message. Reads every local block header: call it when taking a partition
     /// over, not per message.
     pub fn source_offsets(&self, from: u64) -> Result<SourceOffsets> {
-        crate::source::source_offsets(&self.segments.current(), from)
+        crate::source::source_offsets(&self.segments.current(), from, None)
+    }
+
+    /// `source_offsets`, also reading the remote segments (in the bucket only) that hold a
+    /// chunk which arrived, by this store's clock, at or after `arrived_since_ms`: a store
+    /// adopted from a bucket answers for what its previous owner uploaded after a point it
+    /// recorded (the Kafka consumer's commit), downloading those segments once.
+    pub fn source_offsets_since(&self, from: u64, arrived_since_ms: i64) -> Result<SourceOffsets> {
+        crate::source::source_offsets(&self.segments.current(), from, Some(arrived_since_ms))
     }
 
     /// Checks an accepted chunk against the deletion requests and buffers it; returns the bytes
