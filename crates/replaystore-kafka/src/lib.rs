@@ -1,10 +1,11 @@
 //! replaystore as a Kafka consumer-group member: the replay consumer of a PostHog deployment
 //! (issue 16). It joins a group on the recordings topic, keeps one store per assigned partition
 //! (`<dir>/p<N>`, with `<remote>/p<N>` as its bucket prefix), decodes capture's messages
-//! (`envelope`) and appends them, flushes, and commits the group's offsets after each flush.
+//! (`envelope`) and appends them, flushes, and commits the group's offsets after each flush
+//! (with a bucket, only once the bucket holds the data).
 //!
 //! The engine knows nothing of Kafka: this crate uses only `Store`'s public API. The client is
-//! rdkafka over the system librdkafka (docs/design.md, "Kafka consumer", says why).
+//! rdkafka over librdkafka built from its bundled sources (docs/design.md, "Kafka consumer", says why).
 
 pub mod envelope;
 pub mod erasure;

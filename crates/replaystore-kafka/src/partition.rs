@@ -341,6 +341,19 @@ impl Partitions {
             arrived_since_ms: remote.then_some(since),
         });
         part.store.close().map_err(wrap)?;
+        if remote && uploaded {
+            // The bucket holds everything now. A local copy left behind would be opened again
+            // if the partition came back here, and would miss (and, its segment ids running
+            // on from its own, overwrite) what other owners uploaded meanwhile: remove it, so
+            // that a return adopts the bucket afresh.
+            let dir = self.factory.dir.join(format!("p{p}"));
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                log::warn!(
+                    "partition {p}: remove {} after hand-over: {e}",
+                    dir.display()
+                );
+            }
+        }
         log::info!(
             "partition {p}: revoked at {wall} ms, handed over in {:.0} ms (flush {:.0}, seal and \
              sync {:.0}, close {:.0})",
@@ -376,7 +389,10 @@ impl Partitions {
         for req in &new {
             log::info!("deletion request {} (team {}) read", req.id, req.team);
             for (p, part) in self.owned.iter_mut() {
-                part.erasures.apply(*p, &part.store, req, &fleet.receipts)?;
+                // One store failing must not keep the request from the others.
+                if let Err(e) = part.erasures.apply(*p, &part.store, req, &fleet.receipts) {
+                    log::warn!("partition {p}: deletion request {}: {e}", req.id);
+                }
             }
         }
         Ok(new)

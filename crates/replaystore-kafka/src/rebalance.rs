@@ -80,8 +80,18 @@ impl Ctx {
         tpl: &TopicPartitionList,
     ) -> crate::Result<()> {
         let mut done = TopicPartitionList::new();
+        // Every revoked partition is closed, whatever happens to another: one left open would
+        // be written to after librdkafka gave it away.
+        let mut first_error = None;
         for e in tpl.elements() {
-            if let Some(c) = parts.revoke(e.partition())? {
+            let handed = match parts.revoke(e.partition()) {
+                Ok(h) => h,
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    None
+                }
+            };
+            if let Some(c) = handed {
                 done.add_partition_offset(&self.topic, e.partition(), Offset::Offset(c.offset))?;
                 if let Some(mut el) = done.find_partition(&self.topic, e.partition()) {
                     el.set_metadata(c.metadata());
@@ -89,7 +99,7 @@ impl Ctx {
             }
         }
         if done.count() == 0 {
-            return Ok(());
+            return first_error.map_or(Ok(()), Err);
         }
         // SAFETY: both handles are live for the call; a synchronous commit from the rebalance
         // callback is what librdkafka documents for committing on revoke.
@@ -97,7 +107,7 @@ impl Ctx {
         if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
             log::warn!("commit on revoke: {err:?}");
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -140,8 +140,8 @@ impl Consumer {
                 self.opts.session_timeout.as_millis().to_string(),
             )
             .set("heartbeat.interval.ms", "1000")
-            // Bounds what librdkafka prefetches (per partition): memory stays bounded however
-            // far behind the consumer is.
+            // Bounds what librdkafka prefetches into the consumer's queue (one fetch response
+            // may overshoot it): memory stays bounded however far behind the consumer is.
             .set("queued.max.messages.kbytes", "16384");
         for (k, v) in self.base_config().config_map() {
             config.set(k, v);
@@ -165,10 +165,14 @@ impl Consumer {
             m.stop();
         }
         let mut parts = lock(&self.parts);
+        let mut closing = Ok(());
         for p in parts.numbers() {
-            parts.revoke(p)?;
+            if let Err(e) = parts.revoke(p) {
+                closing = closing.and(Err(e));
+            }
         }
         result?;
+        closing?;
         if let Some(e) = parts.failed.take() {
             return Err(e);
         }
@@ -393,7 +397,13 @@ impl Consumer {
                 None => continue,
             };
             let room = MAX_LATENCY_SAMPLES.saturating_sub(latency.len());
-            latency.extend(waits.flushed_ts.iter().map(|ts| now - ts).take(room));
+            latency.extend(
+                waits
+                    .flushed_ts
+                    .iter()
+                    .map(|ts| now.saturating_sub(*ts))
+                    .take(room),
+            );
             if let Some(c) = waits.commit {
                 tpl.add_partition_offset(&self.opts.topic, p, Offset::Offset(c.offset))?;
                 if let Some(mut el) = tpl.find_partition(&self.opts.topic, p) {
