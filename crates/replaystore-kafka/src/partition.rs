@@ -120,7 +120,9 @@ impl Partition {
     /// sealed uploaded): a member on another machine takes the partition over from the
     /// bucket, so the group's offset must not pass what the bucket holds, or a lost machine
     /// would lose what it had flushed and not uploaded. `None` when the flush failed.
-    pub fn make_durable(&mut self, p: i32, upload: bool) -> Option<Durable> {
+    /// `remote`: the store has a bucket (the factory's; not asked of the store, which would
+    /// walk its segment list on every flush).
+    pub fn make_durable(&mut self, p: i32, remote: bool, upload: bool) -> Option<Durable> {
         let next = self.next?;
         let since = self.store.config().parts.clock.now_ms() - CLOCK_MARGIN_MS;
         let mut flushed_ts = Vec::new();
@@ -133,7 +135,6 @@ impl Partition {
             self.durable = Some(next);
             flushed_ts = std::mem::take(&mut self.unflushed_ts);
         }
-        let remote = self.store.remote_status().is_some();
         if self.committed == Some(next) || (remote && !upload) {
             return Some(Durable {
                 flushed_ts,
@@ -236,6 +237,9 @@ pub struct Partitions {
 pub struct Fleet {
     pub feed: Feed,
     pub receipts: Receipts,
+    /// The bucket's receipts as read at the start of the current assignment: one read for all
+    /// the partitions it assigns (`Partitions::begin_assignment`).
+    pub read: Vec<crate::erasure::Receipt>,
 }
 
 impl Partitions {
@@ -275,7 +279,8 @@ impl Partitions {
         let store = self.factory.open(p).map_err(wrap)?;
         let opened_ms = ms(opening.elapsed());
         let from = committed.map_or(0, |c| c.max(0) as u64);
-        let offsets = match remote_since(&store, group) {
+        let remote = self.factory.remote.is_some();
+        let offsets = match remote_since(remote, group) {
             Some(since) => store.source_offsets_since(from, since),
             None => store.source_offsets(from),
         }
@@ -372,12 +377,21 @@ impl Partitions {
         let Some(fleet) = self.fleet.as_mut() else {
             return Ok(Erasures::default());
         };
-        fleet.feed.poll();
-        let mut erasures = Erasures::from_receipts(p, &fleet.receipts.read(None)?);
+        // The feed is not polled here: what it returns would then be missing from the stores
+        // owned already (the run loop's `poll_deletions` gives new requests to all of them).
+        let mut erasures = Erasures::from_receipts(p, &fleet.read);
         for req in fleet.feed.known() {
             erasures.apply(p, store, req, &fleet.receipts)?;
         }
         Ok(erasures)
+    }
+
+    /// Reads the bucket's receipts once for the partitions an assignment is about to open.
+    pub fn begin_assignment(&mut self) -> crate::Result<()> {
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.read = fleet.receipts.read(None)?;
+        }
+        Ok(())
     }
 
     /// Reads the deletion topic and applies what is new to every owned store.
@@ -444,8 +458,10 @@ impl Partitions {
 /// has no commit at all (the previous owner died before its first: what it uploaded until then
 /// is at most one upload interval, plus what sealed meanwhile). None without a bucket, or when
 /// the commit says nothing (made without one).
-fn remote_since(store: &Store, group: Option<Commit>) -> Option<i64> {
-    store.remote_status()?;
+fn remote_since(remote: bool, group: Option<Commit>) -> Option<i64> {
+    if !remote {
+        return None;
+    }
     match group {
         None => Some(i64::MIN),
         Some(c) => c.arrived_since_ms,

@@ -58,6 +58,7 @@ impl Ctx {
     /// offsets, which librdkafka then fetches from).
     fn assign(&self, parts: &mut Partitions, tpl: &mut TopicPartitionList) -> crate::Result<()> {
         let committed = self.committed(tpl)?;
+        parts.begin_assignment()?;
         let numbers: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for p in numbers {
             if let Some(at) = parts.assign(p, committed.get(&p).copied())? {

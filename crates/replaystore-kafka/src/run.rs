@@ -211,7 +211,11 @@ impl Consumer {
             }
         };
         let receipts = crate::erasure::Receipts::open(&location)?;
-        lock(&self.parts).join_fleet(crate::partition::Fleet { feed, receipts });
+        lock(&self.parts).join_fleet(crate::partition::Fleet {
+            feed,
+            receipts,
+            read: Vec::new(),
+        });
         Ok(())
     }
 
@@ -392,7 +396,7 @@ impl Consumer {
         let mut tpl = TopicPartitionList::new();
         for (p, part) in parts.iter_mut() {
             let now = crate::partition::wall_ms();
-            let waits = match part.make_durable(p, remote && upload_point) {
+            let waits = match part.make_durable(p, remote, remote && upload_point) {
                 Some(d) => d,
                 None => continue,
             };
